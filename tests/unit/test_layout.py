@@ -1,0 +1,33 @@
+"""The repository layout keeps the promises made in docs/architecture.md."""
+
+import importlib
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_operator_directory_is_not_a_package() -> None:
+    assert (ROOT / "operator").is_dir()
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_stdlib_operator_is_not_shadowed_from_the_repository_root() -> None:
+    # Run from the repository root with it first on sys.path, as `python -c` would.
+    out = subprocess.run(
+        [sys.executable, "-c", "import operator, sys; print(operator.__file__); print(operator.add(2, 3))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out[1] == "5"
+    assert pathlib.Path(out[0]).parent != ROOT / "operator"
+    assert "site-packages" not in out[0]
+
+
+def test_import_packages_resolve_to_the_repository() -> None:
+    for name, folder in (("azaion_loader", "initcontainer"), ("azaion_operator", "operator")):
+        module = importlib.import_module(name)
+        assert pathlib.Path(module.__file__).resolve().is_relative_to(ROOT / folder)
