@@ -1,0 +1,465 @@
+"""Job manifests for ``Resource`` and ``ImageUnlock`` (pure: dicts in, dicts out).
+
+Both Jobs are pinned to one node (``NodeInfo``) and pass that node's hardware
+fingerprint inputs (``status.nodeInfo.machineID`` / ``.architecture``) to the
+container that talks to the API, so a node always gets the same fingerprint
+(docs/architecture.md, "Hardware fingerprint across the cluster").
+
+Resource Job::
+
+    init  fetch   loader fetch ... --out /target/<file>   credentials, target (rw), /results (rw)
+    main  verify  loader verify --file ... --sha256 <from /results/fetch.json>
+                  target (ro), /results (ro); writes the termination message
+
+ImageUnlock Job::
+
+    init  unlock-fetch  loader unlock-fetch ... --workdir /work   credentials, /work (rw)
+    main  unlock-load   loader unlock-load --workdir /work        Docker socket, /work (ro)
+
+Every container: no privilege escalation, all capabilities dropped, read-only
+root filesystem, RuntimeDefault seccomp, requests and limits, non-root - except
+``unlock-load`` when no Docker socket group is configured: it then runs as uid 0
+(still with no capabilities at all), because that is the only identity that can
+open a ``root:docker 0660`` socket whose group id differs from node to node.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from azaion_operator import crd
+from azaion_operator.names import job_name, label_value
+from azaion_operator.nodes import NodeInfo
+from azaion_operator.settings import OperatorSettings
+
+__all__ = [
+    "CREDENTIALS_DIR",
+    "VERIFY_SHIM",
+    "build_resource_job",
+    "build_unlock_job",
+    "credentials_secret_name",
+]
+
+CREDENTIALS_DIR = "/var/run/azaion-loader/credentials"
+TARGET_DIR = "/target"
+RESULTS_DIR = "/results"
+WORK_DIR = "/work"
+DOCKER_SOCKET = "/var/run/docker.sock"
+TERMINATION_LOG = "/dev/termination-log"
+
+# The verify container reads the digest the fetch container recorded and hands
+# it to `loader verify` (the digest is not secret; exec keeps verify's exit code).
+VERIFY_SHIM = (
+    "import json, os, sys\n"
+    "try:\n"
+    "    with open(sys.argv[1], encoding='utf-8') as f:\n"
+    "        sha = json.loads(f.read().strip().splitlines()[-1])['sha256']\n"
+    "except (OSError, ValueError, KeyError, IndexError, TypeError) as e:\n"
+    "    print('verify: no digest in %s: %s' % (sys.argv[1], e), file=sys.stderr)\n"
+    "    sys.exit(3)\n"
+    "os.execvp('loader', ['loader', 'verify', '--file', sys.argv[2], '--sha256', sha,"
+    " '--json', '--result-file', sys.argv[3]])\n"
+)
+
+
+def credentials_secret_name(spec: Mapping[str, Any], settings: OperatorSettings) -> str:
+    """The credentials Secret a custom resource uses: its own reference or the default."""
+    ref = spec.get("credentialsSecretRef") or {}
+    return str(ref.get("name") or settings.credentials_secret)
+
+
+def _labels(owner: Mapping[str, Any], component: str, node: NodeInfo) -> dict[str, str]:
+    meta = owner["metadata"]
+    return {
+        crd.LABEL_NAME: "azaion-loader",
+        crd.LABEL_COMPONENT: component,
+        crd.LABEL_MANAGED_BY: crd.MANAGED_BY,
+        crd.LABEL_OWNER_KIND: owner["kind"],
+        crd.LABEL_OWNER_NAME: label_value(meta["name"]),
+        crd.LABEL_OWNER_UID: meta["uid"],
+        crd.LABEL_GENERATION: str(meta.get("generation", 1)),
+        crd.LABEL_NODE: label_value(node.name),
+    }
+
+
+def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", crd.API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        # Not blocking: the Jobs go in the background after their owner, and the
+        # operator needs no permission on the owner's finalizers.
+        "blockOwnerDeletion": False,
+    }
+
+
+def _resources(spec: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    job = spec.get("job") or {}
+    custom = job.get("resources") or {}
+    requests = {"cpu": settings.job_cpu_request, "memory": settings.job_memory_request}
+    limits = {"cpu": settings.job_cpu_limit, "memory": settings.job_memory_limit}
+    requests.update(custom.get("requests") or {})
+    limits.update(custom.get("limits") or {})
+    return {"requests": requests, "limits": limits}
+
+
+def _container_security(uid: int) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _docker_security(settings: OperatorSettings) -> dict[str, Any]:
+    """The unlock-load container: as narrow as the Docker socket allows."""
+    if settings.docker_socket_gid is not None:
+        # The socket's group is known: stay non-root, reach it through that group
+        # (added to the pod's supplementalGroups).
+        return _container_security(settings.job_uid)
+    context = _container_security(0)
+    context["runAsNonRoot"] = False
+    context["runAsGroup"] = settings.job_uid  # reads /work through its group, not as root
+    return context
+
+
+def _pin(node: NodeInfo) -> dict[str, Any]:
+    """Node affinity on the node's exact name (``metadata.name``), as DaemonSets do."""
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchFields": [
+                            {"key": "metadata.name", "operator": "In", "values": [node.name]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
+def _api_env(spec: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings) -> list[dict]:
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "LOADER_CREDENTIALS_DIR", "value": CREDENTIALS_DIR},
+    ]
+    api_url = spec.get("apiUrl") or settings.api_url
+    if api_url:
+        env.append({"name": "LOADER_API_URL", "value": api_url})
+    env += [
+        {"name": "LOADER_HW_MACHINE_ID", "value": node.machine_id},
+        {"name": "LOADER_HW_ARCH", "value": node.architecture},
+        {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
+    ]
+    return env
+
+
+def _credentials_volume(spec: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "name": "credentials",
+        "secret": {
+            "secretName": credentials_secret_name(spec, settings),
+            "items": [{"key": "email", "path": "email"}, {"key": "password", "path": "password"}],
+            "defaultMode": 0o440,
+        },
+    }
+
+
+def _scratch(name: str, size: str) -> dict[str, Any]:
+    return {"name": name, "emptyDir": {"sizeLimit": size}}
+
+
+def _mount(name: str, path: str, *, read_only: bool, sub_path: str | None = None) -> dict:
+    mount: dict[str, Any] = {"name": name, "mountPath": path, "readOnly": read_only}
+    if sub_path:
+        mount["subPath"] = sub_path
+    return mount
+
+
+def _container(
+    name: str,
+    command: list[str],
+    *,
+    env: list[dict],
+    mounts: list[dict],
+    security: dict[str, Any],
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": settings.job_image,
+        "imagePullPolicy": settings.job_image_pull_policy,
+        "command": command,
+        "env": env,
+        "volumeMounts": mounts,
+        "resources": _resources(spec, settings),
+        "securityContext": security,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _job(
+    owner: Mapping[str, Any],
+    *,
+    name: str,
+    component: str,
+    node: NodeInfo,
+    settings: OperatorSettings,
+    pod_spec: dict[str, Any],
+) -> dict[str, Any]:
+    spec = owner["spec"]
+    tuning = spec.get("job") or {}
+    labels = _labels(owner, component, node)
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": True,
+        "runAsUser": settings.job_uid,
+        "runAsGroup": settings.job_uid,
+        "fsGroup": settings.job_uid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    template_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "affinity": _pin(node),
+        "tolerations": copy.deepcopy(list(spec.get("tolerations") or [])),
+        "securityContext": pod_security,
+        **pod_spec,
+    }
+    if settings.image_pull_secrets:
+        template_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": labels,
+            "annotations": {crd.ANNOTATION_NODE: node.name},
+            "ownerReferences": [_owner_reference(owner)],
+        },
+        "spec": {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": int(tuning.get("backoffLimit", settings.job_backoff_limit)),
+            "activeDeadlineSeconds": int(
+                tuning.get("activeDeadlineSeconds", settings.job_active_deadline_seconds)
+            ),
+            "ttlSecondsAfterFinished": int(
+                tuning.get("ttlSecondsAfterFinished", settings.job_ttl_seconds_after_finished)
+            ),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        # The toolkit says retrying cannot help: fail now, keep the message.
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "operator": "In",
+                            "values": list(crd.PERMANENT_EXIT_CODES),
+                        },
+                    },
+                    {
+                        # Evicted or preempted pods do not count against backoffLimit.
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    "annotations": {crd.ANNOTATION_NODE: node.name},
+                },
+                "spec": template_spec,
+            },
+        },
+    }
+
+
+def build_resource_job(
+    resource: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job that fetches one ``Resource`` into its target on ``node`` and verifies it."""
+    meta = resource["metadata"]
+    spec = resource["spec"]
+    source = spec["source"]
+    target = spec["target"]
+    out = f"{TARGET_DIR}/{target['fileName']}"
+
+    if "persistentVolumeClaim" in target:
+        pvc = target["persistentVolumeClaim"]
+        target_volume: dict[str, Any] = {
+            "name": "target",
+            "persistentVolumeClaim": {"claimName": pvc["claimName"]},
+        }
+        sub_path = pvc.get("subPath")
+    else:
+        target_volume = {
+            "name": "target",
+            "hostPath": {"path": target["hostPath"]["path"], "type": "DirectoryOrCreate"},
+        }
+        sub_path = None
+
+    fetch_args = ["loader", "fetch", "--folder", source["folder"], "--name", source["name"]]
+    if source.get("version"):
+        fetch_args += ["--version", str(source["version"])]
+    fetch_args += ["--out", out, "--json", "--result-file", f"{RESULTS_DIR}/fetch.json"]
+
+    fetch = _container(
+        "fetch",
+        fetch_args,
+        env=_api_env(spec, node, settings),
+        mounts=[
+            _mount("target", TARGET_DIR, read_only=False, sub_path=sub_path),
+            _mount("results", RESULTS_DIR, read_only=False),
+            _mount("tmp", "/tmp", read_only=False),
+            _mount("credentials", CREDENTIALS_DIR, read_only=True),
+        ],
+        security=_container_security(settings.job_uid),
+        spec=spec,
+        settings=settings,
+    )
+    verify = _container(
+        "verify",
+        ["python3", "-c", VERIFY_SHIM, f"{RESULTS_DIR}/fetch.json", out, TERMINATION_LOG],
+        env=[
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
+        ],
+        mounts=[
+            _mount("target", TARGET_DIR, read_only=True, sub_path=sub_path),
+            _mount("results", RESULTS_DIR, read_only=True),
+            _mount("tmp", "/tmp", read_only=False),
+        ],
+        security=_container_security(settings.job_uid),
+        spec=spec,
+        settings=settings,
+    )
+    name = job_name(
+        prefix="res",
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+    )
+    return _job(
+        resource,
+        name=name,
+        component="resource-job",
+        node=node,
+        settings=settings,
+        pod_spec={
+            "initContainers": [fetch],
+            "containers": [verify],
+            "volumes": [
+                target_volume,
+                _scratch("results", "1Mi"),
+                _scratch("tmp", "64Mi"),
+                _credentials_volume(spec, settings),
+            ],
+        },
+    )
+
+
+def build_unlock_job(
+    unlock: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The Job that fetches an ``ImageUnlock``'s archive and loads it into ``node``'s Docker."""
+    meta = unlock["metadata"]
+    spec = unlock["spec"]
+    archive = spec["archive"]
+    socket_path = spec.get("dockerSocketPath") or DOCKER_SOCKET
+
+    fetch_args = [
+        "loader",
+        "unlock-fetch",
+        "--archive-folder",
+        archive["folder"],
+        "--archive-name",
+        archive["name"],
+    ]
+    if archive.get("version"):
+        fetch_args += ["--version", str(archive["version"])]
+    fetch_args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
+
+    load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
+    load_args += ["--json", "--result-file", TERMINATION_LOG]
+    if spec.get("images"):
+        load_args += ["--images", *[str(i) for i in spec["images"]]]
+
+    fetch = _container(
+        "unlock-fetch",
+        fetch_args,
+        env=_api_env(spec, node, settings),
+        mounts=[
+            _mount("work", WORK_DIR, read_only=False),
+            _mount("tmp", "/tmp", read_only=False),
+            _mount("credentials", CREDENTIALS_DIR, read_only=True),
+        ],
+        security=_container_security(settings.job_uid),
+        spec=spec,
+        settings=settings,
+    )
+    load = _container(
+        "unlock-load",
+        load_args,
+        env=[
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "DOCKER_HOST", "value": f"unix://{DOCKER_SOCKET}"},
+            {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
+        ],
+        mounts=[
+            _mount("work", WORK_DIR, read_only=True),
+            _mount("tmp", "/tmp", read_only=False),
+            _mount("docker-socket", DOCKER_SOCKET, read_only=False),
+        ],
+        security=_docker_security(settings),
+        spec=spec,
+        settings=settings,
+    )
+    name = job_name(
+        prefix="unl",
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        node=node.name,
+    )
+    job = _job(
+        unlock,
+        name=name,
+        component="image-unlock-job",
+        node=node,
+        settings=settings,
+        pod_spec={
+            "initContainers": [fetch],
+            "containers": [load],
+            "volumes": [
+                # The encrypted archive lands here: size it by the job's ephemeral
+                # storage, not by an arbitrary cap.
+                {"name": "work", "emptyDir": {}},
+                _scratch("tmp", "64Mi"),
+                _credentials_volume(spec, settings),
+                {"name": "docker-socket", "hostPath": {"path": socket_path, "type": "Socket"}},
+            ],
+        },
+    )
+    if settings.docker_socket_gid is not None:
+        pod_security = job["spec"]["template"]["spec"]["securityContext"]
+        pod_security["supplementalGroups"] = [settings.docker_socket_gid]
+    return job

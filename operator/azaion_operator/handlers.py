@@ -1,0 +1,352 @@
+"""The kopf handlers: when to reconcile, and what to do with the outcome.
+
+- ``Resource`` / ``ImageUnlock`` created, changed or found at start-up: reconcile
+  (``kopf.PermanentError`` for a spec the operator cannot serve, with ``Failed``
+  status and a Warning Event; ``kopf.TemporaryError`` with a delay for API trouble).
+- A Job of ours changes state: reconcile its owner (status flows back, and an
+  ``ImageUnlock`` starts its next nodes).
+- A Node joins, leaves, or changes readiness, labels or taints: reconcile every
+  ``ImageUnlock`` (and every ``Resource`` still waiting for a node).
+- Every ``resync_seconds``: reconcile everything not finished (a safety net for
+  missed events; a Secret created after the fact is picked up here).
+
+Reconciles of one object never run at the same time (a lock per uid); nothing
+sleeps in a handler.  Run with ``azaion-operator`` or ``kopf run -m
+azaion_operator.handlers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+
+from azaion_operator import crd
+from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
+from azaion_operator.kube import KubeClient
+from azaion_operator.nodes import NodeInfo, node_info
+from azaion_operator.reconcile import Event, Report, reconcile_resource, reconcile_unlock
+from azaion_operator.settings import OperatorSettings
+from azaion_operator.status import FAILED, failed_status, status_patch
+
+log = logging.getLogger(__name__)
+
+Reconciler = Callable[..., Report]
+_RECONCILERS: dict[str, tuple[str, Reconciler]] = {
+    crd.RESOURCE_KIND: (crd.RESOURCE_PLURAL, reconcile_resource),
+    crd.UNLOCK_KIND: (crd.UNLOCK_PLURAL, reconcile_unlock),
+}
+_RETRY_DELAY = 10.0
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+_job_states: dict[str, tuple[Any, ...]] = {}
+_node_states: dict[str, tuple[Any, ...]] = {}
+
+
+@contextlib.contextmanager
+def _locked(uid: str) -> Iterator[None]:
+    with _locks_guard:
+        lock = _locks.setdefault(uid, threading.Lock())
+    with lock:
+        yield
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A kopf body (a read-only view) as plain dicts."""
+    return {key: body[key] for key in body}
+
+
+def _nodes(node_index: kopf.Index) -> list[NodeInfo]:
+    return [info for store in node_index.values() for info in store]
+
+
+# --- start-up -----------------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """All kopf tuning in one place, and the operator's own settings and API client."""
+    ours = OperatorSettings.from_env(os.environ)
+    memo.settings = ours
+    memo.kube = KubeClient.from_environment(pool_size=ours.workers)
+
+    # kopf's bookkeeping goes into annotations under our group, not into
+    # status (our CRDs' structural schemas would prune unknown status fields).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=crd.GROUP, key="last-handled-configuration"
+    )
+    # Synchronous handlers run in this many threads; the API client's pool matches.
+    settings.execution.max_workers = ours.workers
+    # We post our own Events for each step; kopf turns only warnings and
+    # errors of its logger into Events, so a retry storm cannot flood them.
+    settings.posting.level = logging.WARNING
+    # Watches are re-opened regularly so a silently dropped connection is noticed.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Each API request from kopf itself (patches, events) gives up after this.
+    settings.networking.request_timeout = 60
+    # Events of one object are batched briefly so bursts cost one handler run.
+    settings.batching.batch_window = 0.1
+    # Peering is chosen on the command line / by main (standalone by default).
+    memo.resync = asyncio.get_running_loop().create_task(_resync_forever(memo))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync loop and close the API client's pool."""
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        kube.close()
+
+
+@kopf.index("", "v1", "nodes")
+def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
+    """Every Node as a ``NodeInfo`` (kept by kopf's watch, so handlers never list Nodes)."""
+    return {name: node_info(_plain(body))}
+
+
+# --- one reconcile, three ways to report it ------------------------------------
+
+
+def _post(body: Mapping[str, Any], report: Report) -> None:
+    for event in report.events:
+        kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+
+
+def _apply(kube: KubeClient, kind: str, body: Mapping[str, Any], report: Report) -> None:
+    plural = _RECONCILERS[kind][0]
+    meta = body["metadata"]
+    if report.status is not None:
+        patch = status_patch(body.get("status") or {}, report.status)
+        if patch is not None:
+            kube.patch_status(plural, meta["namespace"], meta["name"], patch)
+    _post(body, report)
+
+
+def _fail(kube: KubeClient, kind: str, body: Mapping[str, Any], error: SpecError) -> None:
+    """Record a spec the operator cannot serve: Failed status and a Warning Event (once)."""
+    meta = body["metadata"]
+    old = body.get("status") or {}
+    status = failed_status(
+        generation=int(meta.get("generation", 1)),
+        reason=error.reason,
+        message=error.message,
+        previous=old,
+        now=_now(),
+    )
+    again = old.get("phase") == FAILED and old.get("message") == status["message"]
+    events = [] if again else [Event("Warning", error.reason, error.message)]
+    _apply(kube, kind, body, Report(status, events))
+
+
+def reconcile(
+    memo: kopf.Memo, kind: str, body: Mapping[str, Any], nodes: Sequence[NodeInfo]
+) -> None:
+    """Reconcile one custom resource; raises ``SpecError`` / ``KubeError`` after recording them."""
+    kube: KubeClient = memo.kube
+    settings: OperatorSettings = memo.settings
+    reconciler = _RECONCILERS[kind][1]
+    with _locked(body["metadata"]["uid"]):
+        try:
+            report = reconciler(kube, settings, body, nodes, now=_now())
+        except SpecError as error:
+            _fail(kube, kind, body, error)
+            raise
+        _apply(kube, kind, body, report)
+
+
+def _on_change(memo: kopf.Memo, kind: str, body: kopf.Body, node_index: kopf.Index) -> None:
+    """Reconcile from a kopf change handler: sort errors into kopf's two kinds."""
+    try:
+        reconcile(memo, kind, _plain(body), _nodes(node_index))
+    except SpecError as error:
+        raise kopf.PermanentError(error.message) from error
+    except KubeError as error:
+        if error.transient:
+            raise kopf.TemporaryError(error.message, delay=_RETRY_DELAY) from error
+        raise kopf.PermanentError(error.message) from error
+
+
+def _quietly(
+    memo: kopf.Memo, kind: str, body: Mapping[str, Any], nodes: Sequence[NodeInfo]
+) -> None:
+    """Reconcile from an event, a node change or the resync loop: errors are logged only
+    (the status already says what is wrong; the next event or resync tries again)."""
+    meta = body["metadata"]
+    try:
+        reconcile(memo, kind, body, nodes)
+    except SpecError as error:
+        log.info("%s %s/%s: %s", kind, meta["namespace"], meta["name"], error.message)
+    except KubeError as error:
+        log.warning("%s %s/%s: %s", kind, meta["namespace"], meta["name"], error.message)
+
+
+# --- Resource and ImageUnlock ----------------------------------------------------
+
+
+@kopf.on.resume(crd.GROUP, crd.VERSION, crd.RESOURCE_PLURAL)
+@kopf.on.create(crd.GROUP, crd.VERSION, crd.RESOURCE_PLURAL)
+@kopf.on.update(crd.GROUP, crd.VERSION, crd.RESOURCE_PLURAL)
+def resource_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A Resource appeared, changed (spec, labels, annotations) or was found at start-up."""
+    _on_change(memo, crd.RESOURCE_KIND, body, kwargs["node_index"])
+
+
+@kopf.on.resume(crd.GROUP, crd.VERSION, crd.UNLOCK_PLURAL)
+@kopf.on.create(crd.GROUP, crd.VERSION, crd.UNLOCK_PLURAL)
+@kopf.on.update(crd.GROUP, crd.VERSION, crd.UNLOCK_PLURAL)
+def unlock_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """An ImageUnlock appeared, changed or was found at start-up."""
+    _on_change(memo, crd.UNLOCK_KIND, body, kwargs["node_index"])
+
+
+# --- Jobs ------------------------------------------------------------------------
+
+
+def _job_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    status = body.get("status") or {}
+    conditions = tuple(
+        sorted(
+            c.get("type", "") for c in status.get("conditions") or () if c.get("status") == "True"
+        )
+    )
+    return (
+        status.get("active") or 0,
+        status.get("ready") or 0,
+        status.get("succeeded") or 0,
+        status.get("failed") or 0,
+        conditions,
+    )
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={crd.LABEL_MANAGED_BY: crd.MANAGED_BY})
+def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A Job of ours changed: reconcile its owner when its state really moved."""
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid"))
+    if type == "DELETED":
+        _job_states.pop(uid, None)
+    else:
+        state = _job_state(body)
+        before = _job_states.get(uid)
+        _job_states[uid] = state
+        # The listing at start-up is covered by the resume handlers; a fresh Job
+        # with no pod yet was just reported by the reconcile that created it.
+        if type is None or state == before or state == (0, 0, 0, 0, ()):
+            return
+    labels = meta.get("labels") or {}
+    kind = labels.get(crd.LABEL_OWNER_KIND)
+    if kind not in _RECONCILERS:
+        return
+    owner = next(
+        (ref for ref in meta.get("ownerReferences") or () if ref.get("kind") == kind), None
+    )
+    if owner is None:
+        return
+    kube: KubeClient = memo.kube
+    try:
+        parent = kube.get_custom(_RECONCILERS[kind][0], meta["namespace"], owner["name"])
+    except KubeNotFoundError:
+        return  # the owner is gone; the garbage collector takes the Job
+    except KubeError as error:
+        log.warning("Job %s/%s: cannot read its owner: %s", meta["namespace"], meta["name"], error)
+        return
+    if parent["metadata"].get("uid") != owner.get("uid"):
+        return
+    _quietly(memo, kind, parent, _nodes(kwargs["node_index"]))
+
+
+# --- Nodes -----------------------------------------------------------------------
+
+
+def _node_state(info: NodeInfo) -> tuple[Any, ...]:
+    return (
+        info.ready,
+        info.unschedulable,
+        tuple(sorted(info.labels.items())),
+        tuple(sorted(tuple(sorted(t.items())) for t in info.taints)),
+    )
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(type: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A node joined, left or changed in a way that matters: reconcile who may care."""
+    node_index: kopf.Index = kwargs["node_index"]
+    if type == "DELETED":
+        before = _node_states.pop(name, None)
+        state = None
+        nodes = [n for n in _nodes(node_index) if n.name != name]
+    else:
+        info = node_info(_plain(body))
+        state = _node_state(info)
+        before = _node_states.get(name)
+        _node_states[name] = state
+        nodes = [n for n in _nodes(node_index) if n.name != name] + [info]
+    if type is None or state == before:
+        return
+    log.info("node %s changed (%s): reconciling ImageUnlocks", name, type)
+    _reconcile_all(memo, nodes, only_waiting_resources=True)
+
+
+# --- the resync loop -------------------------------------------------------------
+
+
+def _reconcile_all(
+    memo: kopf.Memo, nodes: Sequence[NodeInfo], *, only_waiting_resources: bool
+) -> None:
+    kube: KubeClient = memo.kube
+    settings: OperatorSettings = memo.settings
+    for kind, (plural, _) in _RECONCILERS.items():
+        try:
+            items = kube.list_custom(plural, settings.namespaces)
+        except KubeError as error:
+            log.warning("cannot list %s: %s", plural, error)
+            continue
+        for item in items:
+            status = item.get("status") or {}
+            if (
+                kind == crd.RESOURCE_KIND
+                and only_waiting_resources
+                and not (status.get("phase") == FAILED and not status.get("jobName"))
+            ):
+                continue
+            _quietly(memo, kind, item, nodes)
+
+
+def _resync_once(memo: kopf.Memo) -> None:
+    kube: KubeClient = memo.kube
+    try:
+        nodes = [node_info(n) for n in kube.list_nodes()]
+    except KubeError as error:
+        log.warning("resync: cannot list nodes: %s", error)
+        return
+    _reconcile_all(memo, nodes, only_waiting_resources=False)
+
+
+async def _resync_forever(memo: kopf.Memo) -> None:
+    """Reconcile everything every ``resync_seconds`` (a background task, not a handler)."""
+    settings: OperatorSettings = memo.settings
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.resync_seconds)
+        try:
+            await loop.run_in_executor(None, _resync_once, memo)
+        except Exception:  # the loop must survive anything one round runs into
+            log.exception("resync round failed")

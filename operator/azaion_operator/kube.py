@@ -1,0 +1,287 @@
+"""The Kubernetes API, wrapped: the only module of the operator that calls it.
+
+Calls go through the official ``kubernetes`` client from kopf's synchronous
+handlers (threads).  Responses are read as plain JSON dicts (camelCase keys,
+exactly as the API returns them), which is what the pure builders and status
+functions take.  Every failure becomes one of ``azaion_operator.errors``'
+``KubeError`` kinds, chained with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from azaion_operator import crd
+from azaion_operator.errors import (
+    KubeConflictError,
+    KubeError,
+    KubeForbiddenError,
+    KubeInvalidError,
+    KubeNotFoundError,
+    KubeUnavailableError,
+)
+
+__all__ = ["KubeClient"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TIMEOUT = 30.0
+
+
+def _wrap(what: str, call: Callable[[], T]) -> T:
+    """Run one API call, turning its failures into our ``KubeError`` kinds."""
+    try:
+        return call()
+    except ApiException as exc:
+        status = exc.status or 0
+        reason = _api_reason(exc)
+        message = f"{what}: HTTP {status} {reason}".strip()
+        kind: type[KubeError]
+        if status == 404:
+            kind = KubeNotFoundError
+        elif status == 409:
+            kind = KubeConflictError
+        elif status in (401, 403):
+            kind = KubeForbiddenError
+        elif status in (400, 422):
+            kind = KubeInvalidError
+        elif status == 429 or status >= 500 or status == 0:
+            kind = KubeUnavailableError
+        else:
+            kind = KubeError
+        raise kind(message, status=status or None) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubeUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _api_reason(exc: ApiException) -> str:
+    """The API's own one-line message (``Status.message``), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return " ".join(str(message or exc.reason or "").split())
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+def _selector(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class KubeClient:
+    """The calls the operator makes, on one connection pool shared by the handler threads."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._api = api_client
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._batch = kubernetes.client.BatchV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def from_environment(cls, *, pool_size: int = 16) -> KubeClient:
+        """In-cluster service account if there is one, else ``KUBECONFIG`` / ``~/.kube/config``."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            try:
+                kubernetes.config.load_kube_config(client_configuration=configuration)
+            except (kubernetes.config.ConfigException, OSError) as exc:
+                raise KubeUnavailableError(f"no Kubernetes configuration found: {exc}") from exc
+        configuration.connection_pool_maxsize = max(pool_size, 4)
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._api.close()
+
+    # --- reads -----------------------------------------------------------
+
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str]:
+        """The data keys of a Secret (never its values); raises ``KubeNotFoundError``."""
+        body = _wrap(
+            f"get Secret {namespace}/{name}",
+            lambda: _json(
+                self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            ),
+        )
+        keys = set((body.get("data") or {}).keys()) | set((body.get("stringData") or {}).keys())
+        return frozenset(keys)
+
+    def volume_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        """One PersistentVolumeClaim; raises ``KubeNotFoundError``."""
+        return _wrap(
+            f"get PersistentVolumeClaim {namespace}/{name}",
+            lambda: _json(
+                self._core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            ),
+        )
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """All Nodes."""
+        body = _wrap(
+            "list Nodes",
+            lambda: _json(self._core.list_node(_preload_content=False, _request_timeout=_TIMEOUT)),
+        )
+        return list(body.get("items") or [])
+
+    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Jobs in ``namespace`` carrying all of ``labels``."""
+        body = _wrap(
+            f"list Jobs in {namespace}",
+            lambda: _json(
+                self._batch.list_namespaced_job(
+                    namespace,
+                    label_selector=_selector(labels),
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            ),
+        )
+        return list(body.get("items") or [])
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Pods in ``namespace`` carrying all of ``labels``."""
+        body = _wrap(
+            f"list Pods in {namespace}",
+            lambda: _json(
+                self._core.list_namespaced_pod(
+                    namespace,
+                    label_selector=_selector(labels),
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            ),
+        )
+        return list(body.get("items") or [])
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """One Job; raises ``KubeNotFoundError``."""
+        return _wrap(
+            f"get Job {namespace}/{name}",
+            lambda: _json(
+                self._batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            ),
+        )
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """One of our custom resources; raises ``KubeNotFoundError``."""
+        return _wrap(
+            f"get {plural} {namespace}/{name}",
+            lambda: _json(
+                self._custom.get_namespaced_custom_object(
+                    crd.GROUP,
+                    crd.VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            ),
+        )
+
+    def list_custom(self, plural: str, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Our custom resources in ``namespaces``, or cluster-wide when none are given."""
+        wanted = list(namespaces)
+        items: list[dict[str, Any]] = []
+        if not wanted:
+            body = _wrap(
+                f"list {plural}",
+                lambda: _json(
+                    self._custom.list_cluster_custom_object(
+                        crd.GROUP,
+                        crd.VERSION,
+                        plural,
+                        _preload_content=False,
+                        _request_timeout=_TIMEOUT,
+                    )
+                ),
+            )
+            return list(body.get("items") or [])
+        for namespace in wanted:
+            body = _wrap(
+                f"list {plural} in {namespace}",
+                lambda ns=namespace: _json(  # type: ignore[misc]
+                    self._custom.list_namespaced_custom_object(
+                        crd.GROUP,
+                        crd.VERSION,
+                        ns,
+                        plural,
+                        _preload_content=False,
+                        _request_timeout=_TIMEOUT,
+                    )
+                ),
+            )
+            items += body.get("items") or []
+        return items
+
+    # --- writes ----------------------------------------------------------
+
+    def create_job(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Job; raises ``KubeConflictError`` when one with that name exists."""
+        meta = manifest["metadata"]
+        return _wrap(
+            f"create Job {meta['namespace']}/{meta['name']}",
+            lambda: _json(
+                self._batch.create_namespaced_job(
+                    meta["namespace"],
+                    cast(Any, dict(manifest)),
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            ),
+        )
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; a Job already gone is fine."""
+        try:
+            _wrap(
+                f"delete Job {namespace}/{name}",
+                lambda: self._batch.delete_namespaced_job(
+                    name,
+                    namespace,
+                    propagation_policy="Background",
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                ),
+            )
+        except KubeNotFoundError:
+            log.debug("Job %s/%s was already gone", namespace, name)
+
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one of our custom resources."""
+        _wrap(
+            f"patch {plural} {namespace}/{name} status",
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                crd.GROUP,
+                crd.VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status)},
+                _preload_content=False,
+                _request_timeout=_TIMEOUT,
+            ),
+        )

@@ -1,0 +1,124 @@
+"""Which nodes a custom resource's Jobs may run on (pure).
+
+Nodes are reduced to ``NodeInfo`` (name, labels, readiness, taints and the
+hardware fingerprint inputs) by the handlers' node index; everything here
+works on those summaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["NodeInfo", "eligible_nodes", "node_info", "pick_node", "tolerates"]
+
+_BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    """What the operator needs to know about a Node."""
+
+    name: str
+    labels: Mapping[str, str]
+    ready: bool
+    unschedulable: bool
+    taints: tuple[Mapping[str, str], ...]
+    machine_id: str
+    architecture: str
+    operating_system: str
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo:
+    """Summarize a Node manifest (as the API returns it)."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    info = status.get("nodeInfo") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    taints = tuple(
+        {k: str(v) for k, v in taint.items() if k in ("key", "value", "effect")}
+        for taint in spec.get("taints") or ()
+    )
+    labels = dict(metadata.get("labels") or {})
+    return NodeInfo(
+        name=str(metadata.get("name", "")),
+        labels=labels,
+        ready=ready,
+        unschedulable=bool(spec.get("unschedulable", False)),
+        taints=taints,
+        machine_id=str(info.get("machineID", "")).strip().lower(),
+        architecture=str(info.get("architecture", "")),
+        operating_system=str(
+            info.get("operatingSystem") or labels.get("kubernetes.io/os") or "linux"
+        ),
+    )
+
+
+def _toleration_matches(toleration: Mapping[str, Any], taint: Mapping[str, str]) -> bool:
+    effect = toleration.get("effect")
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key")
+    operator = toleration.get("operator") or "Equal"
+    if not key:
+        return operator == "Exists"
+    if key != taint.get("key"):
+        return False
+    if operator == "Exists":
+        return True
+    return str(toleration.get("value") or "") == taint.get("value", "")
+
+
+def tolerates(
+    tolerations: Sequence[Mapping[str, Any]], taints: Iterable[Mapping[str, str]]
+) -> bool:
+    """True when every NoSchedule/NoExecute taint is tolerated (the scheduler's rule)."""
+    for taint in taints:
+        if taint.get("effect") not in _BLOCKING_EFFECTS:
+            continue
+        if not any(_toleration_matches(t, taint) for t in tolerations):
+            return False
+    return True
+
+
+def eligible_nodes(
+    nodes: Iterable[NodeInfo],
+    *,
+    selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+) -> list[NodeInfo]:
+    """Ready, schedulable Linux nodes that match ``selector`` and whose taints are tolerated.
+
+    Sorted by name, so the result does not depend on the order nodes were seen in.
+    """
+    chosen = [
+        node
+        for node in nodes
+        if node.ready
+        and not node.unschedulable
+        and node.operating_system == "linux"
+        and all(node.labels.get(k) == v for k, v in selector.items())
+        and tolerates(tolerations, node.taints)
+    ]
+    return sorted(chosen, key=lambda n: n.name)
+
+
+def pick_node(candidates: Sequence[NodeInfo], key: str) -> NodeInfo | None:
+    """One node for ``key`` (e.g. ``namespace/name``), chosen by rendezvous hashing.
+
+    Deterministic, spreads different keys over the nodes, and a node joining or
+    leaving moves only the keys that hash to it.
+    """
+    if not candidates:
+        return None
+
+    def score(node: NodeInfo) -> str:
+        return hashlib.sha256(f"{key}\x00{node.name}".encode()).hexdigest()
+
+    return max(candidates, key=score)

@@ -1,0 +1,209 @@
+"""The operator's settings: one typed dataclass, read from the environment at entry points.
+
+Every variable starts with ``AZAION_OPERATOR_``; ``docs/operator.md`` lists them
+for the Helm chart.  Bad values raise ``SettingsError`` with a one-line message
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+__all__ = ["PREFIX", "OperatorSettings", "SettingsError"]
+
+PREFIX = "AZAION_OPERATOR_"
+
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("text", "json")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the operator cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the operator reads from its environment, with defaults."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means cluster-wide."""
+
+    job_image: str = "azaion-loader:dev"
+    """The toolkit image the Jobs run (has ``loader`` and ``python3`` on PATH)."""
+
+    job_image_pull_policy: str = "IfNotPresent"
+    """``imagePullPolicy`` of every Job container."""
+
+    image_pull_secrets: tuple[str, ...] = ()
+    """Names of pull Secrets (in the custom resource's namespace) for the Job pods."""
+
+    api_url: str = ""
+    """Default resource API URL (``LOADER_API_URL``); empty means the toolkit's default."""
+
+    credentials_secret: str = "azaion-loader-credentials"  # noqa: S105 - a Secret's name
+    """Default Secret (in the custom resource's namespace) with keys ``email`` and ``password``."""
+
+    job_backoff_limit: int = 2
+    """Default ``backoffLimit``: pod retries for transient trouble."""
+
+    job_active_deadline_seconds: int = 3600
+    """Default ``activeDeadlineSeconds`` of a Job."""
+
+    job_ttl_seconds_after_finished: int = 86400
+    """Default ``ttlSecondsAfterFinished``: finished Jobs are removed after this."""
+
+    job_uid: int = 65532
+    """UID (and GID, fsGroup) of the Job containers; must own nothing on the host."""
+
+    docker_socket_gid: int | None = None
+    """Group of the Docker socket on the nodes; if set, the unlock container runs as
+    ``job_uid`` with this supplemental group, else as uid 0 with all capabilities dropped."""
+
+    job_cpu_request: str = "50m"
+    job_cpu_limit: str = "1"
+    job_memory_request: str = "64Mi"
+    job_memory_limit: str = "512Mi"
+
+    resync_seconds: float = 120.0
+    """How often each custom resource is reconciled even without events (a safety net)."""
+
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    peering: str = ""
+    """kopf peering name; empty means standalone (one replica, no peering objects)."""
+
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    """Where kopf serves its liveness probe; empty disables it."""
+
+    workers: int = 16
+    """Threads for the synchronous handlers (and the Kubernetes client's connection pool)."""
+
+    @property
+    def clusterwide(self) -> bool:
+        """True when no namespaces are listed."""
+        return not self.namespaces
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
+        """Read the settings from ``env``; unset or empty variables keep their defaults."""
+        defaults = cls()
+        reader = _Reader(env)
+        settings = cls(
+            namespaces=reader.names("NAMESPACES", defaults.namespaces),
+            job_image=reader.text("JOB_IMAGE", defaults.job_image),
+            job_image_pull_policy=reader.choice(
+                "JOB_IMAGE_PULL_POLICY", defaults.job_image_pull_policy, _PULL_POLICIES
+            ),
+            image_pull_secrets=reader.names("IMAGE_PULL_SECRETS", defaults.image_pull_secrets),
+            api_url=reader.url("API_URL", defaults.api_url),
+            credentials_secret=reader.name("CREDENTIALS_SECRET", defaults.credentials_secret),
+            job_backoff_limit=reader.integer(
+                "JOB_BACKOFF_LIMIT", defaults.job_backoff_limit, 0, 10
+            ),
+            job_active_deadline_seconds=reader.integer(
+                "JOB_ACTIVE_DEADLINE_SECONDS", defaults.job_active_deadline_seconds, 10, 604800
+            ),
+            job_ttl_seconds_after_finished=reader.integer(
+                "JOB_TTL_SECONDS_AFTER_FINISHED",
+                defaults.job_ttl_seconds_after_finished,
+                0,
+                2592000,
+            ),
+            job_uid=reader.integer("JOB_UID", defaults.job_uid, 1, 2147483647),
+            docker_socket_gid=reader.optional_integer("DOCKER_SOCKET_GID", 0, 2147483647),
+            job_cpu_request=reader.quantity("JOB_CPU_REQUEST", defaults.job_cpu_request),
+            job_cpu_limit=reader.quantity("JOB_CPU_LIMIT", defaults.job_cpu_limit),
+            job_memory_request=reader.quantity("JOB_MEMORY_REQUEST", defaults.job_memory_request),
+            job_memory_limit=reader.quantity("JOB_MEMORY_LIMIT", defaults.job_memory_limit),
+            resync_seconds=float(
+                reader.integer("RESYNC_SECONDS", int(defaults.resync_seconds), 5, 86400)
+            ),
+            log_level=reader.choice("LOG_LEVEL", defaults.log_level, _LOG_LEVELS, upper=True),
+            log_format=reader.choice("LOG_FORMAT", defaults.log_format, _LOG_FORMATS),
+            peering=reader.text("PEERING", defaults.peering),
+            liveness_endpoint=reader.url("LIVENESS_ENDPOINT", defaults.liveness_endpoint),
+            workers=reader.integer("WORKERS", defaults.workers, 1, 128),
+        )
+        return settings
+
+
+class _Reader:
+    """Typed access to ``AZAION_OPERATOR_*`` variables with one-line errors."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, key: str) -> str | None:
+        value = self._env.get(PREFIX + key, "").strip()
+        return value or None
+
+    def text(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        return default if raw is None else raw
+
+    def choice(
+        self, key: str, default: str, allowed: tuple[str, ...], *, upper: bool = False
+    ) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw
+        if value not in allowed:
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected one of {', '.join(allowed)}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.optional_integer(key, low, high)
+        return default if value is None else value
+
+    def optional_integer(self, key: str, low: int, high: int) -> int | None:
+        raw = self._raw(key)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected an integer") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{PREFIX}{key}={value}: expected {low}..{high}")
+        return value
+
+    def name(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not _DNS_LABEL.match(raw):
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected a DNS label (a-z, 0-9, -)")
+        return raw
+
+    def names(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        items = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+        for item in items:
+            if not _DNS_LABEL.match(item):
+                raise SettingsError(f"{PREFIX}{key}: {item!r} is not a DNS label (a-z, 0-9, -)")
+        return items
+
+    def url(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not raw.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected an http:// or https:// URL")
+        return raw
+
+    def quantity(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not _QUANTITY.match(raw):
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected a quantity like 100m or 256Mi")
+        return raw

@@ -1,0 +1,102 @@
+"""Inputs for the operator unit tests: custom resources and nodes as the API returns them."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from azaion_operator.nodes import NodeInfo, node_info
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+def node_manifest(name: str = "edge-1", **overrides: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/os": "linux", "kubernetes.io/hostname": name},
+        },
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "nodeInfo": {
+                "machineID": "0123456789abcdef0123456789abcdef",
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+            },
+        },
+    }
+    for key, value in overrides.items():
+        node[key] = value
+    return node
+
+
+@pytest.fixture
+def node() -> NodeInfo:
+    return node_info(node_manifest())
+
+
+@pytest.fixture
+def resource() -> dict[str, Any]:
+    return {
+        "apiVersion": "loader.azaion.com/v1alpha1",
+        "kind": "Resource",
+        "metadata": {
+            "name": "detector-model",
+            "namespace": "edge",
+            "uid": "11111111-2222-3333-4444-555555555555",
+            "generation": 2,
+        },
+        "spec": {
+            "source": {"folder": "models", "name": "detector.onnx", "version": "3"},
+            "target": {
+                "fileName": "detector.onnx",
+                "persistentVolumeClaim": {"claimName": "models", "subPath": "detector"},
+            },
+            "credentialsSecretRef": {"name": "creds"},
+            "apiUrl": "https://api.example",
+            "job": {"backoffLimit": 1},
+        },
+    }
+
+
+@pytest.fixture
+def unlock() -> dict[str, Any]:
+    return {
+        "apiVersion": "loader.azaion.com/v1alpha1",
+        "kind": "ImageUnlock",
+        "metadata": {
+            "name": "detector-stack",
+            "namespace": "edge",
+            "uid": "99999999-8888-7777-6666-555555555555",
+            "generation": 1,
+        },
+        "spec": {
+            "archive": {"folder": "images", "name": "detector-stack"},
+            "images": ["registry.local/detector:1.4.0"],
+            "parallelism": 2,
+            "dockerSocketPath": "/run/docker.sock",
+            "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+
+
+def _golden(name: str, actual: Any) -> Any:
+    """The golden file's content; with UPDATE_GOLDEN=1 (or if missing), written from ``actual``."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
+        path.write_text(yaml.safe_dump(copy.deepcopy(actual), sort_keys=False, width=100))
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture
+def golden() -> Callable[[str, Any], Any]:
+    return _golden

@@ -1,0 +1,142 @@
+"""Job builders: whole manifests against golden files, and the hardening they promise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from azaion_operator.builders import VERIFY_SHIM, build_resource_job, build_unlock_job
+from azaion_operator.nodes import NodeInfo
+from azaion_operator.settings import OperatorSettings
+
+
+def _containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = job["spec"]["template"]["spec"]
+    return [*spec["initContainers"], *spec["containers"]]
+
+
+def test_resource_job_matches_golden(resource: dict, node: NodeInfo, golden) -> None:
+    job = build_resource_job(resource, node, OperatorSettings())
+    assert job == golden("resource_job.yaml", job)
+
+
+def test_resource_job_with_host_path_matches_golden(resource: dict, node: NodeInfo, golden) -> None:
+    resource["spec"]["target"] = {"fileName": "t.yaml", "hostPath": {"path": "/var/lib/azaion"}}
+    resource["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "edge-1"}
+    settings = OperatorSettings(job_image="registry.local/azaion-loader:1.0", api_url="")
+    job = build_resource_job(resource, node, settings)
+    assert job == golden("resource_job_hostpath.yaml", job)
+
+
+def test_unlock_job_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
+    job = build_unlock_job(unlock, node, OperatorSettings())
+    assert job == golden("unlock_job.yaml", job)
+
+
+def test_unlock_job_with_socket_group_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
+    job = build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998))
+    assert job == golden("unlock_job_socket_gid.yaml", job)
+
+
+def test_every_container_is_hardened(resource: dict, unlock: dict, node: NodeInfo) -> None:
+    jobs = [
+        build_resource_job(resource, node, OperatorSettings()),
+        build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998)),
+    ]
+    for job in jobs:
+        assert len(job["metadata"]["name"]) <= 63
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        for container in _containers(job):
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"] == {"drop": ["ALL"]}
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0
+            assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_docker_container_is_root_without_capabilities_when_no_group(
+    unlock: dict, node: NodeInfo
+) -> None:
+    job = build_unlock_job(unlock, node, OperatorSettings())
+    load = job["spec"]["template"]["spec"]["containers"][0]
+    assert load["securityContext"]["runAsUser"] == 0
+    assert load["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert load["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_credentials_and_socket_are_mounted_apart(
+    unlock: dict, resource: dict, node: NodeInfo
+) -> None:
+    unlock_job = build_unlock_job(unlock, node, OperatorSettings())
+    fetch, load = _containers(unlock_job)
+    fetch_mounts = {m["name"] for m in fetch["volumeMounts"]}
+    load_mounts = {m["name"] for m in load["volumeMounts"]}
+    assert "credentials" in fetch_mounts and "docker-socket" not in fetch_mounts
+    assert "docker-socket" in load_mounts and "credentials" not in load_mounts
+    assert not any(e["name"].startswith("LOADER_HW") for e in load["env"])
+    res_fetch, verify = _containers(build_resource_job(resource, node, OperatorSettings()))
+    assert "credentials" in {m["name"] for m in res_fetch["volumeMounts"]}
+    assert "credentials" not in {m["name"] for m in verify["volumeMounts"]}
+
+
+def test_fingerprint_inputs_come_from_the_node(resource: dict, node: NodeInfo) -> None:
+    fetch = _containers(build_resource_job(resource, node, OperatorSettings()))[0]
+    env = {e["name"]: e.get("value") for e in fetch["env"]}
+    assert env["LOADER_HW_MACHINE_ID"] == node.machine_id
+    assert env["LOADER_HW_ARCH"] == "amd64"
+    affinity = build_resource_job(resource, node, OperatorSettings())["spec"]["template"]["spec"][
+        "affinity"
+    ]
+    term = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["edge-1"]
+
+
+def test_no_secret_in_the_manifest(resource: dict, node: NodeInfo) -> None:
+    text = repr(build_resource_job(resource, node, OperatorSettings()))
+    assert "password" not in text.replace('"password"', "").replace("'password'", "")
+
+
+def test_verify_shim_reads_the_digest_and_execs_verify(tmp_path, monkeypatch) -> None:
+    result = tmp_path / "fetch.json"
+    result.write_text('{"ok": true, "command": "fetch", "sha256": "ab" }\n')
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    loader = fake / "loader"
+    loader.write_text('#!/bin/sh\necho "$@" > "$LOG"\n')
+    loader.chmod(0o755)
+    log = tmp_path / "args"
+    import subprocess
+    import sys
+
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "LOG": str(log)}
+    args = [sys.executable, "-c", VERIFY_SHIM, str(result), "/target/f", "/dev/null"]
+    subprocess.run(args, env=env, check=True)
+    assert log.read_text().split() == [
+        "verify",
+        "--file",
+        "/target/f",
+        "--sha256",
+        "ab",
+        "--json",
+        "--result-file",
+        "/dev/null",
+    ]
+    result.write_text("not json")
+    bad = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert bad.returncode == 3
+    assert bad.stderr.startswith("verify: no digest in") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("version", [None, "7"])
+def test_version_is_passed_only_when_pinned(resource: dict, node: NodeInfo, version) -> None:
+    resource["spec"]["source"].pop("version")
+    if version:
+        resource["spec"]["source"]["version"] = version
+    fetch = _containers(build_resource_job(resource, node, OperatorSettings()))[0]
+    assert ("--version" in fetch["command"]) is bool(version)

@@ -1,0 +1,64 @@
+"""Settings from the environment: defaults, parsing, and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from azaion_operator.settings import OperatorSettings, SettingsError
+
+
+def test_defaults() -> None:
+    settings = OperatorSettings.from_env({})
+    assert settings == OperatorSettings()
+    assert settings.clusterwide and settings.peering == ""
+    assert settings.docker_socket_gid is None
+
+
+def test_everything_parsed() -> None:
+    env = {
+        "AZAION_OPERATOR_NAMESPACES": " edge, edge ,lab ",
+        "AZAION_OPERATOR_JOB_IMAGE": "registry.local/azaion-loader:1.0",
+        "AZAION_OPERATOR_JOB_IMAGE_PULL_POLICY": "Always",
+        "AZAION_OPERATOR_API_URL": "https://api.example",
+        "AZAION_OPERATOR_CREDENTIALS_SECRET": "creds",
+        "AZAION_OPERATOR_JOB_BACKOFF_LIMIT": "0",
+        "AZAION_OPERATOR_JOB_TTL_SECONDS_AFTER_FINISHED": "60",
+        "AZAION_OPERATOR_DOCKER_SOCKET_GID": "998",
+        "AZAION_OPERATOR_LOG_LEVEL": "debug",
+        "AZAION_OPERATOR_LOG_FORMAT": "json",
+        "AZAION_OPERATOR_PEERING": "azaion",
+        "AZAION_OPERATOR_RESYNC_SECONDS": "30",
+        "AZAION_OPERATOR_JOB_MEMORY_LIMIT": "1Gi",
+    }
+    s = OperatorSettings.from_env(env)
+    assert s.namespaces == ("edge", "lab") and not s.clusterwide
+    assert s.job_image == "registry.local/azaion-loader:1.0"
+    assert s.job_image_pull_policy == "Always"
+    assert s.api_url == "https://api.example"
+    assert s.credentials_secret == "creds"
+    assert s.job_backoff_limit == 0 and s.job_ttl_seconds_after_finished == 60
+    assert s.docker_socket_gid == 998
+    assert s.log_level == "DEBUG" and s.log_format == "json"
+    assert s.peering == "azaion" and s.resync_seconds == 30.0
+    assert s.job_memory_limit == "1Gi"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("JOB_IMAGE_PULL_POLICY", "Sometimes"),
+        ("JOB_BACKOFF_LIMIT", "eleven"),
+        ("JOB_BACKOFF_LIMIT", "11"),
+        ("NAMESPACES", "Edge_1"),
+        ("API_URL", "ftp://x"),
+        ("LOG_FORMAT", "xml"),
+        ("JOB_UID", "0"),
+        ("JOB_CPU_LIMIT", "lots"),
+        ("CREDENTIALS_SECRET", "Bad Name"),
+    ],
+)
+def test_bad_values_name_the_variable(key: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": value})
+    message = str(info.value)
+    assert message.startswith(f"AZAION_OPERATOR_{key}") and "\n" not in message
