@@ -57,7 +57,7 @@ class OperatorSettings:
     job_ttl_seconds_after_finished: int = 86400
     """Default ``ttlSecondsAfterFinished``: finished Jobs are removed after this."""
 
-    job_uid: int = 65532
+    job_uid: int = 10001
     """UID (and GID, fsGroup) of the Job containers; must own nothing on the host."""
 
     docker_socket_gid: int | None = None
