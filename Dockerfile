@@ -1,0 +1,73 @@
+# The azaion-loader image: the operator (`azaion-operator`) and the toolkit
+# (`loader`) in one image, with the Docker CLI for the ImageUnlock load step.
+#
+# Build it with `scripts/build-image`: it stages a build context holding a
+# wheelhouse (`wheels/`: the project's wheel, its dependencies for the
+# `operator` extra, and a pip wheel used only while building), so `docker build`
+# needs no network. The build context layout is:
+#
+#   wheels/*.whl
+#
+# Build arguments:
+#   BASE_IMAGE        a Python 3.11 image on glibc (Debian); its python3 runs the
+#                     operator and the toolkit. Default: the official slim image;
+#                     `scripts/build-image` passes `azaion-loader-base:bookworm`,
+#                     made locally by `scripts/base-image` where no registry is reachable.
+#   DOCKER_CLI_IMAGE  an image holding the Docker CLI at /usr/local/bin/docker.
+#                     Default: the official CLI-only image; `scripts/build-image`
+#                     makes one from Debian's docker.io package. Only the client
+#                     binary is copied: no dockerd, containerd or runc in the image.
+#   VERSION, REVISION OCI labels.
+#
+# No ENTRYPOINT: the chart runs `azaion-operator`, the Jobs run `loader ...`.
+
+ARG BASE_IMAGE=python:3.11-slim
+ARG DOCKER_CLI_IMAGE=docker:28-cli
+
+FROM ${DOCKER_CLI_IMAGE} AS docker-cli
+
+FROM ${BASE_IMAGE} AS builder
+COPY wheels/ /tmp/wheels/
+# pip runs from its own wheel and is never installed: the venv holds only the
+# project and its runtime dependencies. Byte code is compiled here, checked by
+# hash rather than by file times (which image layers need not keep), because
+# the root filesystem is read-only at run time.
+RUN set -eux; \
+    python3 -m venv --without-pip /opt/azaion-loader; \
+    pip_wheel="$(ls /tmp/wheels/pip-*.whl)"; \
+    /opt/azaion-loader/bin/python3 "$pip_wheel/pip" install \
+        --no-index --find-links /tmp/wheels --no-cache-dir \
+        --disable-pip-version-check --no-warn-script-location \
+        "azaion-loader[operator]"; \
+    /opt/azaion-loader/bin/python3 -m compileall -q -f -j 0 \
+        --invalidation-mode unchecked-hash /opt/azaion-loader/lib >/dev/null; \
+    /opt/azaion-loader/bin/loader --help >/dev/null; \
+    /opt/azaion-loader/bin/python3 -c "import azaion_operator, kopf, kubernetes"
+
+FROM ${BASE_IMAGE}
+ARG VERSION=0.0.0-dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="azaion-loader" \
+      org.opencontainers.image.description="Kubernetes operator and init-container toolkit that delivers encrypted resources and encrypted Docker image archives to edge clusters" \
+      org.opencontainers.image.source="https://github.com/azaion/azaion-loader" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
+
+# A fixed non-root user; the chart and the Jobs run as uid/gid 10001 too.
+RUN set -eux; \
+    groupadd --gid 10001 loader; \
+    useradd --uid 10001 --gid 10001 --home-dir /home/loader --create-home \
+        --shell /usr/sbin/nologin loader
+
+COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
+COPY --from=builder /opt/azaion-loader /opt/azaion-loader
+
+ENV PATH="/opt/azaion-loader/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/home/loader
+
+USER 10001:10001
+WORKDIR /home/loader
+CMD ["loader", "--help"]

@@ -1,0 +1,31 @@
+# Shortcuts to the scripts in scripts/ (which CI and the README call directly).
+.PHONY: help install check test unit image chart-lint sync-crds e2e-kind
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## Debian packages and the project's virtualenv
+	./scripts/install
+
+check:  ## ruff, mypy, import-linter
+	./scripts/check
+
+test:  ## the whole suite on the local cluster, as .ci/run does
+	./scripts/test
+
+unit:  ## unit tests only
+	.venv/bin/pytest tests/unit
+
+image:  ## build azaion-loader:dev without a registry
+	./scripts/build-image
+
+sync-crds:  ## copy crds/ into the chart
+	./scripts/sync-crds
+
+chart-lint:  ## helm lint --strict and the chart's tests
+	./scripts/sync-crds --check
+	$${HELM:-helm} lint --strict charts/azaion-loader
+	.venv/bin/pytest tests/unit/chart
+
+e2e-kind:  ## the e2e suite on a kind cluster (needs docker, kind, kubectl, helm)
+	./scripts/e2e-kind

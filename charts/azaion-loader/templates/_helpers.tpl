@@ -1,0 +1,118 @@
+{{/*
+Names, labels and guards shared by the templates.
+*/}}
+
+{{/* The API group of the CRDs in crds/ (a test checks they agree). */}}
+{{- define "azaion-loader.crdGroup" -}}
+loader.azaion.com
+{{- end }}
+
+{{- define "azaion-loader.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "azaion-loader.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "azaion-loader.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "azaion-loader.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "azaion-loader.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "azaion-loader.labels" -}}
+helm.sh/chart: {{ include "azaion-loader.chart" . }}
+{{ include "azaion-loader.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "azaion-loader.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "azaion-loader.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's image reference: repository with digest, or with tag (appVersion by default). */}}
+{{- define "azaion-loader.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Jobs' image: jobs.image, or the operator's image. */}}
+{{- define "azaion-loader.jobImage" -}}
+{{- default (include "azaion-loader.image" .) .Values.jobs.image }}
+{{- end }}
+
+{{/* Whether the operator watches all namespaces. */}}
+{{- define "azaion-loader.clusterWide" -}}
+{{- if empty .Values.watchNamespaces }}true{{- end }}
+{{- end }}
+
+{{/*
+Guards for combinations the schema cannot express. Included once, from the
+Deployment, so `helm template` and `helm install` stop with a clear message.
+*/}}
+{{- define "azaion-loader.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}
+{{- fail "replicaCount > 1 needs peering.enabled=true: without kopf peering every replica would act on every object" }}
+{{- end }}
+{{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) }}
+{{- fail "watchNamespaces lists a namespace twice" }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
+{{- fail "rbac.create=true with serviceAccount.create=false needs serviceAccount.name (the account to bind)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules the operator needs in each namespace it watches, verb by verb from
+operator/azaion_operator (kube.py, handlers.py) and kopf:
+  custom resources: kopf lists, watches and patches them (progress annotations);
+    kube.py gets and lists them; status: kube.py merge-patches it.
+  jobs: kopf watches them (on.event); kube.py gets, lists, creates, deletes.
+  pods: kube.py lists a Job's pods for their termination messages.
+  events: kopf.event creates them.
+  persistentvolumeclaims, secrets: kube.py gets them to check that a target claim
+    and the credentials Secret exist (of a Secret it keeps only the key names).
+*/}}
+{{- define "azaion-loader.namespacedRules" -}}
+{{- $group := include "azaion-loader.crdGroup" . }}
+- apiGroups: [{{ $group | quote }}]
+  resources: ["resources", "imageunlocks"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: [{{ $group | quote }}]
+  resources: ["resources/status", "imageunlocks/status"]
+  verbs: ["patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims", "secrets"]
+  verbs: ["get"]
+{{- end }}

@@ -1,0 +1,313 @@
+"""What `helm template` renders: the operator's Deployment, its RBAC, its settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from chart_support import only
+
+from azaion_operator.settings import PREFIX, OperatorSettings
+
+Render = Callable[..., list[dict[str, Any]]]
+GROUP = "loader.azaion.com"
+
+
+def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = only(docs, "Deployment")
+    return found
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(docs)["env"] if "value" in item}
+
+
+def rules_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc.get("rules", []))
+
+
+def verbs_for(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for rule in rules:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            verbs.update(rule["verbs"])
+    return verbs
+
+
+def test_default_render_has_exactly_the_expected_objects(render: Render) -> None:
+    kinds = sorted(doc["kind"] for doc in render())
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+    ]
+
+
+def test_deployment_is_one_replica_recreate_running_the_operator(render: Render) -> None:
+    docs = render()
+    spec = deployment(docs)["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    main = container(docs)
+    assert main["command"] == ["azaion-operator"]
+    assert main["image"] == "azaion-loader:0.1.0"  # appVersion by default
+    assert main["resources"]["requests"] and main["resources"]["limits"]
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "rel-azaion-loader"
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_liveness_probe_hits_the_endpoint_the_operator_serves(render: Render) -> None:
+    docs = render({"operator": {"livenessPort": 9090}})
+    main = container(docs)
+    probe = main["livenessProbe"]["httpGet"]
+    (port,) = main["ports"]
+    assert probe == {"path": "/healthz", "port": port["name"]}
+    assert port["containerPort"] == 9090
+    endpoint = OperatorSettings.from_env(env_of(docs)).liveness_endpoint
+    assert endpoint == "http://0.0.0.0:9090/healthz"
+
+
+def test_pod_passes_the_restricted_pod_security_profile(render: Render) -> None:
+    pod = deployment(render())["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}
+    for item in pod["containers"]:
+        ctx = item["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["readOnlyRootFilesystem"] is True
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert "privileged" not in ctx
+
+
+def test_image_digest_wins_over_tag(render: Render) -> None:
+    digest = "sha256:" + "a" * 64
+    docs = render(
+        {"image": {"repository": "reg.example/azaion-loader", "tag": "1.2.3", "digest": digest}}
+    )
+    assert container(docs)["image"] == f"reg.example/azaion-loader@{digest}"
+    assert env_of(docs)[PREFIX + "JOB_IMAGE"] == f"reg.example/azaion-loader@{digest}"
+
+
+def test_every_value_reaches_the_operator_settings(render: Render) -> None:
+    docs = render(
+        {
+            "image": {"repository": "azaion-loader", "tag": "dev", "pullPolicy": "Never"},
+            "watchNamespaces": ["edge-a", "edge-b"],
+            "peering": {"enabled": True, "name": "loaders"},
+            "replicaCount": 2,
+            "operator": {
+                "logLevel": "DEBUG",
+                "logFormat": "json",
+                "resyncSeconds": 300,
+                "workers": 4,
+            },
+            "defaults": {"apiUrl": "https://api.example.com", "credentialsSecret": "creds"},
+            "jobs": {
+                "image": "mirror.example/azaion-loader:dev",
+                "pullPolicy": "Always",
+                "imagePullSecrets": ["pull-a", "pull-b"],
+                "backoffLimit": 5,
+                "activeDeadlineSeconds": 604800,
+                "ttlSecondsAfterFinished": 2592000,
+                "runAsUser": 4242,
+                "dockerSocketGid": 998,
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "2", "memory": "1Gi"},
+                },
+            },
+        }
+    )
+    env = env_of(docs)
+    assert all(name.startswith(PREFIX) for name in env)
+    settings = OperatorSettings.from_env(env)
+    assert settings == OperatorSettings(
+        namespaces=("edge-a", "edge-b"),
+        job_image="mirror.example/azaion-loader:dev",
+        job_image_pull_policy="Always",
+        image_pull_secrets=("pull-a", "pull-b"),
+        api_url="https://api.example.com",
+        credentials_secret="creds",
+        job_backoff_limit=5,
+        job_active_deadline_seconds=604800,
+        job_ttl_seconds_after_finished=2592000,
+        job_uid=4242,
+        docker_socket_gid=998,
+        job_cpu_request="100m",
+        job_cpu_limit="2",
+        job_memory_request="128Mi",
+        job_memory_limit="1Gi",
+        resync_seconds=300.0,
+        log_level="DEBUG",
+        log_format="json",
+        peering="loaders",
+        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        workers=4,
+    )
+
+
+def test_defaults_parse_as_cluster_wide_standalone_settings(render: Render) -> None:
+    settings = OperatorSettings.from_env(env_of(render()))
+    assert settings.clusterwide
+    assert settings.peering == ""
+    assert settings.docker_socket_gid is None
+    assert settings.job_image == "azaion-loader:0.1.0"
+    assert settings.job_uid == 10001  # the image's user
+
+
+def test_cluster_wide_rbac_is_a_cluster_role_without_wildcards(render: Render) -> None:
+    docs = render()
+    assert not only(docs, "Role")
+    roles = {doc["metadata"]["name"]: rules_of(doc) for doc in only(docs, "ClusterRole")}
+    main = roles["rel-azaion-loader"]
+    assert verbs_for(main, GROUP, "resources") == {"get", "list", "watch", "patch"}
+    assert verbs_for(main, GROUP, "imageunlocks") == {"get", "list", "watch", "patch"}
+    assert verbs_for(main, GROUP, "resources/status") == {"patch"}
+    assert verbs_for(main, GROUP, "imageunlocks/status") == {"patch"}
+    assert verbs_for(main, "batch", "jobs") == {"get", "list", "watch", "create", "delete"}
+    assert verbs_for(main, "", "pods") == {"list"}
+    assert verbs_for(main, "", "events") == {"create"}
+    # The operator reads a Secret's key names (never values) and a claim's existence.
+    assert verbs_for(main, "", "secrets") == {"get"}
+    assert verbs_for(main, "", "persistentvolumeclaims") == {"get"}
+    assert verbs_for(main, "", "configmaps") == set()
+    assert verbs_for(main, "", "nodes") == set()
+    nodes = roles["rel-azaion-loader-cluster"]
+    assert verbs_for(nodes, "", "nodes") == {"get", "list", "watch"}
+    assert verbs_for(nodes, "apiextensions.k8s.io", "customresourcedefinitions") == {
+        "list",
+        "watch",
+    }
+    for rules in roles.values():
+        for rule in rules:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], rule
+            assert "resourceNames" not in rule
+    bound = {doc["roleRef"]["name"] for doc in only(docs, "ClusterRoleBinding")}
+    assert bound == set(roles)
+    for binding in only(docs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "rel-azaion-loader", "namespace": "loader-system"}
+        ]
+
+
+def test_watched_namespaces_get_a_role_each_and_nothing_namespaced_cluster_wide(
+    render: Render,
+) -> None:
+    docs = render({"watchNamespaces": ["edge-a", "edge-b"]})
+    roles = only(docs, "Role")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["edge-a", "edge-b"]
+    assert sorted(b["metadata"]["namespace"] for b in only(docs, "RoleBinding")) == [
+        "edge-a",
+        "edge-b",
+    ]
+    for role in roles:
+        assert verbs_for(rules_of(role), "batch", "jobs") == {
+            "get",
+            "list",
+            "watch",
+            "create",
+            "delete",
+        }
+    (cluster_role,) = only(docs, "ClusterRole")
+    granted = {res for rule in rules_of(cluster_role) for res in rule["resources"]}
+    assert granted == {"nodes", "customresourcedefinitions", "namespaces"}
+    assert verbs_for(rules_of(cluster_role), "", "namespaces") == {"list", "watch"}
+    assert OperatorSettings.from_env(env_of(docs)).namespaces == ("edge-a", "edge-b")
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "kind", "resource"),
+    [([], "ClusterRole", "clusterkopfpeerings"), (["edge-a"], "Role", "kopfpeerings")],
+)
+def test_peering_rules_only_when_peering_is_on(
+    render: Render, namespaces: list[str], kind: str, resource: str
+) -> None:
+    def peering_verbs(values: dict[str, Any]) -> set[str]:
+        verbs: set[str] = set()
+        for doc in only(render(values), kind):
+            verbs |= verbs_for(rules_of(doc), "kopf.dev", resource)
+        return verbs
+
+    assert peering_verbs({"watchNamespaces": namespaces}) == set()
+    on = {"watchNamespaces": namespaces, "peering": {"enabled": True, "name": "p"}}
+    assert peering_verbs(on) == {"get", "list", "watch", "patch"}
+
+
+def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> None:
+    docs = render(
+        {
+            "rbac": {"create": False},
+            "serviceAccount": {"create": False, "name": "mine", "annotations": {}},
+        }
+    )
+    assert [doc["kind"] for doc in docs] == ["Deployment"]
+    assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+def test_scheduling_values_reach_the_pod(render: Render) -> None:
+    toleration = {"key": "edge", "operator": "Exists", "effect": "NoSchedule"}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "k", "operator": "In", "values": ["v"]}]}
+                ]
+            }
+        }
+    }
+    pod = deployment(
+        render(
+            {
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [toleration],
+                "affinity": affinity,
+                "priorityClassName": "system-cluster-critical",
+                "imagePullSecrets": ["regcred"],
+                "podLabels": {"team": "edge"},
+                "podAnnotations": {"a": "b"},
+            }
+        )
+    )["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["spec"]["tolerations"] == [toleration]
+    assert pod["spec"]["affinity"] == affinity
+    assert pod["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["metadata"]["labels"]["team"] == "edge"
+    assert pod["metadata"]["annotations"] == {"a": "b"}
+
+
+class _ReadRecorder(dict[str, str]):
+    """An environment that records which variables the settings reader asks for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_chart_sets_exactly_the_variables_the_operator_reads(render: Render) -> None:
+    rendered = env_of(render())
+    environment = _ReadRecorder(rendered)
+    OperatorSettings.from_env(environment)
+    assert environment.asked, "the settings reader asked for nothing"
+    assert set(rendered) == environment.asked

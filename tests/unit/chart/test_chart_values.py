@@ -1,0 +1,129 @@
+"""The chart refuses bad values: schema (unknown keys, bad types) and `fail` guards."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+from chart_support import CHART, run_helm
+
+RenderError = Callable[[dict[str, Any]], str]
+
+
+def test_helm_lint_strict_passes(helm: str) -> None:
+    out = run_helm(helm, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replicas": 1}, "replicas"),  # unknown top-level key
+        ({"image": {"registry": "x"}}, "registry"),  # unknown nested key
+        ({"jobs": {"resources": {"requests": {"gpu": "1"}}}}, "gpu"),
+        ({"replicaCount": "one"}, "replicaCount"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"watchNamespaces": "edge-a"}, "watchNamespaces"),
+        ({"watchNamespaces": ["Edge_A"]}, "watchNamespaces"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"image": {"digest": "md5:abc"}}, "digest"),
+        ({"operator": {"logFormat": "xml"}}, "logFormat"),
+        ({"operator": {"logLevel": "TRACE"}}, "logLevel"),
+        ({"operator": {"workers": 500}}, "workers"),
+        ({"defaults": {"apiUrl": "ftp://api"}}, "apiUrl"),
+        ({"defaults": {"credentialsSecret": "Not A Name"}}, "credentialsSecret"),
+        ({"jobs": {"backoffLimit": 11}}, "backoffLimit"),
+        ({"jobs": {"activeDeadlineSeconds": 5}}, "activeDeadlineSeconds"),
+        ({"jobs": {"dockerSocketGid": "docker"}}, "dockerSocketGid"),
+        ({"jobs": {"resources": {"limits": {"memory": "lots"}}}}, "memory"),
+        ({"rbac": {"create": "yes"}}, "create"),
+        ({"nodeSelector": {"zone": 1}}, "nodeSelector"),
+    ],
+)
+def test_schema_rejects_unknown_keys_and_bad_types(
+    render_error: RenderError, values: dict[str, Any], expected: str
+) -> None:
+    message = render_error(values)
+    assert "values don't meet the specifications of the schema" in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replicaCount": 2}, "replicaCount > 1 needs peering.enabled=true"),
+        ({"watchNamespaces": ["edge-a", "edge-a"]}, "watchNamespaces lists a namespace twice"),
+        (
+            {"serviceAccount": {"create": False, "name": "", "annotations": {}}},
+            "serviceAccount.name",
+        ),
+    ],
+)
+def test_guards_refuse_impossible_combinations(
+    render_error: RenderError, values: dict[str, Any], expected: str
+) -> None:
+    assert expected in render_error(values)
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        paths: list[str] = []
+        for key, value in node.items():
+            paths += _leaf_paths(value, f"{prefix}.{key}" if prefix else key)
+        return paths
+    return [prefix]
+
+
+def test_every_value_is_documented_and_camel_case() -> None:
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    lines = text.splitlines()
+    documented: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for index, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([name for _, name in stack] + [key])
+        stack.append((indent, key))
+        above = index - 1
+        while above >= 0 and lines[above].strip().startswith("#") and "# --" not in lines[above]:
+            above -= 1
+        if above >= 0 and lines[above].strip().startswith("# --"):
+            documented.add(path)
+    leaves = _leaf_paths(values)
+    # A leaf is documented by its own comment or by one on a free-form map above it.
+    undocumented = [
+        path
+        for path in leaves
+        if not any(
+            ".".join(path.split(".")[:n]) in documented for n in range(1, path.count(".") + 2)
+        )
+    ]
+    assert not undocumented, f"values without a '# --' comment: {undocumented}"
+    for path in leaves:
+        for key in path.split("."):
+            assert re.fullmatch(r"[a-z][A-Za-z0-9]*", key), f"{path}: not camelCase"
+
+
+def test_schema_lists_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], part: dict[str, Any], prefix: str) -> None:
+        assert part.get("additionalProperties") is False or prefix in {"resources"}, prefix
+        for key, value in node.items():
+            where = f"{prefix}.{key}" if prefix else key
+            assert key in part["properties"], f"{where} is not in values.schema.json"
+            sub = part["properties"][key]
+            if isinstance(value, dict) and sub.get("properties"):
+                walk(value, sub, where)
+
+    walk(values, schema, "")
