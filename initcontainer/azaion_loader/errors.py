@@ -92,9 +92,7 @@ class ApiError(LoaderError):
     exit_code = 10
     default_hint = "check LOADER_API_URL and the API server's health"
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, status: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
 

@@ -1,0 +1,333 @@
+"""The client of the resource API (docs/protocol.md), over ``requests``.
+
+Errors, all from :mod:`azaion_loader.errors`:
+
+    ApiError
+    +-- AuthError            401/403 after one re-login and retry; an envelope that
+    |                        does not open (wrong password or fingerprint)
+    +-- NotFoundError        404
+    +-- ConflictError        409 {ErrorCode, Message}
+    +-- ApiUnavailableError  5xx, connection errors and timeouts after bounded backoff
+    +-- ProtocolError        400, or a response that breaks the protocol
+
+The JWT's claims are decoded without verifying the signature (the API is
+trusted over TLS); ``exp`` only triggers an early re-login.  The session is
+injectable; nothing secret (password, token, keys) enters a log line or an
+exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+import requests
+
+from azaion_loader import envelope
+from azaion_loader.errors import (
+    ApiError,
+    ApiUnavailableError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    ProtocolError,
+)
+from azaion_loader.models import CdnConfig, KeyFragment, ResourceRecord
+from azaion_loader.settings import Credentials, HttpSettings
+
+__all__ = ["ApiClient", "decode_claims"]
+
+log = logging.getLogger(__name__)
+
+REFRESH_MARGIN = 30.0
+"""Log in again this many seconds before the token's ``exp``."""
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The JWT's claims, decoded without verifying the signature."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise ProtocolError("the login token is not a valid JWT") from exc
+    if not isinstance(claims, dict):
+        raise ProtocolError("the login token's claims are not an object")
+    return claims
+
+
+class ApiClient:
+    """Logs in lazily, refreshes the token early, retries, and opens envelopes."""
+
+    def __init__(
+        self,
+        api_url: str,
+        credentials: Credentials,
+        *,
+        fingerprint: str,
+        http: HttpSettings | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._credentials = credentials
+        self.fingerprint = fingerprint
+        self.http = http or HttpSettings()
+        self.session = session or requests.Session()
+        if self.http.ca_bundle:
+            self.session.verify = self.http.ca_bundle
+        self._sleep = sleep
+        self._clock = clock
+        self._token: str | None = None
+        self._claims: dict[str, Any] = {}
+        self._envelope_key: bytes | None = None
+
+    # -- authentication -----------------------------------------------------
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        """The current token's claims (empty before the first login)."""
+        return dict(self._claims)
+
+    @property
+    def role(self) -> str | None:
+        """The user's role from the token, if logged in."""
+        role = self._claims.get("role")
+        return str(role) if role is not None else None
+
+    def login(self) -> None:
+        """``POST /login``; keeps the token and its claims."""
+        creds = self._credentials
+        resp = self._send("POST", "/login", json={"email": creds.email, "password": creds.password})
+        if resp.status_code == 401 or resp.status_code == 403:
+            raise AuthError(
+                f"the API at {self.api_url} refused the login: wrong email or password",
+                status=resp.status_code,
+            )
+        self._raise_for_status(resp, "POST /login")
+        body = self._json(resp, "POST /login")
+        token = body.get("token") if isinstance(body, Mapping) else None
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("the login response has no token")
+        self._claims = decode_claims(token)
+        self._token = token
+        log.info("logged in to %s (role %s)", self.api_url, self._claims.get("role"))
+
+    def _token_fresh(self) -> bool:
+        if self._token is None:
+            return False
+        exp = self._claims.get("exp")
+        if isinstance(exp, int | float):
+            return self._clock() < float(exp) - REFRESH_MARGIN
+        return True
+
+    def envelope_key(self) -> bytes:
+        """``K_env`` for this user and fingerprint (derived once)."""
+        if self._envelope_key is None:
+            user_key = envelope.derive_user_key(self._credentials.email, self._credentials.password)
+            self._envelope_key = envelope.derive_envelope_key(user_key, self.fingerprint)
+        return self._envelope_key
+
+    # -- transport ----------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """One call with retries on connection errors, timeouts and 5xx."""
+        url = self.api_url + path
+        attempts = self.http.retries + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                resp = self.session.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=dict(headers or {}),
+                    timeout=self.http.timeout,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise ApiUnavailableError(
+                    f"TLS verification failed for {self.api_url}",
+                    hint="set LOADER_CA_BUNDLE to the CA that signed the API's certificate",
+                ) from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
+                if last:
+                    raise ApiUnavailableError(
+                        f"the API at {self.api_url} is unreachable ({method} {path}: {kind} "
+                        f"after {attempts} attempts)"
+                    ) from exc
+                self._backoff(attempt, f"{method} {path}: {kind}")
+                continue
+            if resp.status_code >= 500:
+                if last:
+                    raise ApiUnavailableError(
+                        f"the API at {self.api_url} answered {resp.status_code} to "
+                        f"{method} {path} {attempts} times",
+                        status=resp.status_code,
+                    )
+                self._backoff(attempt, f"{method} {path}: HTTP {resp.status_code}")
+                continue
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int, why: str) -> None:
+        delay = min(self.http.backoff_cap, self.http.backoff_base * (2**attempt))
+        log.warning("%s; retrying in %.1f s (%d/%d)", why, delay, attempt + 1, self.http.retries)
+        self._sleep(delay)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        fingerprint: bool = False,
+    ) -> Any:
+        """An authenticated call; returns the decoded JSON body.
+
+        Logs in when there is no token or it expires within 30 s; on 401/403
+        logs in again and retries once.
+        """
+        if not self._token_fresh():
+            self.login()
+        for retry in (False, True):
+            headers = {"Authorization": f"Bearer {self._token}"}
+            if fingerprint:
+                headers["X-Hardware-Fingerprint"] = self.fingerprint
+            resp = self._send(method, path, json=json, params=params, headers=headers)
+            if resp.status_code in (401, 403):
+                if not retry:
+                    log.info("%s %s: HTTP %d, logging in again", method, path, resp.status_code)
+                    self.login()
+                    continue
+                _code, message = self._error_body(resp)
+                detail = f": {message}" if message else ""
+                raise AuthError(
+                    f"the API refused {method} {path} (HTTP {resp.status_code}){detail}",
+                    hint=(
+                        "this user's role may not do this; use an uploader account"
+                        if resp.status_code == 403
+                        else None
+                    ),
+                    status=resp.status_code,
+                )
+            self._raise_for_status(resp, f"{method} {path}")
+            return self._json(resp, f"{method} {path}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _error_body(resp: requests.Response) -> tuple[int | None, str]:
+        try:
+            body = resp.json()
+        except ValueError:
+            return None, ""
+        if not isinstance(body, Mapping):
+            return None, ""
+        code = body.get("ErrorCode")
+        message = body.get("Message")
+        return (
+            code if isinstance(code, int) and not isinstance(code, bool) else None,
+            " ".join(str(message).split()) if message is not None else "",
+        )
+
+    def _raise_for_status(self, resp: requests.Response, what: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        code, message = self._error_body(resp)
+        detail = f": {message}" if message else ""
+        if status == 404:
+            raise NotFoundError(f"{what}: not found{detail}", status=status)
+        if status == 409:
+            raise ConflictError(
+                f"{what}: conflict (ErrorCode {code}){detail}",
+                hint=_CONFLICT_HINTS.get(code or 0),
+                error_code=code,
+                api_message=message,
+            )
+        if status == 400:
+            raise ProtocolError(f"{what}: the API rejected the request{detail}", status=status)
+        raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
+
+    @staticmethod
+    def _json(resp: requests.Response, what: str) -> Any:
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ProtocolError(f"{what}: the response is not JSON") from exc
+
+    def _open(self, body: Any, purpose: str) -> Any:
+        sealed = body.get("envelope") if isinstance(body, Mapping) else None
+        if not isinstance(sealed, str):
+            raise ProtocolError(f"the {purpose} response has no envelope")
+        return envelope.open_envelope(self.envelope_key(), purpose, sealed)
+
+    # -- endpoints ----------------------------------------------------------
+
+    def me(self) -> dict[str, Any]:
+        """``GET /me``."""
+        body = self.request("GET", "/me")
+        return dict(body) if isinstance(body, Mapping) else {}
+
+    def get_cdn_config(self) -> CdnConfig:
+        """``GET /cdn-config``: the S3 endpoint and key pairs (write only for uploaders)."""
+        body = self.request("GET", "/cdn-config", fingerprint=True)
+        return CdnConfig.from_dict(self._open(body, "cdn-config"))
+
+    def get_resource(self, folder: str, name: str, version: str | None = None) -> ResourceRecord:
+        """``GET /resources/{folder}/{name}``: small part, key and digest."""
+        params = {"version": version} if version else None
+        body = self.request(
+            "GET", f"/resources/{_seg(folder)}/{_seg(name)}", params=params, fingerprint=True
+        )
+        return ResourceRecord.from_dict(self._open(body, "resource"))
+
+    def put_resource(self, folder: str, name: str, record: Mapping[str, Any]) -> str:
+        """``PUT /resources/{folder}/{name}``; returns the registered version."""
+        body = self.request("PUT", f"/resources/{_seg(folder)}/{_seg(name)}", json=dict(record))
+        return _version(body, record)
+
+    def get_key_fragment(self, folder: str, name: str, version: str | None = None) -> KeyFragment:
+        """``GET /archives/{folder}/{name}/key-fragment``."""
+        params = {"version": version} if version else None
+        body = self.request(
+            "GET",
+            f"/archives/{_seg(folder)}/{_seg(name)}/key-fragment",
+            params=params,
+            fingerprint=True,
+        )
+        return KeyFragment.from_dict(self._open(body, "key-fragment"))
+
+    def put_archive(self, folder: str, name: str, record: Mapping[str, Any]) -> str:
+        """``PUT /archives/{folder}/{name}``; returns the registered version."""
+        body = self.request("PUT", f"/archives/{_seg(folder)}/{_seg(name)}", json=dict(record))
+        return _version(body, record)
+
+
+_CONFLICT_HINTS = {
+    30: "this user is bound to other hardware; ask the API operator to release a device",
+    31: "this version already exists with other content; choose another --version",
+}
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _version(body: Any, record: Mapping[str, Any]) -> str:
+    if isinstance(body, Mapping) and body.get("version") is not None:
+        return str(body["version"])
+    return str(record.get("version", ""))

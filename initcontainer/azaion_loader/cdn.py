@@ -1,0 +1,287 @@
+"""The client of the S3-compatible CDN, over boto3: one read client, one write client.
+
+Errors, all from :mod:`azaion_loader.errors`:
+
+    CdnError
+    +-- CdnUnavailableError   endpoint unreachable, timeouts, broken streams, 5xx
+    +-- CdnNotFoundError      NoSuchBucket, NoSuchKey (404)
+    +-- CdnAccessError        AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch (403),
+                              or no write keys for this role
+
+Downloads stream in chunks (:meth:`CdnClient.iter_object`); uploads stream a
+file-like object through a bounded multipart upload (:meth:`CdnClient.upload_fileobj`).
+Messages name the endpoint, bucket and key, never a key pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import boto3
+import botocore.exceptions
+import urllib3.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from azaion_loader.crypto import CHUNK_SIZE
+from azaion_loader.errors import (
+    CdnAccessError,
+    CdnError,
+    CdnNotFoundError,
+    CdnUnavailableError,
+    LoaderError,
+)
+from azaion_loader.models import CdnConfig, CdnKeys
+from azaion_loader.settings import HttpSettings
+
+__all__ = ["CdnClient", "ObjectInfo", "map_cdn_error"]
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[CdnKeys], Any]
+
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404"}
+_ACCESS = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+    "Forbidden",
+    "InvalidToken",
+    "ExpiredToken",
+}
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionClosedError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+if hasattr(botocore.exceptions, "ResponseStreamingError"):
+    _NETWORK_ERRORS += (botocore.exceptions.ResponseStreamingError,)
+if hasattr(botocore.exceptions, "IncompleteReadError"):
+    _NETWORK_ERRORS += (botocore.exceptions.IncompleteReadError,)
+
+PART_SIZE = 8 * 1024 * 1024
+"""Multipart part size for uploads."""
+
+
+def map_cdn_error(exc: BaseException, endpoint: str, what: str) -> CdnError:
+    """Translate a boto3/botocore/urllib3 exception into our error tree."""
+    if isinstance(exc, CdnError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _NOT_FOUND or status == 404:
+            kind = "bucket" if code == "NoSuchBucket" else "object"
+            return CdnNotFoundError(f"the CDN at {endpoint} has no such {kind}: {what} ({code})")
+        if code in _ACCESS or status == 403:
+            return CdnAccessError(f"the CDN at {endpoint} refused {what} ({code})")
+        if isinstance(status, int) and status >= 500:
+            return CdnUnavailableError(f"the CDN at {endpoint} failed {what} (HTTP {status})")
+        return CdnError(f"the CDN at {endpoint} failed {what} ({code or status})")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return CdnAccessError(f"no CDN credentials for {what}")
+    if isinstance(exc, _NETWORK_ERRORS):
+        return CdnUnavailableError(
+            f"the CDN at {endpoint} is unreachable or broke the connection during {what} "
+            f"({type(exc).__name__})"
+        )
+    return CdnError(f"the CDN at {endpoint} failed {what} ({type(exc).__name__})")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Size and ETag of an object."""
+
+    size: int
+    etag: str
+
+
+class CdnClient:
+    """Two boto3 S3 clients on one endpoint: read keys and (for uploaders) write keys."""
+
+    def __init__(
+        self,
+        config: CdnConfig,
+        *,
+        http: HttpSettings | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.endpoint = config.endpoint_url
+        self.http = http or HttpSettings()
+        self._factory = client_factory or self._make_client
+        self._read = self._factory(config.read)
+        self._write: Any = None  # made on first use: readers never pay for it
+
+    def _make_client(self, keys: CdnKeys) -> Any:
+        cfg = Config(
+            connect_timeout=self.http.timeout,
+            read_timeout=self.http.timeout,
+            retries={"max_attempts": self.http.retries + 1, "mode": "standard"},
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=16,
+        )
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.config.endpoint_url,
+            region_name=self.config.region,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            verify=self.http.ca_bundle if self.http.ca_bundle else True,
+            config=cfg,
+        )
+
+    @property
+    def can_write(self) -> bool:
+        """Whether the API handed out write keys (uploader and admin roles)."""
+        return self.config.write is not None
+
+    def _writer(self) -> Any:
+        if self._write is None and self.config.write is not None:
+            self._write = self._factory(self.config.write)
+        if self._write is None:
+            raise CdnAccessError(
+                "the API gave no CDN write keys to this user",
+                hint="publish with an account whose role is `uploader` or `admin`",
+            )
+        return self._write
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        """Size and ETag of ``bucket/key``."""
+        what = f"HEAD {bucket}/{key}"
+        try:
+            resp = self._read.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NotFound", "NoSuchKey"}:
+                # HEAD has no body: ask the bucket, to tell a missing bucket from a missing key.
+                self._check_bucket(bucket)
+            raise map_cdn_error(exc, self.endpoint, what) from exc
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, what) from exc
+        return ObjectInfo(int(resp.get("ContentLength", 0)), str(resp.get("ETag", "")))
+
+    def _check_bucket(self, bucket: str) -> None:
+        try:
+            self._read.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status == 404:
+                raise CdnNotFoundError(
+                    f"the CDN at {self.endpoint} has no bucket {bucket!r}"
+                ) from exc
+        except Exception:  # noqa: BLE001 - only a refinement of the caller's error
+            return
+
+    def iter_object(
+        self, bucket: str, key: str, *, chunk_size: int = CHUNK_SIZE
+    ) -> tuple[int, Iterator[bytes]]:
+        """Start a GET of ``bucket/key``; returns its size and an iterator over chunks.
+
+        Errors while iterating are mapped too (a broken stream is
+        :class:`CdnUnavailableError`).
+        """
+        what = f"GET {bucket}/{key}"
+        try:
+            resp = self._read.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, what) from exc
+        body = resp["Body"]
+        size = int(resp.get("ContentLength", 0))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while True:
+                    try:
+                        data = body.read(chunk_size)
+                    except Exception as exc:
+                        raise map_cdn_error(exc, self.endpoint, what) from exc
+                    if not data:
+                        return
+                    yield data
+            finally:
+                body.close()
+
+        return size, chunks()
+
+    def download_fileobj(self, bucket: str, key: str, out: IO[bytes]) -> int:
+        """Stream ``bucket/key`` into ``out``; returns the byte count."""
+        _, chunks = self.iter_object(bucket, key)
+        n = 0
+        for chunk in chunks:
+            out.write(chunk)
+            n += len(chunk)
+        return n
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` with the write keys when it does not exist yet."""
+        client = self._writer()
+        try:
+            client.head_bucket(Bucket=bucket)
+            return
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status != 404:
+                raise map_cdn_error(exc, self.endpoint, f"HEAD bucket {bucket}") from exc
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, f"HEAD bucket {bucket}") from exc
+        try:
+            client.create_bucket(Bucket=bucket)
+            log.info("created bucket %s on %s", bucket, self.endpoint)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise map_cdn_error(exc, self.endpoint, f"create bucket {bucket}") from exc
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, f"create bucket {bucket}") from exc
+
+    def upload_fileobj(
+        self,
+        bucket: str,
+        key: str,
+        src: Any,
+        *,
+        concurrency: int = 3,
+        part_size: int = PART_SIZE,
+    ) -> None:
+        """Stream ``src`` (read sequentially, need not be seekable) to ``bucket/key``.
+
+        A multipart upload with at most ``concurrency`` parts in flight, so
+        memory stays bounded whatever the size.
+        """
+        client = self._writer()
+        cfg = TransferConfig(
+            multipart_threshold=part_size,
+            multipart_chunksize=part_size,
+            max_concurrency=concurrency,
+            max_io_queue=concurrency,
+            use_threads=concurrency > 1,
+        )
+        # Bound the chunks boto3 buffers from a non-seekable stream.
+        cfg.max_in_memory_upload_chunks = concurrency
+        what = f"PUT {bucket}/{key}"
+        try:
+            client.upload_fileobj(src, bucket, key, Config=cfg)
+        except Exception as exc:
+            cause = getattr(exc, "original_error", None) or exc.__cause__ or exc
+            if isinstance(cause, LoaderError):
+                raise cause from exc
+            raise map_cdn_error(cause, self.endpoint, what) from exc
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Delete ``bucket/key`` with the write keys (used to clean up)."""
+        try:
+            self._writer().delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, f"DELETE {bucket}/{key}") from exc

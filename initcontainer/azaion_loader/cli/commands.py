@@ -1,0 +1,260 @@
+"""The subcommands: each builds its clients from settings, runs, and returns its result.
+
+A handler returns ``(result, summary)``: the fields of the JSON result line
+and one human sentence for stdout.  Errors propagate as ``LoaderError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from typing import Any
+
+from azaion_loader import split, unlock
+from azaion_loader.api_client import ApiClient
+from azaion_loader.cdn import CdnClient
+from azaion_loader.crypto import CHUNK_SIZE
+from azaion_loader.docker_cli import DockerCli
+from azaion_loader.errors import IntegrityError, TargetError
+from azaion_loader.fingerprint import read_inputs
+from azaion_loader.progress import Progress
+from azaion_loader.settings import LoaderSettings
+
+__all__ = ["HANDLERS", "Outcome"]
+
+Outcome = tuple[dict[str, Any], str]
+Handler = Callable[[argparse.Namespace, LoaderSettings], Outcome]
+
+
+def _api(settings: LoaderSettings) -> ApiClient:
+    creds = settings.require_credentials()
+    fp = read_inputs(settings.hardware).fingerprint
+    return ApiClient(settings.api_url, creds, fingerprint=fp, http=settings.http)
+
+
+def _cdn_factory(api: ApiClient, settings: LoaderSettings) -> Callable[[], CdnClient]:
+    def make() -> CdnClient:
+        return CdnClient(api.get_cdn_config(), http=settings.http)
+
+    return make
+
+
+def _progress(args: argparse.Namespace, label: str, total: int = 0) -> Progress:
+    return Progress(label, total, enabled=not getattr(args, "no_progress", False))
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader fetch``."""
+    api = _api(settings)
+    bar = _progress(args, f"fetch {args.folder}/{args.name}")
+    cache_dir = args.cache_dir or settings.cache_dir
+    result = split.fetch_resource(
+        api,
+        _cdn_factory(api, settings),
+        folder=args.folder,
+        name=args.name,
+        out=args.out,
+        version=args.version,
+        cache_dir=cache_dir,
+        progress=bar.advance,
+        on_total=bar.set_total,
+    )
+    bar.finish()
+    doc = {
+        "size": result.size,
+        "sha256": result.sha256,
+        "path": result.path,
+        "cache": result.cache,
+        "version": result.version,
+    }
+    return doc, (
+        f"fetched {args.folder}/{args.name} version {result.version} to {result.path} "
+        f"({result.size} bytes, cache {result.cache})"
+    )
+
+
+def cmd_verify(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader verify``."""
+    expected = args.sha256.strip().lower()
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(args.file, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise TargetError(
+            f"cannot read {args.file}: {exc.strerror}", hint="check the path to verify"
+        ) from exc
+    actual = digest.hexdigest()
+    if not hmac.compare_digest(actual, expected):
+        raise IntegrityError(
+            f"{args.file} has SHA-256 {actual}, expected {expected}",
+            hint="fetch the file again",
+        )
+    return {"size": size, "sha256": actual, "path": args.file}, f"{args.file}: OK ({size} bytes)"
+
+
+def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader upload``."""
+    api = _api(settings)
+    cdn = _cdn_factory(api, settings)()
+    bar = _progress(args, f"upload {args.folder}/{args.name}", _file_size(args.file))
+    result = split.upload_resource(
+        api,
+        cdn,
+        folder=args.folder,
+        name=args.name,
+        path=args.file,
+        version=args.version,
+        cache_dir=args.cache_dir or settings.cache_dir,
+        progress=bar.advance,
+    )
+    bar.finish()
+    doc = {
+        "folder": result.folder,
+        "name": result.name,
+        "version": result.version,
+        "size": result.size,
+        "plain_size": result.plain_size,
+        "sha256": result.sha256,
+    }
+    return doc, (
+        f"uploaded {result.folder}/{result.name} version {result.version} "
+        f"({result.plain_size} bytes)"
+    )
+
+
+def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader upload-archive``."""
+    api = _api(settings)
+    cdn = _cdn_factory(api, settings)()
+    bar = _progress(args, f"upload-archive {args.folder}/{args.name}", _file_size(args.archive))
+    result = unlock.publish_archive(
+        api,
+        cdn,
+        folder=args.folder,
+        name=args.name,
+        path=args.archive,
+        version=args.version,
+        images=args.images or None,
+        progress=bar.advance,
+    )
+    bar.finish()
+    doc = {
+        "folder": result.folder,
+        "name": result.name,
+        "version": result.version,
+        "size": result.size,
+        "sha256": result.sha256,
+        "images": list(result.images),
+    }
+    return doc, (
+        f"published archive {result.folder}/{result.name} version {result.version} "
+        f"with {', '.join(result.images) or 'no images'}"
+    )
+
+
+def _load_doc(result: unlock.UnlockLoadResult) -> dict[str, Any]:
+    return {
+        "images": list(result.images),
+        "images_source": result.images_source,
+        "sha256": result.sha256,
+        "version": result.version,
+    }
+
+
+def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader unlock``."""
+    api = _api(settings)
+    bar = _progress(args, f"unlock {args.archive_folder}/{args.archive_name}")
+    result = unlock.unlock(
+        api,
+        _cdn_factory(api, settings),
+        DockerCli(),
+        folder=args.archive_folder,
+        name=args.archive_name,
+        version=args.version,
+        images=args.images or None,
+        progress=bar.advance,
+    )
+    bar.finish()
+    return _load_doc(result), f"loaded {', '.join(result.images)}"
+
+
+def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader unlock-fetch``."""
+    api = _api(settings)
+    bar = _progress(args, f"unlock-fetch {args.archive_folder}/{args.archive_name}")
+    result = unlock.unlock_fetch(
+        api,
+        _cdn_factory(api, settings),
+        folder=args.archive_folder,
+        name=args.archive_name,
+        workdir=args.workdir,
+        version=args.version,
+        progress=bar.advance,
+        on_total=bar.set_total,
+    )
+    bar.finish()
+    doc = {
+        "workdir": result.workdir,
+        "version": result.version,
+        "size": result.size,
+        "sha256": result.sha256,
+    }
+    return doc, f"fetched archive version {result.version} into {result.workdir}"
+
+
+def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader unlock-load``."""
+    bar = _progress(args, "unlock-load")
+    result = unlock.unlock_load(
+        DockerCli(),
+        workdir=args.workdir,
+        images=args.images or None,
+        progress=bar.advance,
+        on_total=bar.set_total,
+    )
+    bar.finish()
+    return _load_doc(result), f"loaded {', '.join(result.images)}"
+
+
+def cmd_fingerprint(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader fingerprint``."""
+    inputs = read_inputs(settings.hardware)
+    doc = {
+        "fingerprint": inputs.fingerprint,
+        "machine_id": inputs.machine_id,
+        "machine_id_source": inputs.machine_id_source,
+        "arch": inputs.arch,
+        "arch_source": inputs.arch_source,
+    }
+    text = (
+        f"{inputs.fingerprint}\n  machine-id={inputs.machine_id} ({inputs.machine_id_source})\n"
+        f"  arch={inputs.arch} ({inputs.arch_source})"
+    )
+    return doc, text
+
+
+HANDLERS: dict[str, Handler] = {
+    "fetch": cmd_fetch,
+    "verify": cmd_verify,
+    "upload": cmd_upload,
+    "upload-archive": cmd_upload_archive,
+    "unlock": cmd_unlock,
+    "unlock-fetch": cmd_unlock_fetch,
+    "unlock-load": cmd_unlock_load,
+    "fingerprint": cmd_fingerprint,
+}

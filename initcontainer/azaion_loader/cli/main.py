@@ -1,0 +1,292 @@
+"""``loader``: the entry point of the toolkit (console script ``loader``).
+
+Parses arguments, reads the ``LOADER_*`` settings, configures logging (the
+only place that does), runs one subcommand, prints a summary or a JSON
+result line, and maps every :class:`~azaion_loader.errors.LoaderError` to its
+one-line message (``loader: error: ...``) and exit code.  No traceback for
+expected failures; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from azaion_loader import __version__
+from azaion_loader.cli.commands import HANDLERS
+from azaion_loader.cli.output import configure_logging, error_result, write_result
+from azaion_loader.errors import ConfigError, LoaderError
+from azaion_loader.settings import LoaderSettings
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("azaion_loader.cli")
+
+SETTINGS_HELP = """\
+settings (environment):
+  LOADER_API_URL            resource API base URL (default http://127.0.0.1:8080)
+  LOADER_EMAIL, LOADER_PASSWORD   credentials, or
+  LOADER_CREDENTIALS_DIR    a directory with files `email` and `password` (wins)
+  LOADER_CACHE_DIR          big-part cache root (default: no cache)
+  LOADER_CA_BUNDLE          CA bundle for the API and the CDN
+  LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP call (30), retries (4)
+  LOADER_HW_MACHINE_ID, LOADER_HW_ARCH   fingerprint overrides
+  LOADER_LOG_LEVEL, LOADER_LOG_FORMAT    INFO|DEBUG|...; text|json
+Credentials are never accepted as arguments.
+
+exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
+30 integrity, 40-43 Docker, 50 target, 1 unexpected, 130 interrupted.
+"""
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fetch": (
+        "download, verify, decrypt and atomically publish a resource",
+        "examples:\n"
+        "  loader fetch --folder models --name yolo.bin --out /data/yolo.bin\n"
+        "  loader fetch --folder models --name yolo.bin --version 3 --out /data/yolo.bin \\\n"
+        "      --cache-dir /var/cache/loader --json\n",
+    ),
+    "verify": (
+        "check a file's SHA-256 (no credentials needed)",
+        "examples:\n  loader verify --file /data/yolo.bin --sha256 3a7bd3e2360a3d...\n",
+    ),
+    "upload": (
+        "encrypt and publish a resource (uploader role)",
+        "examples:\n"
+        "  loader upload --folder models --name yolo.bin ./yolo.bin\n"
+        "  loader upload --folder models --name yolo.bin --version 4 ./yolo.bin --json\n",
+    ),
+    "upload-archive": (
+        "encrypt and publish a `docker save` image archive (uploader role)",
+        "examples:\n"
+        "  docker save demo/app:1.0 -o app.tar\n"
+        "  loader upload-archive --folder images --name app ./app.tar\n"
+        "  loader upload-archive --folder images --name app --images demo/app:1.0 ./app.tar\n",
+    ),
+    "unlock": (
+        "fetch, decrypt and `docker load` an image archive, then check its images",
+        "examples:\n"
+        "  loader unlock --archive-folder images --archive-name app\n"
+        "  loader unlock --archive-folder images --archive-name app --images demo/app:1.0\n",
+    ),
+    "unlock-fetch": (
+        "first half of unlock: key fragment and encrypted archive into --workdir (no Docker)",
+        "examples:\n"
+        "  loader unlock-fetch --archive-folder images --archive-name app --workdir /work\n"
+        "leaves /work/archive.enc (digest checked) and /work/fragment.json\n",
+    ),
+    "unlock-load": (
+        "second half of unlock: decrypt --workdir into `docker load` (no credentials)",
+        "examples:\n"
+        "  loader unlock-load --workdir /work\n"
+        "  loader unlock-load --workdir /work --images demo/app:1.0 --result-file "
+        "/dev/termination-log\n",
+    ),
+    "fingerprint": (
+        "print this machine's hardware fingerprint and its inputs",
+        "examples:\n"
+        "  loader fingerprint\n"
+        "  LOADER_HW_MACHINE_ID=$(cat /etc/machine-id) LOADER_HW_ARCH=arm64 loader fingerprint\n",
+    ),
+}
+
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "dev-stack": (
+        "azaion_loader.devstack",
+        "run the reference API, moto S3 and demo data on loopback until interrupted",
+    ),
+    "serve-api": ("azaion_loader.server.cli", "run the reference API server"),
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON result line on stdout at the end"
+    )
+    parser.add_argument(
+        "--result-file",
+        metavar="PATH",
+        help="also write the JSON result line to PATH (e.g. /dev/termination-log)",
+    )
+
+
+def _progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
+
+
+def _add_builtin(sub: Any, name: str) -> argparse.ArgumentParser:
+    helptext, epilog = COMMANDS[name]
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=helptext,
+        description=helptext,
+        epilog=epilog + "\n" + SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    if name == "fetch":
+        p.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
+        p.add_argument("--name", required=True, help="resource name")
+        p.add_argument("--out", required=True, metavar="PATH", help="where to publish the file")
+        p.add_argument("--version", help="a specific version (default: the latest)")
+        p.add_argument("--cache-dir", metavar="DIR", help="big-part cache (LOADER_CACHE_DIR)")
+        _progress_flag(p)
+    elif name == "verify":
+        p.add_argument("--file", required=True, metavar="PATH", help="the file to check")
+        p.add_argument("--sha256", required=True, metavar="HEX", help="the expected digest")
+    elif name == "upload":
+        p.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
+        p.add_argument("--name", required=True, help="resource name")
+        p.add_argument("--version", help="version to register (default: digest prefix)")
+        p.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
+        p.add_argument("file", metavar="FILE", help="the file to publish")
+        _progress_flag(p)
+    elif name == "upload-archive":
+        p.add_argument("--folder", required=True, help="archive folder (CDN bucket)")
+        p.add_argument("--name", required=True, help="archive name")
+        p.add_argument("--version", help="version to register (default: digest prefix)")
+        p.add_argument(
+            "--images", nargs="+", metavar="IMAGE", help="images to record (default: RepoTags)"
+        )
+        p.add_argument("archive", metavar="ARCHIVE.tar", help="a `docker save` archive")
+        _progress_flag(p)
+    elif name in ("unlock", "unlock-fetch"):
+        p.add_argument("--archive-folder", required=True, help="archive folder (CDN bucket)")
+        p.add_argument("--archive-name", required=True, help="archive name")
+        p.add_argument("--version", help="a specific version (default: the latest)")
+        if name == "unlock":
+            p.add_argument("--images", nargs="+", metavar="IMAGE", help="images to check")
+        else:
+            p.add_argument("--workdir", required=True, metavar="DIR", help="shared directory")
+        _progress_flag(p)
+    elif name == "unlock-load":
+        p.add_argument("--workdir", required=True, metavar="DIR", help="left by unlock-fetch")
+        p.add_argument(
+            "--images",
+            nargs="+",
+            metavar="IMAGE",
+            help="images to check (default: manifest.json RepoTags, else the API's list)",
+        )
+        _progress_flag(p)
+    return p
+
+
+def _import_external(module: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        log.debug("cannot import %s: %s", module, exc)
+        return None
+
+
+def _wanted_external(argv: Sequence[str] | None) -> set[str]:
+    """The external subcommands named on the command line (imported only when used)."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    first = next((w for w in words if not w.startswith("-")), None)
+    return {first} if first in EXTERNAL else set()
+
+
+def build_parser(*, load_external: bool | set[str] = True) -> argparse.ArgumentParser:
+    """The ``loader`` argument parser with every subcommand.
+
+    ``load_external``: which of ``dev-stack`` / ``serve-api`` to import for their
+    options (``True``: both); the others get a placeholder, so that ordinary
+    commands do not pay for importing the server.
+    """
+    parser = argparse.ArgumentParser(
+        prog="loader",
+        description="Deliver encrypted resources and encrypted Docker image archives.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"loader {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        _add_builtin(sub, name)
+    for name, (module_name, helptext) in EXTERNAL.items():
+        wanted = load_external is True or (isinstance(load_external, set) and name in load_external)
+        module = _import_external(module_name) if wanted else None
+        p = sub.add_parser(
+            name,
+            help=helptext,
+            description=helptext,
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if module is not None and hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(external=(module_name, module))
+    return parser
+
+
+def _run_external(args: argparse.Namespace) -> int:
+    module_name, module = args.external
+    if module is None or not hasattr(module, "run"):
+        sys.stderr.write(
+            f"loader: error: `loader {args.command}` is not available: {module_name} is "
+            "missing; install the server extra: pip install 'azaion-loader[server]'\n"
+        )
+        return ConfigError.exit_code
+    return int(module.run(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``loader``; returns the exit code."""
+    parser = build_parser(load_external=_wanted_external(argv))
+    args = parser.parse_args(argv)
+    command: str = args.command
+    to_stdout = bool(getattr(args, "json", False))
+    result_file: str | None = getattr(args, "result_file", None)
+    try:
+        settings = LoaderSettings.from_env()
+        configure_logging(settings.log)
+        if hasattr(args, "external"):
+            return _run_external(args)
+        result, summary = HANDLERS[command](args, settings)
+    except LoaderError as exc:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO)
+        cause = exc.__cause__
+        if cause is not None:
+            log.debug("%s failed; cause: %s", command, type(cause).__name__)
+        sys.stderr.write(f"loader: error: {exc.one_line()}\n")
+        write_result(error_result(command, exc), to_stdout=to_stdout, result_file=result_file)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("\nloader: interrupted\n")
+        interrupted = LoaderError("interrupted", hint="")
+        interrupted.exit_code = 130
+        write_result(
+            error_result(command, interrupted), to_stdout=to_stdout, result_file=result_file
+        )
+        return 130
+    except Exception as exc:
+        log.debug("%s failed unexpectedly", command, exc_info=True)
+        unexpected = LoaderError(f"unexpected {type(exc).__name__}: {exc}")
+        sys.stderr.write(
+            f"loader: error: {unexpected.one_line()} (LOADER_LOG_LEVEL=DEBUG shows details)\n"
+        )
+        write_result(
+            error_result(command, unexpected), to_stdout=to_stdout, result_file=result_file
+        )
+        return 1
+    doc = {"ok": True, "command": command, **result}
+    if not to_stdout:
+        sys.stdout.write(summary + "\n")
+        sys.stdout.flush()
+    write_result(doc, to_stdout=to_stdout, result_file=result_file)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

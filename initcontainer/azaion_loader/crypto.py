@@ -1,0 +1,347 @@
+"""Streaming AES-256-CBC with PKCS7 padding, and SHA-256 helpers.
+
+The wire format (docs/protocol.md §5, §6) is ``C = IV || AES-256-CBC(K, IV, PKCS7(P))``:
+the 16-byte IV travels in front of the ciphertext.  :class:`Encryptor` and
+:class:`Decryptor` work chunk by chunk, so memory never grows with the size of
+the data; :class:`Decryptor` checks the padding only at the very end, where a
+bad padding or a truncated input raises :class:`~azaion_loader.errors.IntegrityError`.
+
+CBC has no integrity of its own: callers check the SHA-256 of the whole
+ciphertext (delivered by the authenticated API) before trusting the plaintext.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from azaion_loader.errors import IntegrityError
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CHUNK_SIZE",
+    "IV_SIZE",
+    "KEY_SIZE",
+    "SMALL_PART_MAX",
+    "Decryptor",
+    "EncryptingReader",
+    "Encryptor",
+    "StreamResult",
+    "ciphertext_size",
+    "decrypt_bytes",
+    "decrypt_stream",
+    "encrypt_bytes",
+    "encrypt_stream",
+    "iter_chunks",
+    "new_key",
+    "sha256_bytes",
+    "sha256_file",
+    "split_point",
+]
+
+CHUNK_SIZE = 1 << 20
+"""Bytes per read/write when streaming (1 MiB)."""
+KEY_SIZE = 32
+IV_SIZE = 16
+BLOCK_SIZE = 16
+SMALL_PART_MAX = 3072
+"""The small part is at most 3 KiB (docs/protocol.md §5)."""
+
+
+def new_key() -> bytes:
+    """A fresh random 32-byte AES-256 key."""
+    return os.urandom(KEY_SIZE)
+
+
+def ciphertext_size(plain_size: int) -> int:
+    """``len(IV || CBC(PKCS7(P)))`` for a plaintext of ``plain_size`` bytes."""
+    if plain_size < 0:
+        raise ValueError("plain_size must be >= 0")
+    return IV_SIZE + BLOCK_SIZE * (plain_size // BLOCK_SIZE + 1)
+
+
+def split_point(cipher_size: int) -> int:
+    """Where the ciphertext is cut: ``min(3072, floor(cipher_size * 3 / 10))``."""
+    if cipher_size < 0:
+        raise ValueError("cipher_size must be >= 0")
+    return min(SMALL_PART_MAX, cipher_size * 3 // 10)
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"AES-256 needs a {KEY_SIZE}-byte key, got {len(key)} bytes")
+
+
+class Encryptor:
+    """Streaming encryption: ``update()`` chunks, then ``finalize()``.
+
+    The first bytes returned are the IV, so the concatenated output is exactly
+    ``IV || AES-256-CBC(key, IV, PKCS7(plaintext))``.
+    """
+
+    def __init__(self, key: bytes, iv: bytes | None = None) -> None:
+        _check_key(key)
+        self.iv = iv if iv is not None else os.urandom(IV_SIZE)
+        if len(self.iv) != IV_SIZE:
+            raise ValueError(f"the IV must be {IV_SIZE} bytes")
+        self._ctx = Cipher(algorithms.AES(key), modes.CBC(self.iv)).encryptor()
+        self._plain = 0
+        self._header_sent = False
+        self._done = False
+
+    def update(self, data: bytes | memoryview) -> bytes:
+        """Encrypt the next chunk of plaintext; returns the ciphertext available so far."""
+        if self._done:
+            raise ValueError("update() after finalize()")
+        self._plain += len(data)
+        out = self._ctx.update(data)
+        if not self._header_sent:
+            self._header_sent = True
+            return self.iv + out
+        return out
+
+    def finalize(self) -> bytes:
+        """Pad (PKCS7) and return the last ciphertext blocks."""
+        if self._done:
+            raise ValueError("finalize() called twice")
+        self._done = True
+        pad = BLOCK_SIZE - self._plain % BLOCK_SIZE
+        out = self._ctx.update(bytes([pad]) * pad) + self._ctx.finalize()
+        if not self._header_sent:
+            self._header_sent = True
+            return self.iv + out
+        return out
+
+
+class Decryptor:
+    """Streaming decryption of ``IV || ciphertext`` with a PKCS7 check at the end.
+
+    ``update()`` holds back the last plaintext block, which carries the padding;
+    ``finalize()`` validates it and raises :class:`IntegrityError` on a bad
+    padding, a length that is not a whole number of blocks, or a missing IV.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        _check_key(key)
+        self._key = key
+        self._iv = b""
+        self._ctx: object | None = None
+        self._tail = b""
+        self._cipher_len = 0
+        self._done = False
+
+    def update(self, data: bytes | memoryview) -> bytes:
+        """Decrypt the next chunk of ``IV || ciphertext``; returns plaintext ready so far."""
+        if self._done:
+            raise ValueError("update() after finalize()")
+        if self._ctx is None:
+            need = IV_SIZE - len(self._iv)
+            self._iv += bytes(data[:need])
+            data = data[need:]
+            if len(self._iv) < IV_SIZE:
+                return b""
+            self._ctx = Cipher(algorithms.AES(self._key), modes.CBC(self._iv)).decryptor()
+        if not data:
+            return b""
+        self._cipher_len += len(data)
+        out = self._ctx.update(data)  # type: ignore[attr-defined]
+        if not out:
+            return b""
+        joined = self._tail + out if self._tail else out
+        cut = len(joined) - BLOCK_SIZE
+        self._tail = joined[cut:]
+        return joined[:cut]
+
+    def finalize(self) -> bytes:
+        """Check the length and the PKCS7 padding; return the last plaintext bytes."""
+        if self._done:
+            raise ValueError("finalize() called twice")
+        self._done = True
+        if self._ctx is None:
+            raise IntegrityError("the ciphertext is shorter than its IV: it is truncated")
+        if self._cipher_len == 0 or self._cipher_len % BLOCK_SIZE:
+            raise IntegrityError(
+                "the ciphertext is not a whole number of AES blocks: it is truncated or damaged"
+            )
+        self._ctx.finalize()  # type: ignore[attr-defined]
+        last = self._tail
+        pad = last[-1] if last else 0
+        bad = not 1 <= pad <= BLOCK_SIZE or last[-pad:] != bytes([pad]) * pad
+        if len(last) != BLOCK_SIZE or bad:
+            raise IntegrityError("the decrypted data has an invalid padding: wrong key or damaged")
+        return last[:-pad]
+
+
+def encrypt_bytes(key: bytes, plaintext: bytes, iv: bytes | None = None) -> bytes:
+    """``IV || AES-256-CBC(key, IV, PKCS7(plaintext))`` in one call (small data only)."""
+    enc = Encryptor(key, iv)
+    return enc.update(plaintext) + enc.finalize()
+
+
+def decrypt_bytes(key: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of :func:`encrypt_bytes`; raises :class:`IntegrityError` on bad padding."""
+    dec = Decryptor(key)
+    return dec.update(ciphertext) + dec.finalize()
+
+
+def iter_chunks(src: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Read ``src`` in chunks until EOF."""
+    while True:
+        chunk = src.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What a streaming pass saw: bytes in and out, and SHA-256 hex digests of both."""
+
+    size_in: int
+    size_out: int
+    sha256_in: str
+    sha256_out: str
+
+
+def _pump(chunks: Iterable[bytes], cipher: Encryptor | Decryptor, dst: BinaryIO) -> StreamResult:
+    h_in, h_out = hashlib.sha256(), hashlib.sha256()
+    n_in = n_out = 0
+    for chunk in chunks:
+        h_in.update(chunk)
+        n_in += len(chunk)
+        out = cipher.update(chunk)
+        if out:
+            h_out.update(out)
+            n_out += len(out)
+            dst.write(out)
+    out = cipher.finalize()
+    h_out.update(out)
+    n_out += len(out)
+    dst.write(out)
+    return StreamResult(n_in, n_out, h_in.hexdigest(), h_out.hexdigest())
+
+
+def encrypt_stream(
+    key: bytes,
+    src: BinaryIO,
+    dst: BinaryIO,
+    *,
+    iv: bytes | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> StreamResult:
+    """Encrypt ``src`` into ``dst`` chunk by chunk; ``sha256_out`` is the digest of ``C``."""
+    return _pump(iter_chunks(src, chunk_size), Encryptor(key, iv), dst)
+
+
+def decrypt_stream(
+    key: bytes, src: BinaryIO, dst: BinaryIO, *, chunk_size: int = CHUNK_SIZE
+) -> StreamResult:
+    """Decrypt ``src`` (``IV || ciphertext``) into ``dst``; ``sha256_in`` is the digest of ``C``.
+
+    The caller must not trust ``dst`` before comparing ``sha256_in`` with the
+    expected digest; a bad padding raises :class:`IntegrityError`.
+    """
+    return _pump(iter_chunks(src, chunk_size), Decryptor(key), dst)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Lowercase hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE) -> str:
+    """Lowercase hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter_chunks(f, chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class EncryptingReader:
+    """A non-seekable, file-like view of ``C = IV || AES-256-CBC(PKCS7(src))``, built lazily.
+
+    ``read()`` returns ciphertext after the first ``small_size`` bytes, which
+    are kept in :attr:`small` instead (the split's small part; 0 for none).
+    :attr:`digest` covers all of ``C``.  ``on_plain`` sees each plaintext
+    chunk, ``on_big`` each piece of returned ciphertext (e.g. a cache copy),
+    ``progress`` the plaintext byte counts.  Memory: one chunk plus what the
+    consumer has not read yet.
+    """
+
+    def __init__(
+        self,
+        src: Any,
+        key: bytes,
+        *,
+        small_size: int = 0,
+        iv: bytes | None = None,
+        on_plain: Callable[[bytes], None] | None = None,
+        on_big: Callable[[memoryview], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self._src = src
+        self._enc = Encryptor(key, iv)
+        self._small_size = small_size
+        self._chunk_size = chunk_size
+        self.small = bytearray()
+        self.digest = hashlib.sha256()
+        self.cipher_size = 0
+        self.plain_size = 0
+        self._buf = bytearray()
+        self._eof = False
+        self._on_plain = on_plain
+        self._on_big = on_big
+        self._progress = progress
+
+    def readable(self) -> bool:
+        """Always true."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always false: the ciphertext is produced once, in order."""
+        return False
+
+    def _produce(self) -> None:
+        data = self._src.read(self._chunk_size)
+        if data:
+            self.plain_size += len(data)
+            if self._on_plain is not None:
+                self._on_plain(data)
+            out = self._enc.update(data)
+            if self._progress is not None:
+                self._progress(len(data))
+        else:
+            out = self._enc.finalize()
+            self._eof = True
+        if not out:
+            return
+        self.digest.update(out)
+        self.cipher_size += len(out)
+        view = memoryview(out)
+        need = self._small_size - len(self.small)
+        if need > 0:
+            self.small += view[:need]
+            view = view[need:]
+        if view:
+            if self._on_big is not None:
+                self._on_big(view)
+            self._buf += view
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of ciphertext (all the rest if negative); ``b""`` at the end."""
+        while not self._eof and (size < 0 or len(self._buf) < size):
+            self._produce()
+        if size < 0 or size >= len(self._buf):
+            data = bytes(self._buf)
+            self._buf.clear()
+            return data
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data

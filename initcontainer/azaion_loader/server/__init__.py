@@ -1,0 +1,17 @@
+"""The reference resource API server (docs/protocol.md).
+
+A real HTTP server, not a mock: users with roles, hardware binding, small parts,
+resource keys, digests, key fragments and CDN settings, persisted as JSON files
+under a data directory.  ``create_app(config)`` builds the Flask application;
+``serving.ServerThread`` runs it on a threaded werkzeug server; ``cli`` is
+``loader serve-api``.
+"""
+
+from __future__ import annotations
+
+from azaion_loader.server.app import create_app, server_state
+from azaion_loader.server.config import ServerConfig
+from azaion_loader.server.serving import ServerThread
+from azaion_loader.server.store import Store
+
+__all__ = ["ServerConfig", "ServerThread", "Store", "create_app", "server_state"]

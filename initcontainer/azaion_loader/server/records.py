@@ -1,0 +1,97 @@
+"""The server's records: plain dataclasses with JSON round trips."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["ROLES", "UPLOAD_ROLES", "ArchiveVersion", "ResourceVersion", "User"]
+
+ROLES = ("user", "uploader", "admin")
+UPLOAD_ROLES = frozenset({"uploader", "admin"})
+
+
+@dataclass
+class User:
+    """A registered user.  ``user_key`` is base64 of K_user (protocol §3), never the password."""
+
+    id: str
+    email: str
+    role: str
+    password_hash: str
+    user_key: str
+    max_devices: int
+    devices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored on disk."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> User:
+        """The inverse of ``to_json``."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ResourceVersion:
+    """One version of a split resource: what the API keeps (protocol §5)."""
+
+    version: str
+    small: str
+    key: str
+    sha256: str
+    size: int
+    plain_size: int
+    created: float = 0.0
+
+    def same_content(self, other: ResourceVersion) -> bool:
+        """Whether ``other`` carries the same content (``created`` aside)."""
+        return (self.small, self.key, self.sha256, self.size, self.plain_size) == (
+            other.small,
+            other.key,
+            other.sha256,
+            other.size,
+            other.plain_size,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored on disk."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResourceVersion:
+        """The inverse of ``to_json``."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ArchiveVersion:
+    """One version of an encrypted image archive (protocol §6)."""
+
+    version: str
+    fragment: str
+    sha256: str
+    size: int
+    images: tuple[str, ...]
+    created: float = 0.0
+
+    def same_content(self, other: ArchiveVersion) -> bool:
+        """Whether ``other`` carries the same content (``created`` aside)."""
+        return (self.fragment, self.sha256, self.size, self.images) == (
+            other.fragment,
+            other.sha256,
+            other.size,
+            other.images,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored on disk."""
+        data = asdict(self)
+        data["images"] = list(self.images)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ArchiveVersion:
+        """The inverse of ``to_json``."""
+        return cls(**{**data, "images": tuple(data["images"])})

@@ -1,0 +1,458 @@
+"""The big/small split protocol (docs/protocol.md §5): upload and fetch of resources.
+
+Upload: encrypt the file in one streaming pass (``C = IV || AES-256-CBC``);
+the first ``split_point(len(C))`` bytes are the small part (kept in memory,
+at most 3 KiB), the rest streams to the CDN as a multipart upload (and to the
+local cache).  Only then is the small part, the key and ``SHA-256(C)``
+registered with the API, so the API never points at a missing big part.
+
+Fetch: the small part, key and digest come from the API in an authenticated
+envelope; the big part from the local cache when its sidecar matches, else
+from the CDN.  ``small || big`` streams through SHA-256 and decryption into a
+temporary file beside the target, which is renamed onto the target only when
+the digest matches and the padding is valid.  A cached big part that is stale
+(other version, or failing the digest) is reported, deleted and fetched again:
+the result says ``cache: "stale-refreshed"``.
+
+Memory stays constant: chunks of 1 MiB, a bounded read-ahead queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from azaion_loader.api_client import ApiClient
+from azaion_loader.cdn import CdnClient
+from azaion_loader.crypto import (
+    CHUNK_SIZE,
+    Decryptor,
+    EncryptingReader,
+    ciphertext_size,
+    new_key,
+    split_point,
+)
+from azaion_loader.errors import IntegrityError, LoaderError, TargetError
+from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
+from azaion_loader.progress import ProgressCallback
+from azaion_loader.publish import AtomicWriter
+
+__all__ = [
+    "CacheEntry",
+    "fetch_resource",
+    "prefetch",
+    "upload_resource",
+]
+
+log = logging.getLogger(__name__)
+
+CdnFactory = Callable[[], CdnClient]
+T = TypeVar("T")
+
+READ_AHEAD = 4
+"""Chunks buffered between the network/disk reader thread and the decrypting thread."""
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+# -- read-ahead ----------------------------------------------------------------
+
+
+def prefetch(source: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
+    """Iterate ``source`` in a background thread, ``depth`` items ahead.
+
+    Network and disk reads release the GIL, so this overlaps receiving the
+    next chunks with hashing, decrypting and writing the current one.
+    Exceptions of ``source`` are re-raised in the consumer; closing the
+    returned generator stops the thread.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in source:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer
+            put(("error", exc))
+        finally:
+            close = getattr(source, "close", None)
+            if stop.is_set() and callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+
+    thread = threading.Thread(target=run, name="loader-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# -- the local cache ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """``{cache}/{folder}/{name}.big`` and its sidecar ``{name}.big.json``."""
+
+    big: Path
+    sidecar: Path
+
+    @classmethod
+    def for_resource(cls, cache_dir: str, folder: str, name: str) -> CacheEntry:
+        """The cache paths of a resource (folder and name must be single path segments)."""
+        base = Path(cache_dir) / _segment(folder)
+        return cls(base / f"{_segment(name)}.big", base / f"{_segment(name)}.big.json")
+
+    def read_sidecar(self) -> dict[str, Any] | None:
+        """The sidecar's content, or ``None`` if absent or unreadable."""
+        try:
+            doc = json.loads(self.sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def matches(self, rec: ResourceRecord) -> tuple[bool, str]:
+        """Whether the cached big part is for this version and digest, and why not."""
+        if not self.big.exists():
+            return False, "absent"
+        side = self.read_sidecar()
+        if side is None:
+            return False, "stale: no readable sidecar"
+        if str(side.get("version")) != rec.version or side.get("sha256") != rec.sha256:
+            return False, (
+                f"stale: cached version {side.get('version')!r}, the API has {rec.version!r}"
+            )
+        try:
+            size = self.big.stat().st_size
+        except OSError:
+            return False, "stale: unreadable"
+        if size != rec.big_size:
+            return False, f"stale: {size} bytes cached, {rec.big_size} expected"
+        return True, "hit"
+
+    def remove(self) -> None:
+        """Delete the cached big part and its sidecar."""
+        for path in (self.big, self.sidecar):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def open_writer(self) -> AtomicWriter | None:
+        """A writer for a fresh big part, or ``None`` (logged) if the cache is not writable."""
+        try:
+            self.big.parent.mkdir(parents=True, exist_ok=True)
+            return AtomicWriter(self.big, mode=0o644)
+        except (OSError, TargetError) as exc:
+            log.warning("cache %s is not writable, continuing without it: %s", self.big, exc)
+            return None
+
+    def commit(self, writer: AtomicWriter, rec: ResourceRecord) -> None:
+        """Publish a fully verified big part, then its sidecar (a failure is only logged)."""
+        side = {"version": rec.version, "sha256": rec.sha256, "size": rec.big_size}
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                self.sidecar.unlink()
+            writer.commit()
+            side_writer = AtomicWriter(self.sidecar, mode=0o644)
+            side_writer.write(json.dumps(side).encode("utf-8"))
+            side_writer.commit()
+        except (OSError, TargetError) as exc:
+            writer.abort()
+            log.warning("could not update the cache %s: %s", self.big, exc)
+
+
+def _segment(value: str) -> str:
+    if not value or value in {".", ".."} or "/" in value or "\0" in value:
+        raise LoaderError(
+            f"{value!r} is not a valid folder or name",
+            hint="use a single path segment without `/`",
+        )
+    return value
+
+
+# -- fetch -------------------------------------------------------------------------
+
+
+def _decode(
+    rec: ResourceRecord,
+    big_chunks: Iterable[bytes],
+    out: AtomicWriter,
+    *,
+    tee: AtomicWriter | None,
+    progress: ProgressCallback,
+    source: str,
+) -> str:
+    """Stream ``small || big`` through SHA-256 and decryption into ``out``.
+
+    Returns the plaintext's SHA-256; raises :class:`IntegrityError` when the
+    ciphertext's digest differs from the API's or the padding is invalid.
+    """
+    digest = hashlib.sha256(rec.small)
+    plain_digest = hashlib.sha256()
+    dec = Decryptor(rec.key)
+    first = dec.update(rec.small)
+    if first:
+        plain_digest.update(first)
+        out.write(first)
+    received = 0
+    for chunk in prefetch(big_chunks):
+        received += len(chunk)
+        if received > rec.big_size:
+            raise IntegrityError(
+                f"the big part from {source} is longer than the {rec.big_size} bytes expected"
+            )
+        digest.update(chunk)
+        if tee is not None:
+            tee.write(chunk)
+        plain = dec.update(chunk)
+        if plain:
+            plain_digest.update(plain)
+            out.write(plain)
+        progress(len(chunk))
+    if received != rec.big_size:
+        raise IntegrityError(
+            f"the big part from {source} has {received} bytes, {rec.big_size} expected: truncated"
+        )
+    if not hmac.compare_digest(digest.hexdigest(), rec.sha256):
+        raise IntegrityError(
+            f"the SHA-256 of {rec.folder}/{rec.name} (big part from {source}) does not match "
+            "the digest from the API"
+        )
+    last = dec.finalize()
+    plain_digest.update(last)
+    out.write(last)
+    return plain_digest.hexdigest()
+
+
+def _iter_file(path: Path) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            chunk = f.read(CHUNK_SIZE)
+            if not chunk:
+                return
+            yield chunk
+
+
+def fetch_resource(
+    api: ApiClient,
+    cdn_factory: CdnFactory,
+    *,
+    folder: str,
+    name: str,
+    out: str | os.PathLike[str],
+    version: str | None = None,
+    cache_dir: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> FetchResult:
+    """Download, verify, decrypt and atomically publish a resource to ``out``.
+
+    ``cdn_factory`` is called only when the big part is not in the cache.
+    ``on_total`` receives the big part's size once known (for a progress bar).
+    """
+    progress = progress or _noop
+    target = Path(out)
+    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
+    # Fail on a non-writable target before any download.
+    writer = AtomicWriter(target)
+    try:
+        rec = api.get_resource(folder, name, version)
+        if on_total is not None:
+            on_total(rec.big_size)
+        log.info(
+            "resource %s/%s version %s: %d bytes encrypted", folder, name, rec.version, rec.size
+        )
+        cache_state = "off"
+        if cache is not None:
+            hit, why = cache.matches(rec)
+            if hit:
+                try:
+                    plain_sha = _decode(
+                        rec,
+                        _iter_file(cache.big),
+                        writer,
+                        tee=None,
+                        progress=progress,
+                        source=f"the cache {cache.big}",
+                    )
+                except (IntegrityError, OSError) as exc:
+                    log.warning(
+                        "stale cache: %s failed verification (%s); deleting it and "
+                        "fetching the big part from the CDN",
+                        cache.big,
+                        exc,
+                    )
+                    cache.remove()
+                    writer.abort()
+                    writer = AtomicWriter(target)
+                    cache_state = "stale-refreshed"
+                else:
+                    writer.commit()
+                    log.info("fetched %s/%s from the cache into %s", folder, name, target)
+                    return FetchResult(str(target), writer.size, plain_sha, rec.version, "hit")
+            elif why == "absent":
+                cache_state = "miss"
+            else:
+                log.warning(
+                    "stale cache for %s/%s (%s); fetching the big part from the CDN",
+                    folder,
+                    name,
+                    why,
+                )
+                cache.remove()
+                cache_state = "stale-refreshed"
+        plain_sha = _fetch_from_cdn(rec, cdn_factory(), writer, cache, progress)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    log.info("fetched %s/%s version %s into %s", folder, name, rec.version, target)
+    return FetchResult(str(target), writer.size, plain_sha, rec.version, cache_state)
+
+
+def _fetch_from_cdn(
+    rec: ResourceRecord,
+    cdn: CdnClient,
+    writer: AtomicWriter,
+    cache: CacheEntry | None,
+    progress: ProgressCallback,
+) -> str:
+    size, chunks = cdn.iter_object(rec.folder, rec.big_key)
+    source = f"the CDN ({rec.folder}/{rec.big_key})"
+    if size != rec.big_size:
+        with contextlib.suppress(Exception):
+            chunks.close()  # type: ignore[attr-defined]
+        raise IntegrityError(f"the big part on {source} has {size} bytes, {rec.big_size} expected")
+    tee = cache.open_writer() if cache is not None else None
+    try:
+        plain_sha = _decode(rec, chunks, writer, tee=tee, progress=progress, source=source)
+    except BaseException:
+        if tee is not None:
+            tee.abort()
+        raise
+    if tee is not None and cache is not None:
+        cache.commit(tee, rec)
+    return plain_sha
+
+
+# -- upload --------------------------------------------------------------------------
+
+
+def upload_resource(
+    api: ApiClient,
+    cdn: CdnClient,
+    *,
+    folder: str,
+    name: str,
+    path: str | os.PathLike[str],
+    version: str | None = None,
+    cache_dir: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> UploadResult:
+    """Encrypt ``path``, put the big part on the CDN, register the rest with the API."""
+    progress = progress or _noop
+    src_path = Path(path)
+    try:
+        src = open(src_path, "rb", buffering=0)
+    except OSError as exc:
+        raise LoaderError(
+            f"cannot read {src_path}: {exc.strerror or type(exc).__name__}",
+            hint="check the file to upload",
+        ) from exc
+    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
+    tee: AtomicWriter | None = None
+    with src:
+        plain_size = os.fstat(src.fileno()).st_size
+        cipher_size = ciphertext_size(plain_size)
+        small_size = split_point(cipher_size)
+        key = new_key()
+        tee = cache.open_writer() if cache is not None else None
+        reader = EncryptingReader(
+            src,
+            key,
+            small_size=small_size,
+            on_big=tee.write if tee is not None else None,
+            progress=progress,
+        )
+        big_key = f"{_segment(name)}.big"
+        try:
+            cdn.ensure_bucket(_segment(folder))
+            cdn.upload_fileobj(folder, big_key, reader)
+            # boto3 stops reading at EOF of the multipart stream; drain any tail.
+            while reader.read(CHUNK_SIZE):
+                pass
+            if reader.plain_size != plain_size or reader.cipher_size != cipher_size:
+                raise LoaderError(
+                    f"{src_path} changed while it was being uploaded",
+                    hint="upload a file that is not being written to",
+                )
+            sha = reader.digest.hexdigest()
+            record = {
+                "version": version or sha[:16],
+                "small": b64encode(bytes(reader.small)),
+                "key": b64encode(key),
+                "sha256": sha,
+                "size": cipher_size,
+                "plain_size": plain_size,
+            }
+            registered = api.put_resource(folder, name, record)
+        except BaseException:
+            if tee is not None:
+                tee.abort()
+            raise
+    if tee is not None and cache is not None:
+        cache.commit(
+            tee,
+            ResourceRecord(
+                folder=folder,
+                name=name,
+                version=registered,
+                small=bytes(reader.small),
+                key=key,
+                sha256=sha,
+                size=cipher_size,
+                plain_size=plain_size,
+                big_key=big_key,
+            ),
+        )
+    log.info(
+        "uploaded %s/%s version %s: %d bytes encrypted (%d on the CDN)",
+        folder,
+        name,
+        registered,
+        cipher_size,
+        cipher_size - small_size,
+    )
+    return UploadResult(folder, name, registered, cipher_size, sha, plain_size)

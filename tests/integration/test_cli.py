@@ -1,0 +1,130 @@
+"""The CLI surface: help with examples everywhere, usage errors, interrupts, progress lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+COMMANDS = [
+    "fetch",
+    "verify",
+    "upload",
+    "upload-archive",
+    "unlock",
+    "unlock-fetch",
+    "unlock-load",
+    "fingerprint",
+    "dev-stack",
+    "serve-api",
+]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "azaion_loader", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_examples(command: str) -> None:
+    proc = run(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    if command not in ("dev-stack", "serve-api"):
+        assert "examples:" in proc.stdout and f"loader {command}" in proc.stdout
+        assert "--json" in proc.stdout and "--result-file" in proc.stdout
+
+
+def test_usage_error_is_2() -> None:
+    proc = run("fetch", "--folder", "x")
+    assert proc.returncode == 2 and "required" in proc.stderr
+
+
+def test_password_is_not_an_option() -> None:
+    assert (
+        run("fetch", "--password", "x", "--folder", "a", "--name", "b", "--out", "c").returncode
+        == 2
+    )
+
+
+def test_fingerprint_json_uses_overrides() -> None:
+    env = {**os.environ, "LOADER_HW_MACHINE_ID": "ABC123", "LOADER_HW_ARCH": "x86_64"}
+    proc = run("fingerprint", "--json", env=env)
+    doc = json.loads(proc.stdout)
+    from azaion_loader.fingerprint import compute_fingerprint
+
+    assert doc["ok"] and doc["fingerprint"] == compute_fingerprint("abc123", "amd64")
+    assert doc["arch"] == "amd64" and doc["machine_id_source"] == "LOADER_HW_MACHINE_ID"
+
+
+def test_bad_setting_is_a_config_error() -> None:
+    proc = run("fingerprint", env={**os.environ, "LOADER_TIMEOUT": "soon"})
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("loader: error: LOADER_TIMEOUT='soon' is not a number")
+
+
+def test_interrupt_exits_130(dev_env: Any, tmp_path: Path) -> None:
+    dev_env.api.delay_next(1, 30, path_prefix="/login")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "azaion_loader",
+            "fetch",
+            "--folder",
+            "models",
+            "--name",
+            "m",
+            "--out",
+            str(tmp_path / "m"),
+            "--json",
+        ],
+        env=dev_env.merged(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert json.loads(out.splitlines()[-1])["exit_code"] == 130
+    assert list(tmp_path.iterdir()) == [] or not (tmp_path / "m").exists()
+
+
+def test_progress_lines_when_not_a_tty(dev_env: Any, tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(64 * 1024 * 1024))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "azaion_loader",
+            "upload",
+            "--folder",
+            "models",
+            "--name",
+            "p",
+            str(src),
+        ],
+        env=dev_env.merged(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "loader: upload models/p done: 100%" in proc.stderr
+    assert proc.stdout.startswith("uploaded models/p version ")

@@ -1,0 +1,282 @@
+"""Image archives: `loader upload-archive`, `unlock-fetch`, `unlock-load`, `unlock`, real Docker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def loader(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "azaion_loader", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc.returncode, (json.loads(lines[-1]) if lines else None), proc.stderr
+
+
+def docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["docker", *args], input=input, capture_output=True, timeout=120)
+
+
+def _rootfs_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = os.urandom(64 * 1024)  # unique layer per test
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A `docker save` archive of a tiny imported image, removed from the engine afterwards."""
+    ref = f"azaion-test/unlock-{secrets.token_hex(4)}:1.0"
+    made = docker("import", "-", ref, input=_rootfs_tar())
+    assert made.returncode == 0, made.stderr
+    archive = tmp_path / "image.tar"
+    saved = docker("save", "-o", str(archive), ref)
+    assert saved.returncode == 0, saved.stderr
+    docker("rmi", "-f", ref)
+    try:
+        yield ref, archive
+    finally:
+        docker("rmi", "-f", ref)
+
+
+def _publish(dev_env: Any, archive: Path, name: str = "app", *extra: str) -> dict[str, Any]:
+    code, result, err = loader(
+        dev_env.merged(),
+        "upload-archive",
+        "--folder",
+        "images",
+        "--name",
+        name,
+        *extra,
+        str(archive),
+    )
+    assert code == 0, err
+    assert result is not None
+    return result
+
+
+def _exists(ref: str) -> bool:
+    return docker("image", "inspect", ref).returncode == 0
+
+
+def test_split_unlock_loads_the_manifest_images(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, archive = image_archive
+    published = _publish(dev_env, archive)
+    assert published["images"] == [ref]
+    work = tmp_path / "work"
+    code, result, err = loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in work.iterdir()) == ["archive.enc", "fragment.json"]
+    assert oct((work / "fragment.json").stat().st_mode & 0o777) == "0o640"
+    assert result["sha256"] == published["sha256"]
+    assert not _exists(ref)
+    # the load step runs with no credentials at all
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    code, result, err = loader(bare, "unlock-load", "--workdir", str(work))
+    assert code == 0, err
+    assert result["images"] == [ref] and result["images_source"] == "manifest"
+    assert _exists(ref)
+
+
+def test_unlock_in_one_process(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, archive = image_archive
+    _publish(dev_env, archive)
+    code, result, err = loader(
+        dev_env.merged(),
+        "unlock",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--images",
+        ref,
+    )
+    assert code == 0, err
+    assert result["images"] == [ref] and result["images_source"] == "argument"
+    assert _exists(ref)
+
+
+def test_expected_image_missing_after_load(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, archive = image_archive
+    _publish(dev_env, archive)
+    missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
+    code, result, err = loader(
+        dev_env.merged(),
+        "unlock",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--images",
+        ref,
+        missing,
+    )
+    assert code == 43, err
+    assert result["error"] == "ImageMissingError"
+    assert missing in result["message"] and ref not in result["message"].split("lacks")[1]
+
+
+def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path) -> None:
+    ref, archive = image_archive
+    _publish(dev_env, archive)
+    work = tmp_path / "work"
+    code, _, err = loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
+    )
+    assert code == 0, err
+    env = dev_env.merged(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    code, result, err = loader(env, "unlock-load", "--workdir", str(work))
+    assert code == 41, err
+    assert result["error"] == "DockerUnavailableError"
+    assert "loader: error: the Docker daemon does not answer" in err
+    assert not _exists(ref)
+
+
+def test_not_a_docker_archive_is_refused_at_publish(dev_env: Any, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(os.urandom(100_000))
+    code, result, err = loader(
+        dev_env.merged(), "upload-archive", "--folder", "images", "--name", "junk", str(junk)
+    )
+    assert code == 42, err
+    assert result["error"] == "NotADockerArchiveError"
+    listing = dev_env.s3.client().list_objects_v2(Bucket="images")
+    assert listing.get("KeyCount", 0) == 0
+
+
+def test_not_a_docker_archive_at_load(docker_engine: str, dev_env: Any, tmp_path: Path) -> None:
+    # A publisher that skips the check (the library allows it for tests) registers junk.
+    from azaion_loader.api_client import ApiClient
+    from azaion_loader.cdn import CdnClient
+    from azaion_loader.fingerprint import compute_fingerprint
+    from azaion_loader.settings import Credentials
+    from azaion_loader.unlock import publish_archive
+
+    api = ApiClient(
+        dev_env["LOADER_API_URL"],
+        Credentials(dev_env["LOADER_EMAIL"], dev_env.password),
+        fingerprint=compute_fingerprint(dev_env["LOADER_HW_MACHINE_ID"], "amd64"),
+    )
+    junk = tmp_path / "junk.tar"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:  # a tar, but no manifest.json
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    junk.write_bytes(buf.getvalue())
+    publish_archive(
+        api,
+        CdnClient(api.get_cdn_config()),
+        folder="images",
+        name="junk",
+        path=junk,
+        images=["azaion-test/junk:1"],
+        require_manifest=False,
+    )
+    code, result, err = loader(
+        dev_env.merged(), "unlock", "--archive-folder", "images", "--archive-name", "junk"
+    )
+    assert code == 42, err
+    assert result["error"] == "NotADockerArchiveError"
+    assert "docker load" in result["message"]
+
+
+def test_tampered_workdir_archive_is_not_loaded(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, archive = image_archive
+    _publish(dev_env, archive)
+    work = tmp_path / "work"
+    code, _, err = loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
+    )
+    assert code == 0, err
+    enc = work / "archive.enc"
+    data = bytearray(enc.read_bytes())
+    data[1000] ^= 0x10
+    enc.write_bytes(bytes(data))
+    code, result, err = loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
+    assert code == 30, err
+    assert result["error"] == "IntegrityError"
+    assert not _exists(ref)
+
+
+def test_flipped_byte_on_cdn_leaves_empty_workdir(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    _ref, archive = image_archive
+    _publish(dev_env, archive)
+    s3 = dev_env.s3.client()
+    data = bytearray(s3.get_object(Bucket="images", Key="app.enc")["Body"].read())
+    data[-5] ^= 0x01
+    s3.put_object(Bucket="images", Key="app.enc", Body=bytes(data))
+    work = tmp_path / "work"
+    code, _result, err = loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
+    )
+    assert code == 30, err
+    assert list(work.iterdir()) == []
+
+
+def test_unlock_load_without_fetch(tmp_path: Path) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    code, result, err = loader(bare, "unlock-load", "--workdir", str(tmp_path))
+    assert code == 3, err
+    assert "unlock-fetch" in result["message"]

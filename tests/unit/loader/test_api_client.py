@@ -1,0 +1,227 @@
+"""The API client's logic against a scripted session: retries, re-login, error mapping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from azaion_loader import envelope
+from azaion_loader.api_client import ApiClient, decode_claims
+from azaion_loader.errors import (
+    ApiUnavailableError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    ProtocolError,
+)
+from azaion_loader.settings import Credentials, HttpSettings
+
+FP = "ab" * 32
+CREDS = Credentials("u@example.com", "canary-password")
+
+
+def token(exp_in: float = 3600, role: str = "uploader") -> str:
+    now = time.time()
+    return jwt.encode({"sub": "1", "role": role, "iat": now, "exp": now + exp_in}, "k" * 32)
+
+
+class FakeResponse(requests.Response):
+    def __init__(self, status: int, body: Any = None) -> None:
+        super().__init__()
+        self.status_code = status
+        import json
+
+        self._content = b"" if body is None else json.dumps(body).encode()
+
+
+Script = Callable[[str, str, dict[str, Any]], FakeResponse | Exception]
+
+
+class FakeSession(requests.Session):
+    def __init__(self, script: list[Script | FakeResponse | Exception]) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def request(self, method: str, url: str, **kw: Any) -> Any:  # type: ignore[override]
+        self.calls.append((method, url, kw))
+        step = self.script.pop(0)
+        if callable(step) and not isinstance(step, FakeResponse):
+            step = step(method, url, kw)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def client(script: list[Any], retries: int = 2) -> tuple[ApiClient, FakeSession, list[float]]:
+    session = FakeSession(script)
+    sleeps: list[float] = []
+    c = ApiClient(
+        "http://api",
+        CREDS,
+        fingerprint=FP,
+        http=HttpSettings(retries=retries),
+        session=session,
+        sleep=sleeps.append,
+    )
+    return c, session, sleeps
+
+
+def sealed(purpose: str, payload: Any) -> dict[str, str]:
+    key = envelope.derive_envelope_key(envelope.derive_user_key(CREDS.email, CREDS.password), FP)
+    return {"envelope": envelope.seal(key, purpose, payload)}
+
+
+def test_decode_claims_without_verification() -> None:
+    claims = decode_claims(token(role="user"))
+    assert claims["role"] == "user"
+    with pytest.raises(ProtocolError):
+        decode_claims("not-a-jwt")
+
+
+def test_login_then_authorized_request_with_fingerprint() -> None:
+    cdn = {
+        "endpoint_url": "http://s3",
+        "region": "r",
+        "read": {"access_key_id": "a", "secret_access_key": "b"},
+        "write": None,
+    }
+    c, s, _ = client(
+        [FakeResponse(200, {"token": token()}), FakeResponse(200, sealed("cdn-config", cdn))]
+    )
+    cfg = c.get_cdn_config()
+    assert cfg.endpoint_url == "http://s3" and cfg.write is None
+    assert s.calls[0][0:2] == ("POST", "http://api/login")
+    headers = s.calls[1][2]["headers"]
+    assert headers["Authorization"].startswith("Bearer ")
+    assert headers["X-Hardware-Fingerprint"] == FP
+    assert s.calls[1][2]["timeout"] == 30.0
+    assert "canary-password" not in repr(cfg)
+
+
+def test_early_refresh_when_token_expires_soon() -> None:
+    c, s, _ = client(
+        [
+            FakeResponse(200, {"token": token(exp_in=10)}),
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(200, {"email": "u"}),
+        ]
+    )
+    c.login()
+    c.me()
+    assert [m for m, _, _ in s.calls] == ["POST", "POST", "GET"]
+
+
+def test_one_relogin_and_retry_on_401_then_auth_error() -> None:
+    c, _s, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(401, {"ErrorCode": 11, "Message": "expired"}),
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(200, {"email": "u"}),
+        ]
+    )
+    assert c.me() == {"email": "u"}
+    c2, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(403, {"ErrorCode": 12, "Message": "role"}),
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(403, {"ErrorCode": 12, "Message": "role"}),
+        ]
+    )
+    with pytest.raises(AuthError, match="403"):
+        c2.me()
+
+
+def test_wrong_password_on_login() -> None:
+    c, _, _ = client([FakeResponse(401, {"ErrorCode": 10, "Message": "bad"})])
+    with pytest.raises(AuthError, match="wrong email or password") as info:
+        c.login()
+    assert "canary-password" not in str(info.value)
+
+
+def test_409_is_a_conflict_with_code_and_message() -> None:
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(409, {"ErrorCode": 30, "Message": "bound to other hardware"}),
+        ]
+    )
+    with pytest.raises(ConflictError) as info:
+        c.get_resource("f", "n")
+    assert info.value.error_code == 30
+    assert info.value.api_message == "bound to other hardware"
+    assert info.value.exit_code == 13
+
+
+def test_404_and_400() -> None:
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(404, {"ErrorCode": 20, "Message": "x"}),
+        ]
+    )
+    with pytest.raises(NotFoundError):
+        c.get_resource("f", "n")
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(400, {"ErrorCode": 40, "Message": "x"}),
+        ]
+    )
+    with pytest.raises(ProtocolError):
+        c.put_resource("f", "n", {})
+
+
+def test_5xx_backoff_then_success() -> None:
+    c, _s, sleeps = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(500),
+            requests.ConnectionError("refused"),
+            FakeResponse(200, {"email": "u"}),
+        ],
+        retries=4,
+    )
+    assert c.me() == {"email": "u"}
+    assert sleeps == [0.5, 1.0]
+
+
+def test_backoff_is_bounded_then_unavailable() -> None:
+    c, _, sleeps = client([requests.Timeout("slow")] * 7, retries=6)
+    with pytest.raises(ApiUnavailableError, match="unreachable"):
+        c.login()
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_envelope_for_other_hardware_is_auth_error() -> None:
+    key = envelope.derive_envelope_key(envelope.derive_user_key(CREDS.email, "other"), FP)
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            FakeResponse(200, {"envelope": envelope.seal(key, "resource", {})}),
+        ]
+    )
+    with pytest.raises(AuthError, match="cannot open"):
+        c.get_resource("f", "n")
+
+
+def test_non_json_body_is_protocol_error() -> None:
+    bad = FakeResponse(200)
+    bad._content = b"<html>"
+    c, _, _ = client([FakeResponse(200, {"token": token()}), bad])
+    with pytest.raises(ProtocolError):
+        c.me()
+
+
+def test_path_segments_are_quoted() -> None:
+    c, s, _ = client([FakeResponse(200, {"token": token()}), FakeResponse(404)])
+    with pytest.raises(NotFoundError):
+        c.get_resource("a b", "x/y")
+    assert s.calls[1][1] == "http://api/resources/a%20b/x%2Fy"

@@ -1,0 +1,131 @@
+"""Request validation: split arithmetic, sizes, names, base64 fields."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+from azaion_loader.server.failures import BadRequest
+from azaion_loader.server.validation import (
+    check_fingerprint,
+    check_folder,
+    check_name,
+    parse_archive_put,
+    parse_cdn_config,
+    parse_resource_put,
+    parse_user_put,
+    small_part_size,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _resource_body(plain_size: int, override: dict[str, object] | None = None) -> dict[str, object]:
+    size = 16 + 16 * (plain_size // 16 + 1)
+    body: dict[str, object] = {
+        "version": "1",
+        "small": _b64(os.urandom(small_part_size(size))),
+        "key": _b64(os.urandom(32)),
+        "sha256": "ab" * 32,
+        "size": size,
+        "plain_size": plain_size,
+    }
+    body.update(override or {})
+    return body
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(32, 9), (48, 14), (10240, 3072), (10224, 3067), (10256, 3072), (1 << 30, 3072)],
+)
+def test_small_part_is_min_3072_and_30_percent(size: int, expected: int) -> None:
+    assert small_part_size(size) == expected
+
+
+@pytest.mark.parametrize("plain_size", [0, 1, 15, 16, 17, 3072, 10240, 5 * 1024 * 1024])
+def test_consistent_resource_bodies_are_accepted(plain_size: int) -> None:
+    record = parse_resource_put(_resource_body(plain_size), created=1.0)
+    assert record.plain_size == plain_size
+    assert record.version == "1"
+
+
+def test_version_defaults_to_the_digest_prefix() -> None:
+    body = _resource_body(100)
+    del body["version"]
+    assert parse_resource_put(body, created=0).version == "ab" * 8
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"size": 64}, "size"),
+        ({"size": 50}, "size"),
+        ({"key": _b64(b"short")}, "key"),
+        ({"key": "not base64!"}, "key"),
+        ({"small": _b64(b"x")}, "small"),
+        ({"sha256": "AB" * 32}, "sha256"),
+        ({"plain_size": -1}, "plain_size"),
+        ({"plain_size": True}, "plain_size"),
+        ({"version": "../x"}, "version"),
+    ],
+)
+def test_inconsistent_resource_bodies_name_the_field(
+    override: dict[str, object], field: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_resource_put(_resource_body(100, override), created=0)
+    assert caught.value.status == 400
+    assert caught.value.error_code == 40
+    assert field in caught.value.message
+
+
+def test_archive_body_checks_fragment_and_images() -> None:
+    body = {"fragment": _b64(os.urandom(32)), "sha256": "c" * 64, "size": 48, "images": ["a/b:1"]}
+    assert parse_archive_put(body, created=0).images == ("a/b:1",)
+    with pytest.raises(BadRequest, match="fragment"):
+        parse_archive_put({**body, "fragment": _b64(b"x")}, created=0)
+    with pytest.raises(BadRequest, match="images"):
+        parse_archive_put({**body, "images": "a/b:1"}, created=0)
+
+
+@pytest.mark.parametrize("folder", ["ab", "-ab", "Models", "a_b", "a..b", "a" * 64, "ab/"])
+def test_bad_folders(folder: str) -> None:
+    with pytest.raises(BadRequest):
+        check_folder(folder)
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "a b", "x" * 201])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(BadRequest):
+        check_name(name)
+
+
+def test_fingerprint_header_must_be_lowercase_hex() -> None:
+    assert check_fingerprint("a" * 64) == "a" * 64
+    for bad in (None, "A" * 64, "a" * 63, "g" * 64):
+        with pytest.raises(BadRequest):
+            check_fingerprint(bad)
+
+
+def test_user_body_defaults_and_messages_hide_the_password() -> None:
+    assert parse_user_put({"email": "X@Y.z", "password": "pw"}) == ("x@y.z", "pw", "user", 1)
+    with pytest.raises(BadRequest) as caught:
+        parse_user_put({"email": "x@y.z", "password": "canary-pw", "role": "root"})
+    assert "canary-pw" not in caught.value.message
+
+
+def test_cdn_config_write_may_be_null() -> None:
+    pair = {"access_key_id": "a", "secret_access_key": "b"}
+    parsed = parse_cdn_config({"endpoint_url": "http://s3:9000", "read": pair, "write": None})
+    assert parsed == {
+        "endpoint_url": "http://s3:9000",
+        "region": "us-east-1",
+        "read": pair,
+        "write": None,
+    }
+    with pytest.raises(BadRequest):
+        parse_cdn_config({"endpoint_url": "s3:9000", "read": pair})
