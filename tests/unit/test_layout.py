@@ -15,8 +15,9 @@ def test_operator_directory_is_not_a_package() -> None:
 
 def test_stdlib_operator_is_not_shadowed_from_the_repository_root() -> None:
     # Run from the repository root with it first on sys.path, as `python -c` would.
+    probe = "import operator; print(operator.__file__); print(operator.add(2, 3))"
     out = subprocess.run(
-        [sys.executable, "-c", "import operator, sys; print(operator.__file__); print(operator.add(2, 3))"],
+        [sys.executable, "-c", probe],
         cwd=ROOT,
         capture_output=True,
         text=True,
