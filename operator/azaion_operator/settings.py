@@ -127,7 +127,9 @@ class OperatorSettings:
             log_level=reader.choice("LOG_LEVEL", defaults.log_level, _LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, _LOG_FORMATS),
             peering=reader.text("PEERING", defaults.peering),
-            liveness_endpoint=reader.url("LIVENESS_ENDPOINT", defaults.liveness_endpoint),
+            liveness_endpoint=reader.url(
+                "LIVENESS_ENDPOINT", defaults.liveness_endpoint, empty_disables=True
+            ),
             workers=reader.integer("WORKERS", defaults.workers, 1, 128),
         )
         return settings
@@ -192,7 +194,9 @@ class _Reader:
                 raise SettingsError(f"{PREFIX}{key}: {item!r} is not a DNS label (a-z, 0-9, -)")
         return items
 
-    def url(self, key: str, default: str) -> str:
+    def url(self, key: str, default: str, *, empty_disables: bool = False) -> str:
+        if empty_disables and PREFIX + key in self._env and not self._env[PREFIX + key].strip():
+            return ""  # set but empty: the feature is off, not defaulted
         raw = self._raw(key)
         if raw is None:
             return default

@@ -62,3 +62,10 @@ def test_bad_values_name_the_variable(key: str, value: str) -> None:
         OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": value})
     message = str(info.value)
     assert message.startswith(f"AZAION_OPERATOR_{key}") and "\n" not in message
+
+
+def test_empty_liveness_endpoint_disables_it() -> None:
+    assert (
+        OperatorSettings.from_env({"AZAION_OPERATOR_LIVENESS_ENDPOINT": ""}).liveness_endpoint == ""
+    )
+    assert OperatorSettings.from_env({}).liveness_endpoint == "http://0.0.0.0:8080/healthz"

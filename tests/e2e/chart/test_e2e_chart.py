@@ -1,0 +1,472 @@
+"""The chart's operator and the toolkit's Jobs on a real cluster (issue 5 §3).
+
+Real parts only: the cluster in KUBECONFIG, the chart installed by Helm with the
+image built from this tree, ``loader dev-stack`` (reference API + moto S3) on
+the cluster's host address, data published with the real ``loader upload``,
+results read on the node (the host for the local cluster) and in the host's
+Docker. Each test has its own namespace (see conftest.py). The last test reads
+what the others left (operator logs, events, statuses, Job logs) for secrets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import re
+import tarfile
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from e2e_chart_support import (
+    FOLDER,
+    GROUP,
+    OWNER_UID,
+    RELEASE_NAMESPACE,
+    VERSION,
+    DevStack,
+    NodeFiles,
+    conditions_of,
+    docker_image_present,
+    kubectl,
+    kubelet_roots,
+    looks_like_tar,
+    operator_logs,
+    operator_pods,
+    ready_operator_pod,
+    run,
+    sha256,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+if not os.environ.get("KUBECONFIG"):
+    pytest.skip(
+        "KUBECONFIG is unset: the e2e tests need a cluster "
+        '(scripts/cluster up; eval "$(scripts/cluster env)")',
+        allow_module_level=True,
+    )
+
+# A canary: the wrong password of one test, which must never show up anywhere.
+WRONG_PASSWORD = f"canary-pw-{uuid.uuid4().hex}"
+# Anything shaped like a JWT (the API's bearer tokens).
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
+WAIT = "180s"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _publish(dev_stack: DevStack, tmp_path: pathlib.Path, name: str, data: bytes) -> str:
+    """``loader upload`` ``data`` as ``demo/<name>`` version 1; the plaintext digest."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = dev_stack.loader(
+        "upload", "--folder", FOLDER, "--name", name, "--version", "1", "--no-progress", str(path)
+    )
+    path.unlink()
+    assert result["ok"] is True, result
+    return sha256(data)
+
+
+# Set by the autouse fixture below: every custom resource is pinned to the checked node.
+_NODE_SELECTOR: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _pin_to_the_checked_node(node_selector: dict[str, str]) -> None:
+    _NODE_SELECTOR.clear()
+    _NODE_SELECTOR.update(node_selector)
+
+
+def _resource(name: str, source: str, file_name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Resource",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"folder": FOLDER, "name": source, "version": "1"},
+            "target": {"fileName": file_name, "persistentVolumeClaim": {"claimName": "target"}},
+            "job": {"backoffLimit": 1, "activeDeadlineSeconds": 300},
+            "nodeSelector": dict(_NODE_SELECTOR),
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def _create(custom: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    plural = "resources" if body["kind"] == "Resource" else "imageunlocks"
+    return dict(custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body))
+
+
+def _get(custom: Any, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    return dict(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+
+
+def _wait(kind: str, name: str, namespace: str, condition: str, timeout: str = WAIT) -> float:
+    """``kubectl wait --for=condition=...``; asserts it returns 0; the seconds it took."""
+    started = time.monotonic()
+    done = kubectl(
+        "wait",
+        "-n",
+        namespace,
+        f"--for=condition={condition}",
+        f"{kind}.{GROUP}/{name}",
+        f"--timeout={timeout}",
+        check=False,
+        timeout=600,
+    )
+    took = time.monotonic() - started
+    if done.returncode != 0:
+        obj = kubectl("get", "-n", namespace, f"{kind}.{GROUP}/{name}", "-o", "yaml", check=False)
+        events = kubectl("get", "events", "-n", namespace, check=False)
+        pods = kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False)
+        raise AssertionError(
+            f"kubectl wait {condition} {kind}/{name} failed after {took:.0f}s: {done.stderr}\n"
+            f"{obj.stdout}\n{events.stdout}\n{pods.stdout}"
+        )
+    return took
+
+
+def _jobs(batch: Any, namespace: str, uid: str) -> list[Any]:
+    jobs = batch.list_namespaced_job(namespace, label_selector=f"{OWNER_UID}={uid}").items
+    return [j for j in jobs if j.metadata.deletion_timestamp is None]
+
+
+def _job_pods(core: Any, namespace: str, job_name: str) -> list[Any]:
+    return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_resource_is_delivered_byte_identical(
+    ns: Any, custom: Any, batch: Any, dev_stack: DevStack, node_files: NodeFiles, tmp_path: Any
+) -> None:
+    data = os.urandom(300_000)
+    digest = _publish(dev_stack, tmp_path, f"e2e-model-{ns.name}", data)
+    created = _create(custom, ns.name, _resource("model", f"e2e-model-{ns.name}", "model.bin"))
+
+    took = _wait("resource", "model", ns.name, "Ready")
+
+    obj = _get(custom, ns.name, "resources", "model")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert conditions_of(obj)["Ready"]["status"] == "True"
+    assert status["result"]["sha256"] == digest
+    assert status["result"]["size"] == len(data)
+    assert node_files.read_bytes(ns.host_dir / "model.bin") == data
+    assert node_files.list_files(ns.host_dir) == ["model.bin"], "no temporary files left"
+    assert len(_jobs(batch, ns.name, created["metadata"]["uid"])) == 1
+    print(f"Resource Ready in {took:.1f}s")
+
+
+def _docker_archive(tag: str, tmp_path: pathlib.Path) -> pathlib.Path:
+    """``docker import`` a one-file rootfs as ``tag``, ``docker save`` it, remove the image."""
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as tar:
+        payload = f"azl-e2e {tag}\n".encode()
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    run(["docker", "import", "-", tag], input=rootfs.getvalue())
+    archive = tmp_path / "images.tar"
+    run(["docker", "save", "-o", str(archive), tag])
+    run(["docker", "image", "rm", tag])
+    return archive
+
+
+class _EmptyDirWatcher(threading.Thread):
+    """Polls the emptyDir volumes of every pod in a namespace on the node while Jobs run."""
+
+    def __init__(self, core: Any, namespace: str, files: NodeFiles, plain: bytes) -> None:
+        super().__init__(daemon=True)
+        self.core, self.namespace, self.files = core, namespace, files
+        self.plain_size, self.plain_sha = len(plain), sha256(plain)
+        self.stop = threading.Event()
+        self.seen: set[str] = set()
+        self.bad: list[str] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self._scan()
+                time.sleep(0.1)
+            self._scan()
+        except BaseException as exc:
+            self.error = exc
+
+    def _scan(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            for root in kubelet_roots(self.files):
+                base = root / "pods" / pod.metadata.uid / "volumes" / "kubernetes.io~empty-dir"
+                for rel, (size, head) in self.files.heads(base).items():
+                    self.seen.add(rel)
+                    if looks_like_tar(head):
+                        self.bad.append(f"{base / rel}: a tar header")
+                    if size == self.plain_size and (
+                        self.files.sha256_of(base / rel) == self.plain_sha
+                    ):
+                        self.bad.append(f"{base / rel}: the plaintext archive")
+
+
+def test_image_unlock_loads_images_and_never_writes_the_plaintext(
+    ns: Any,
+    core: Any,
+    custom: Any,
+    batch: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    session_id: str,
+    tmp_path: Any,
+) -> None:
+    tag = f"azl-e2e/hello:{session_id}"
+    archive = _docker_archive(tag, tmp_path)
+    plain = archive.read_bytes()
+    dev_stack.loader(
+        "upload-archive",
+        "--folder",
+        FOLDER,
+        "--name",
+        f"e2e-images-{session_id}",
+        "--version",
+        "1",
+        "--images",
+        tag,
+        "--no-progress",
+        str(archive),
+    )
+    archive.unlink()
+    assert not docker_image_present(tag)
+
+    watcher = _EmptyDirWatcher(core, ns.name, node_files, plain)
+    watcher.start()
+    try:
+        _create(
+            custom,
+            ns.name,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ImageUnlock",
+                "metadata": {"name": "images"},
+                "spec": {
+                    "archive": {"folder": FOLDER, "name": f"e2e-images-{session_id}"},
+                    "images": [tag],
+                    "job": {"backoffLimit": 1, "activeDeadlineSeconds": 300},
+                    "nodeSelector": dict(_NODE_SELECTOR),
+                },
+            },
+        )
+        took = _wait("imageunlock", "images", ns.name, "Ready")
+    finally:
+        watcher.stop.set()
+        watcher.join(timeout=30)
+    try:
+        assert docker_image_present(tag), f"{tag} is not in the host's Docker"
+        obj = _get(custom, ns.name, "imageunlocks", "images")
+        status = obj["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["nodes"], status
+        assert all(node["phase"] == "Succeeded" for node in status["nodes"]), status["nodes"]
+        assert tag in status["images"]
+        assert watcher.error is None, watcher.error
+        assert any(name.endswith("archive.enc") for name in watcher.seen), (
+            f"the watcher never saw the Job's workdir (saw {sorted(watcher.seen)})"
+        )
+        assert watcher.bad == [], watcher.bad
+        assert node_files.list_files(ns.host_dir) == []
+        print(f"ImageUnlock Ready in {took:.1f}s; emptyDir files seen: {sorted(watcher.seen)}")
+    finally:
+        run(["docker", "image", "rm", tag], check=False)
+
+
+def test_wrong_credentials_fail_fast_without_a_retry_storm(
+    ns: Any, core: Any, custom: Any, batch: Any, dev_stack: DevStack, node_files: NodeFiles
+) -> None:
+    core.create_namespaced_secret(
+        ns.name,
+        {
+            "metadata": {"name": "wrong-credentials"},
+            "stringData": {"email": dev_stack.email, "password": WRONG_PASSWORD},
+        },
+    )
+    body = _resource(
+        "wrong", "sample.bin", "sample.bin", credentialsSecretRef={"name": "wrong-credentials"}
+    )
+    body["spec"]["job"]["backoffLimit"] = 3
+    created = _create(custom, ns.name, body)
+
+    took = _wait("resource", "wrong", ns.name, "Failed", timeout="120s")
+
+    obj = _get(custom, ns.name, "resources", "wrong")
+    failed = conditions_of(obj)["Failed"]
+    assert obj["status"]["phase"] == "Failed"
+    assert failed["reason"] == "AuthError", failed
+    assert "wrong email or password" in failed["message"], failed
+    assert "wrong email or password" in obj["status"]["message"]
+    # Longer than a resync period (10 s): nothing new is started.
+    time.sleep(15)
+    jobs = _jobs(batch, ns.name, created["metadata"]["uid"])
+    assert len(jobs) == 1, [j.metadata.name for j in jobs]
+    pods = _job_pods(core, ns.name, jobs[0].metadata.name)
+    assert len(pods) == 1, "a permanent error is not retried (podFailurePolicy)"
+    assert node_files.list_files(ns.host_dir) == []
+    print(f"Failed (AuthError) in {took:.1f}s, 1 Job, 1 pod")
+
+
+def test_tampered_big_part_fails_with_integrity_and_leaves_no_file(
+    ns: Any, custom: Any, dev_stack: DevStack, node_files: NodeFiles, tmp_path: Any
+) -> None:
+    import boto3
+    from botocore.config import Config
+
+    name = f"e2e-tamper-{ns.name}"
+    _publish(dev_stack, tmp_path, name, os.urandom(200_000))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=dev_stack.s3_url,
+        region_name="us-east-1",
+        aws_access_key_id="e2e-write",
+        aws_secret_access_key="e2e-write-secret",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    big = bytearray(s3.get_object(Bucket=FOLDER, Key=f"{name}.big")["Body"].read())
+    big[len(big) // 2] ^= 0xFF
+    s3.put_object(Bucket=FOLDER, Key=f"{name}.big", Body=bytes(big))
+
+    _create(custom, ns.name, _resource("tampered", name, "tampered.bin"))
+    took = _wait("resource", "tampered", ns.name, "Failed", timeout="120s")
+
+    obj = _get(custom, ns.name, "resources", "tampered")
+    failed = conditions_of(obj)["Failed"]
+    assert failed["reason"] == "IntegrityError", failed
+    assert "SHA-256" in failed["message"] and "does not match" in failed["message"], failed
+    assert node_files.list_files(ns.host_dir) == [], "no file, not even a partial one"
+    print(f"Failed (IntegrityError) in {took:.1f}s")
+
+
+def test_a_spec_rejected_by_the_schema_names_the_field(ns: Any, custom: Any, k8s: Any) -> None:
+    body = _resource("bad", "sample.bin", "sample.bin")
+    body["spec"]["source"]["folder"] = "Bad_Folder"
+    done = kubectl("apply", "-n", ns.name, "-f", "-", input=_yaml(body), check=False)
+    assert done.returncode != 0
+    assert "spec.source.folder" in done.stderr, done.stderr
+
+    body = _resource("bad", "sample.bin", "sub/dir.bin")
+    with pytest.raises(k8s.client.ApiException) as info:
+        _create(custom, ns.name, body)
+    assert info.value.status == 422
+    assert "spec.target.fileName" in info.value.body
+
+
+def _yaml(body: dict[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(body))
+
+
+def test_deleting_a_resource_removes_its_jobs_and_keeps_the_file(
+    ns: Any,
+    core: Any,
+    custom: Any,
+    batch: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    tmp_path: Any,
+) -> None:
+    data = os.urandom(50_000)
+    _publish(dev_stack, tmp_path, f"e2e-keep-{ns.name}", data)
+    created = _create(custom, ns.name, _resource("keep", f"e2e-keep-{ns.name}", "keep.bin"))
+    uid = created["metadata"]["uid"]
+    _wait("resource", "keep", ns.name, "Ready")
+    jobs = _jobs(batch, ns.name, uid)
+    assert len(jobs) == 1
+
+    kubectl("delete", "-n", ns.name, f"resource.{GROUP}/keep", "--wait=true", "--timeout=60s")
+
+    wait_for("the Job gone", lambda: not _jobs(batch, ns.name, uid), timeout=90)
+    wait_for(
+        "the Job's pods gone",
+        lambda: not _job_pods(core, ns.name, jobs[0].metadata.name),
+        timeout=90,
+    )
+    assert node_files.read_bytes(ns.host_dir / "keep.bin") == data
+
+
+def test_killing_the_operator_mid_job_ends_with_one_job_and_ready(
+    ns: Any,
+    core: Any,
+    custom: Any,
+    batch: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    operator_log_archive: list[str],
+    tmp_path: Any,
+) -> None:
+    data = os.urandom(3_000_000)
+    _publish(dev_stack, tmp_path, f"e2e-restart-{ns.name}", data)
+    before = ready_operator_pod(core)
+    assert before is not None
+
+    created = _create(
+        custom, ns.name, _resource("restart", f"e2e-restart-{ns.name}", "restart.bin")
+    )
+    uid = created["metadata"]["uid"]
+    job = wait_for("the Job", lambda: _jobs(batch, ns.name, uid), timeout=60, every=0.1)[0]
+    assert not (job.status and job.status.succeeded), "the Job finished before the kill"
+
+    operator_log_archive.append(operator_logs(core))
+    core.delete_namespaced_pod(before.metadata.name, RELEASE_NAMESPACE, grace_period_seconds=0)
+    job_done_at_kill = batch.read_namespaced_job_status(job.metadata.name, ns.name).status
+    assert not job_done_at_kill.succeeded, "the kill came after the Job completed"
+
+    wait_for(
+        "a new operator pod Ready",
+        lambda: (
+            (p := ready_operator_pod(core)) is not None and p.metadata.name != before.metadata.name
+        ),
+        timeout=180,
+    )
+    _wait("resource", "restart", ns.name, "Ready")
+
+    jobs = _jobs(batch, ns.name, uid)
+    assert [j.metadata.name for j in jobs] == [job.metadata.name]
+    obj = _get(custom, ns.name, "resources", "restart")
+    assert obj["status"]["result"]["sha256"] == sha256(data)
+    assert node_files.read_bytes(ns.host_dir / "restart.bin") == data
+    assert len(operator_pods(core)) == 1
+
+
+def test_no_secret_in_logs_events_or_statuses(
+    core: Any,
+    custom: Any,
+    chart: str,
+    dev_stack: DevStack,
+    namespace_pool: Any,
+    evidence: list[str],
+    operator_log_archive: list[str],
+) -> None:
+    if not evidence:
+        pytest.skip("run with the other tests of this module: it reads what they left")
+    texts = {
+        "operator logs": "\n".join([*operator_log_archive, operator_logs(core)]),
+        "events, statuses and Job logs": "\n".join(evidence),
+    }
+    assert "AuthError" in texts["events, statuses and Job logs"], "the evidence is incomplete"
+    canaries = {"the demo password": dev_stack.password, "the wrong password": WRONG_PASSWORD}
+    for where, text in texts.items():
+        assert text.strip(), f"no {where} to search"
+        for what, secret in canaries.items():
+            assert secret not in text, f"{what} appears in the {where}"
+        assert not JWT.search(text), f"a JWT appears in the {where}"
+    # The dev stack prints its own settings (the demo password) by design; the API
+    # server's request log must still hold no wrong password and no token.
+    log = dev_stack.log.read_text()
+    assert WRONG_PASSWORD not in log, "the wrong password appears in the dev stack's log"
+    assert not JWT.search(log), "a JWT appears in the dev stack's log"
