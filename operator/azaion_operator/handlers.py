@@ -18,6 +18,7 @@ azaion_operator.handlers``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -29,6 +30,7 @@ from typing import Any, cast
 import kopf
 
 from azaion_operator import crd
+from azaion_operator.diffbase import LeanAnnotationsDiffBaseStorage
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
 from azaion_operator.kube import KubeClient
 from azaion_operator.nodes import NodeInfo, node_info
@@ -80,12 +82,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """All kopf tuning in one place, and the operator's own settings and API client."""
     ours = OperatorSettings.from_env(os.environ)
     memo.settings = ours
-    memo.kube = KubeClient.from_environment(pool_size=ours.workers)
+    # Reconciles that follow a Job's progress run in a smaller pool of their own,
+    # so a burst of new custom resources gets its Jobs first (the follow-ups only
+    # refresh status).  The API client's connection pool serves both pools.
+    followers = max(2, ours.workers // 4)
+    memo.followups = concurrent.futures.ThreadPoolExecutor(
+        max_workers=followers, thread_name_prefix="azaion-followup"
+    )
+    memo.kube = KubeClient.from_environment(pool_size=ours.workers + followers)
 
     # kopf's bookkeeping goes into annotations under our group, not into
     # status (our CRDs' structural schemas would prune unknown status fields).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanAnnotationsDiffBaseStorage(
         prefix=crd.GROUP, key="last-handled-configuration"
     )
     # Synchronous handlers run in this many threads; the API client's pool matches.
@@ -111,6 +120,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     task = getattr(memo, "resync", None)
     if task is not None:
         task.cancel()
+    followups = getattr(memo, "followups", None)
+    if followups is not None:
+        followups.shutdown(wait=False, cancel_futures=True)
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()
@@ -237,8 +249,12 @@ def _job_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={crd.LABEL_MANAGED_BY: crd.MANAGED_BY})
-def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """A Job of ours changed: reconcile its owner when its state really moved."""
+async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """A Job of ours changed: reconcile its owner when its state really moved.
+
+    The check runs on the event loop (most Job events change nothing that
+    matters); only a real move costs a reconcile, in the follow-up pool.
+    """
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid"))
     if type == "DELETED":
@@ -260,17 +276,32 @@ def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     )
     if owner is None:
         return
+    nodes = _nodes(kwargs["node_index"])
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(
+        memo.followups, _reconcile_owner, memo, kind, meta["namespace"], meta["name"], owner, nodes
+    )
+
+
+def _reconcile_owner(
+    memo: kopf.Memo,
+    kind: str,
+    namespace: str,
+    job_name: str,
+    owner: Mapping[str, Any],
+    nodes: Sequence[NodeInfo],
+) -> None:
     kube: KubeClient = memo.kube
     try:
-        parent = kube.get_custom(_RECONCILERS[kind][0], meta["namespace"], owner["name"])
+        parent = kube.get_custom(_RECONCILERS[kind][0], namespace, owner["name"])
     except KubeNotFoundError:
         return  # the owner is gone; the garbage collector takes the Job
     except KubeError as error:
-        log.warning("Job %s/%s: cannot read its owner: %s", meta["namespace"], meta["name"], error)
+        log.warning("Job %s/%s: cannot read its owner: %s", namespace, job_name, error)
         return
     if parent["metadata"].get("uid") != owner.get("uid"):
         return
-    _quietly(memo, kind, parent, _nodes(kwargs["node_index"]))
+    _quietly(memo, kind, parent, nodes)
 
 
 # --- Nodes -----------------------------------------------------------------------

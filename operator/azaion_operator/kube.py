@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -77,6 +79,15 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def _drain(response: Any) -> None:
+    """Read a response we do not need to the end, so its connection goes back to the pool.
+
+    (An unread ``_preload_content=False`` response keeps its connection; the
+    next request then pays for a new TLS handshake.)
+    """
+    response.data  # noqa: B018 - reading it releases the connection
+
+
 def _selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
@@ -84,8 +95,13 @@ def _selector(labels: Mapping[str, str]) -> str:
 class KubeClient:
     """The calls the operator makes, on one connection pool shared by the handler threads."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, *, secret_keys_ttl: float = 5.0
+    ) -> None:
         self._api = api_client
+        self._secret_keys_ttl = secret_keys_ttl
+        self._secret_keys: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+        self._secret_keys_guard = threading.Lock()
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._batch = kubernetes.client.BatchV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
@@ -111,7 +127,16 @@ class KubeClient:
     # --- reads -----------------------------------------------------------
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str]:
-        """The data keys of a Secret (never its values); raises ``KubeNotFoundError``."""
+        """The data keys of a Secret (never its values); raises ``KubeNotFoundError``.
+
+        A Secret found is remembered for ``secret_keys_ttl`` seconds (a burst of
+        custom resources sharing one Secret costs one read); a missing one is not.
+        """
+        now = time.monotonic()
+        with self._secret_keys_guard:
+            cached = self._secret_keys.get((namespace, name))
+        if cached is not None and now - cached[0] < self._secret_keys_ttl:
+            return cached[1]
         body = _wrap(
             f"get Secret {namespace}/{name}",
             lambda: _json(
@@ -120,8 +145,12 @@ class KubeClient:
                 )
             ),
         )
-        keys = set((body.get("data") or {}).keys()) | set((body.get("stringData") or {}).keys())
-        return frozenset(keys)
+        keys = frozenset(
+            set((body.get("data") or {}).keys()) | set((body.get("stringData") or {}).keys())
+        )
+        with self._secret_keys_guard:
+            self._secret_keys[(namespace, name)] = (now, keys)
+        return keys
 
     def volume_claim(self, namespace: str, name: str) -> dict[str, Any]:
         """One PersistentVolumeClaim; raises ``KubeNotFoundError``."""
@@ -257,12 +286,14 @@ class KubeClient:
         try:
             _wrap(
                 f"delete Job {namespace}/{name}",
-                lambda: self._batch.delete_namespaced_job(
-                    name,
-                    namespace,
-                    propagation_policy="Background",
-                    _preload_content=False,
-                    _request_timeout=_TIMEOUT,
+                lambda: _drain(
+                    self._batch.delete_namespaced_job(
+                        name,
+                        namespace,
+                        propagation_policy="Background",
+                        _preload_content=False,
+                        _request_timeout=_TIMEOUT,
+                    )
                 ),
             )
         except KubeNotFoundError:
@@ -274,14 +305,16 @@ class KubeClient:
         """Merge-patch the status subresource of one of our custom resources."""
         _wrap(
             f"patch {plural} {namespace}/{name} status",
-            lambda: self._custom.patch_namespaced_custom_object_status(
-                crd.GROUP,
-                crd.VERSION,
-                namespace,
-                plural,
-                name,
-                {"status": dict(status)},
-                _preload_content=False,
-                _request_timeout=_TIMEOUT,
+            lambda: _drain(
+                self._custom.patch_namespaced_custom_object_status(
+                    crd.GROUP,
+                    crd.VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    {"status": dict(status)},
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
             ),
         )

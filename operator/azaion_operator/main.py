@@ -20,6 +20,18 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 
+class _QuietWatchHandlers(logging.Filter):
+    """Drop kopf's "Handler 'job_event' succeeded." lines: one per Job or Node event, no news.
+
+    What those handlers do that matters (reconciles, failures) is logged on its own.
+    """
+
+    _NOISE = frozenset(f"Handler {name!r} succeeded." for name in ("job_event", "node_event"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.msg in self._NOISE)
+
+
 def _configure_logging(settings: OperatorSettings) -> None:
     kopf.configure(
         debug=settings.log_level == "DEBUG",
@@ -29,6 +41,7 @@ def _configure_logging(settings: OperatorSettings) -> None:
         log_refkey="object",
     )
     logging.getLogger().setLevel(settings.log_level)
+    logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
     # The Kubernetes client logs every request body at DEBUG: keep it quiet.
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)

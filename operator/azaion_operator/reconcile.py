@@ -215,7 +215,11 @@ def reconcile_resource(
     if _finished(old, generation):
         return Report(None, [])
 
-    jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
+    # A first generation with no Job recorded cannot have Jobs of older
+    # generations to delete: skip the listing and create at once (a 409 adopts
+    # the Job of an earlier run that was interrupted before writing status).
+    fresh = generation == 1 and not old.get("jobName")
+    jobs = [] if fresh else kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
     current, stale = _split_jobs(jobs, generation)
     events = _delete_stale(kube, namespace, stale)
 
