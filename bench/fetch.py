@@ -1,158 +1,151 @@
 """Benchmark: `loader fetch` against a raw S3 download of the same big part, in one run.
 
-    .venv/bin/python bench/fetch.py --sizes 1024 4096      # MiB
+    .venv/bin/python bench/fetch.py --sizes 1024 4096 --repeat 3      # MiB
 
 Starts moto's S3 server (`moto_server`, its own process) and the reference API
-server on 127.0.0.1, publishes a random resource of each size with `loader
-upload`, then measures, each as a separate process under /usr/bin/time
-(wall time and peak RSS):
+server on 127.0.0.1 (bench/benchstack.py) and publishes a random resource of
+each size: encrypted by the toolkit's own crypto, its big part put on S3 with
+one streaming PUT (moto's multipart completion holds about four copies of the
+object in memory, which fails with HTTP 500 at 4 GiB on a 24 GiB machine), then
+registered with the API.  Then, ``--repeat`` times in turn, each as a separate
+process under /usr/bin/time (wall time including process start, peak RSS):
 
-- baseline: one boto3 GET of `<name>.big`, streamed to a file in 1 MiB chunks (then fsync, so the
-  durability matches the loader's atomic publish; the no-fsync time is shown too);
-- `loader fetch` (no cache): GET, SHA-256, AES-256-CBC decryption, temporary file,
-  fsync, rename.
+- raw: one boto3 GET of ``<name>.big`` streamed to a file in 1 MiB chunks,
+  then one fsync at the end, so its durability matches the loader's atomic
+  publish (the baseline of the ratio);
+- raw, no fsync: the same without the fsync (a floor, for reference);
+- `loader fetch` (no cache): login, envelope, GET, SHA-256 of the ciphertext,
+  AES-256-CBC decryption, SHA-256 of the plaintext, temporary file, fsync,
+  rename.
 
-Scratch files live under /var/cache/azaion-loader/bench (removed afterwards).
+Medians are reported; RSS is the highest seen.  The output file is removed
+between runs, so every run writes a new file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
-import re
-import secrets
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
-from azaion_loader.server.app import register_user
-
-SCRATCH = Path("/var/cache/azaion-loader/bench")
-READ = {"access_key_id": "bench-read", "secret_access_key": "bench-read-secret"}
-WRITE = {"access_key_id": "bench-write", "secret_access_key": "bench-write-secret"}
+from azaion_loader.api_client import ApiClient
+from azaion_loader.crypto import Encryptor, new_key, split_point
+from azaion_loader.fingerprint import compute_fingerprint
+from azaion_loader.models import b64encode
+from azaion_loader.settings import Credentials
+from benchstack import (
+    LOADER,
+    Run,
+    Stack,
+    command_line,
+    markdown_table,
+    median_cpu,
+    summary,
+    timed,
+    uptime,
+)
 
 BASELINE = r"""
-import os, sys, time, boto3
+import os, sys, boto3
 from botocore.config import Config
 url, bucket, key, out, sync = sys.argv[1:6]
 s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
     aws_access_key_id="bench-read", aws_secret_access_key="bench-read-secret",
     config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                  response_checksum_validation="when_required"))
-t = time.monotonic()
+                  response_checksum_validation="when_required", read_timeout=300))
 body = s3.get_object(Bucket=bucket, Key=key)["Body"]  # one stream, like the loader
 with open(out, "wb") as f:
     while chunk := body.read(1 << 20):
         f.write(chunk)
-if sync == "1":
-    fd = os.open(out, os.O_RDONLY); os.fsync(fd); os.close(fd)
-print(f"inner {time.monotonic() - t:.3f}")
+    if sync == "1":
+        os.fsync(f.fileno())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``cmd``."""
-    start = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:4]} failed: {proc.stderr[-2000:]}")
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return wall, (int(m.group(1)) / 1024 if m else float("nan"))
-
-
-def make_file(path: Path, mib: int) -> None:
-    chunk = os.urandom(1 << 20)
-    with open(path, "wb") as f:
+def publish(stack: Stack, name: str, mib: int) -> str:
+    """Publish ``mib`` MiB of random data as ``bench/<name>``; returns the plaintext SHA-256."""
+    key = new_key()
+    enc = Encryptor(key)
+    cipher_path = stack.work / f"{name}.enc"
+    digest, plain_digest = hashlib.sha256(), hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with open(cipher_path, "wb") as f:
         for i in range(mib):
-            f.write(chunk[i % 7 :] + chunk[: i % 7])
+            plain = block[i % 997 :] + block[: i % 997]
+            plain_digest.update(plain)
+            out = enc.update(plain)
+            digest.update(out)
+            f.write(out)
+        out = enc.finalize()
+        digest.update(out)
+        f.write(out)
+    size = cipher_path.stat().st_size
+    small_size = split_point(size)
+    s3 = stack.s3_client()
+    with open(cipher_path, "rb") as f:
+        small = f.read(small_size)
+        s3.put_object(Bucket="bench", Key=f"{name}.big", Body=f, ContentLength=size - small_size)
+    cipher_path.unlink()
+    api = ApiClient(
+        stack.api_url,
+        Credentials(stack.env["LOADER_EMAIL"], stack.env["LOADER_PASSWORD"]),
+        fingerprint=compute_fingerprint("be" * 16, "amd64"),
+    )
+    api.put_resource(
+        "bench",
+        name,
+        {
+            "small": b64encode(small),
+            "key": b64encode(key),
+            "sha256": digest.hexdigest(),
+            "size": size,
+            "plain_size": mib << 20,
+        },
+    )
+    return plain_digest.hexdigest()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 4096], help="MiB")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=SCRATCH))
-    s3_port = free_port()
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    s3_url = f"http://127.0.0.1:{s3_port}"
-    app = create_app(ServerConfig(data_dir=work / "api", jwt_secret=secrets.token_bytes(32)))
-    api = ServerThread(app, "127.0.0.1", 0).start()
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", s3_port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        password = secrets.token_urlsafe(16)
-        register_user(
-            server_state(app).store,
-            email="bench@example.test",
-            password=password,
-            role="uploader",
-            max_devices=2,
-        )
-        server_state(app).store.set_cdn_config(
-            {"endpoint_url": s3_url, "region": "us-east-1", "read": READ, "write": WRITE}
-        )
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("LOADER_")},
-            "LOADER_API_URL": api.url,
-            "LOADER_EMAIL": "bench@example.test",
-            "LOADER_PASSWORD": password,
-            "LOADER_HW_MACHINE_ID": "be" * 16,
-            "LOADER_HW_ARCH": "amd64",
-            "LOADER_LOG_LEVEL": "WARNING",
-        }
-        loader = [sys.executable, "-m", "azaion_loader"]
-        print(
-            f"{'MiB':>6} {'raw S3':>8} {'raw+fsync':>10} {'raw RSS':>8} {'fetch':>8} "
-            f"{'ratio':>6} {'fetch RSS':>10} {'upload':>8} {'up RSS':>7}",
-            flush=True,
-        )
+    print(f"command: {command_line()}")
+    print(f"before: {uptime()}", flush=True)
+    rows = []
+    with Stack() as stack:
+        stack.s3_client().create_bucket(Bucket="bench")
+        out = stack.work / "out"
         for mib in args.sizes:
             name = f"r{mib}"
-            src = work / name
-            make_file(src, mib)
-            t_up, rss_up = timed(
-                [*loader, "upload", "--folder", "bench", "--name", name, "--no-progress", str(src)],
-                env,
-            )
-            src.unlink()
-            out = work / "out"
+            plain_sha = publish(stack, name, mib)
+            raw: list[Run] = []
+            raw_nosync: list[Run] = []
+            fetch: list[Run] = []
             for _ in range(args.repeat):
-                b_nosync, b_rss = timed(
-                    [sys.executable, "-c", BASELINE, s3_url, "bench", f"{name}.big", str(out), "0"],
-                    env,
-                )
-                out.unlink()
-                b_sync, _ = timed(
-                    [sys.executable, "-c", BASELINE, s3_url, "bench", f"{name}.big", str(out), "1"],
-                    env,
-                )
-                out.unlink()
-                f_wall, f_rss = timed(
+                for sync, runs in (("1", raw), ("0", raw_nosync)):
+                    runs.append(
+                        timed(
+                            [
+                                sys.executable,
+                                "-c",
+                                BASELINE,
+                                stack.s3_url,
+                                "bench",
+                                f"{name}.big",
+                                str(out),
+                                sync,
+                            ],
+                            stack.env,
+                        )
+                    )
+                    out.unlink()
+                run = timed(
                     [
-                        *loader,
+                        *LOADER,
                         "fetch",
                         "--folder",
                         "bench",
@@ -161,22 +154,59 @@ def main() -> int:
                         "--out",
                         str(out),
                         "--no-progress",
+                        "--json",
                     ],
-                    env,
+                    stack.env,
                 )
+                if f'"sha256":"{plain_sha}"' not in run.stdout:
+                    raise SystemExit(f"fetch of {name} returned the wrong digest: {run.stdout}")
+                fetch.append(run)
                 out.unlink()
                 print(
-                    f"{mib:>6} {b_nosync:>7.2f}s {b_sync:>9.2f}s {b_rss:>6.0f}Mi "
-                    f"{f_wall:>7.2f}s {f_wall / b_sync:>5.2f}x {f_rss:>8.0f}Mi "
-                    f"{t_up:>7.2f}s {rss_up:>5.0f}Mi",
+                    f"  {mib} MiB: raw {raw[-1].wall:.2f}s fetch {run.wall:.2f}s "
+                    f"(CPU {raw[-1].cpu:.2f}s / {run.cpu:.2f}s)",
                     flush=True,
                 )
-        print("ratio = fetch / (raw S3 download + fsync); wall times include process start")
-    finally:
-        api.stop()
-        moto.terminate()
-        moto.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+            r_wall, r_rss = summary(raw)
+            n_wall, _ = summary(raw_nosync)
+            f_wall, f_rss = summary(fetch)
+            rows.append(
+                [
+                    f"{mib} MiB",
+                    f"{r_wall:.2f} s",
+                    f"{n_wall:.2f} s",
+                    f"{f_wall:.2f} s",
+                    f"**{f_wall / r_wall:.2f}x**",
+                    f"{r_rss:.0f} MiB",
+                    f"{f_rss:.0f} MiB",
+                    f"{mib / f_wall:.0f} MiB/s",
+                    f"{median_cpu(raw):.2f} s / {median_cpu(fetch):.2f} s",
+                ]
+            )
+            Path(out).unlink(missing_ok=True)
+    print(f"after: {uptime()}")
+    print()
+    print(
+        markdown_table(
+            [
+                "size",
+                "raw GET + fsync",
+                "raw GET, no fsync",
+                "`loader fetch`",
+                "ratio",
+                "raw peak RSS",
+                "fetch peak RSS",
+                "fetch rate",
+                "CPU raw / fetch",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nmedians of {args.repeat} runs; ratio = fetch / (raw GET + fsync); wall times "
+        "include process start (and, for fetch, login and the envelope); CPU = user + system "
+        "seconds of the process, which the machine's load does not change"
+    )
     return 0
 
 

@@ -300,6 +300,45 @@ class ApiClient:
         body = self.request("PUT", f"/resources/{_seg(folder)}/{_seg(name)}", json=dict(record))
         return _version(body, record)
 
+    def list_versions(self, kind: str, folder: str, name: str) -> list[str]:
+        """The registered versions of ``folder/name``, oldest first (``[]`` if none).
+
+        ``kind`` is ``resources`` or ``archives``.  Uses the listing
+        (``GET /resources?folder=F``), which needs no envelope and binds no
+        hardware, so a publisher can check a version before uploading.
+        """
+        if kind not in ("resources", "archives"):
+            raise ValueError(f"unknown kind {kind!r}")
+        body = self.request("GET", f"/{kind}", params={"folder": folder})
+        items = body.get(kind) if isinstance(body, Mapping) else None
+        if not isinstance(items, list):
+            raise ProtocolError(f"GET /{kind}: the listing has no `{kind}` list")
+        for item in items:
+            if (
+                isinstance(item, Mapping)
+                and item.get("folder") == folder
+                and item.get("name") == name
+            ):
+                versions = item.get("versions") or []
+                return [str(v.get("version")) for v in versions if isinstance(v, Mapping)]
+        return []
+
+    def ensure_version_free(self, kind: str, folder: str, name: str, version: str) -> None:
+        """Raise :class:`ConflictError` (ErrorCode 31) if ``version`` is already registered.
+
+        Called before anything goes to the CDN: the CDN key carries no version,
+        so an upload refused only at registration would already have replaced
+        the big part of the registered version.
+        """
+        if version in self.list_versions(kind, folder, name):
+            raise ConflictError(
+                f"{folder}/{name} version {version} is already registered (ErrorCode 31); "
+                "nothing was uploaded",
+                hint=_CONFLICT_HINTS[31],
+                error_code=31,
+                api_message="",
+            )
+
     def get_key_fragment(self, folder: str, name: str, version: str | None = None) -> KeyFragment:
         """``GET /archives/{folder}/{name}/key-fragment``."""
         params = {"version": version} if version else None

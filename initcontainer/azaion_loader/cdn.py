@@ -118,8 +118,10 @@ class CdnClient:
         self.endpoint = config.endpoint_url
         self.http = http or HttpSettings()
         self._factory = client_factory or self._make_client
-        self._read = self._factory(config.read)
-        self._write: Any = None  # made on first use: readers never pay for it
+        # Each boto3 client costs ~15 MiB: made on first use, so a reader never
+        # pays for the write client nor an uploader for the read client.
+        self._read: Any = None
+        self._write: Any = None
 
     def _make_client(self, keys: CdnKeys) -> Any:
         cfg = Config(
@@ -147,6 +149,11 @@ class CdnClient:
         """Whether the API handed out write keys (uploader and admin roles)."""
         return self.config.write is not None
 
+    def _reader(self) -> Any:
+        if self._read is None:
+            self._read = self._factory(self.config.read)
+        return self._read
+
     def _writer(self) -> Any:
         if self._write is None and self.config.write is not None:
             self._write = self._factory(self.config.write)
@@ -161,7 +168,7 @@ class CdnClient:
         """Size and ETag of ``bucket/key``."""
         what = f"HEAD {bucket}/{key}"
         try:
-            resp = self._read.head_object(Bucket=bucket, Key=key)
+            resp = self._reader().head_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NotFound", "NoSuchKey"}:
@@ -174,7 +181,7 @@ class CdnClient:
 
     def _check_bucket(self, bucket: str) -> None:
         try:
-            self._read.head_bucket(Bucket=bucket)
+            self._reader().head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if status == 404:
@@ -194,7 +201,7 @@ class CdnClient:
         """
         what = f"GET {bucket}/{key}"
         try:
-            resp = self._read.get_object(Bucket=bucket, Key=key)
+            resp = self._reader().get_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise map_cdn_error(exc, self.endpoint, what) from exc
         body = resp["Body"]

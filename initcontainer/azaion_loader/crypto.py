@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from azaion_loader.errors import IntegrityError
+from azaion_loader.pipeline import prefetch
 
 __all__ = [
     "BLOCK_SIZE",
@@ -157,6 +158,42 @@ class Decryptor:
         self._tail = joined[cut:]
         return joined[:cut]
 
+    @staticmethod
+    def buffer_size(data_size: int) -> int:
+        """The smallest ``out`` buffer :meth:`update_into` accepts for ``data_size`` bytes."""
+        return data_size + 2 * BLOCK_SIZE
+
+    def update_into(self, data: bytes | memoryview, out: bytearray) -> memoryview:
+        """Like :meth:`update`, but decrypts into ``out`` without allocating; returns a view of it.
+
+        ``out`` needs at least :meth:`buffer_size` bytes.  The view is valid
+        until ``out`` is reused; only the 16-byte held-back block is copied.
+        """
+        if self._done:
+            raise ValueError("update() after finalize()")
+        view = memoryview(out)
+        if len(view) < self.buffer_size(len(data)):
+            raise ValueError("the output buffer is too small")
+        if self._ctx is None:
+            need = IV_SIZE - len(self._iv)
+            self._iv += bytes(data[:need])
+            data = data[need:]
+            if len(self._iv) < IV_SIZE:
+                return view[:0]
+            self._ctx = Cipher(algorithms.AES(self._key), modes.CBC(self._iv)).decryptor()
+        if not data:
+            return view[:0]
+        self._cipher_len += len(data)
+        # The held-back block goes first, the new plaintext right behind it.
+        held = len(self._tail)
+        view[:held] = self._tail
+        n = self._ctx.update_into(data, view[held:])  # type: ignore[attr-defined]
+        if not n:
+            return view[:0]
+        end = held + n
+        self._tail = bytes(view[end - BLOCK_SIZE : end])
+        return view[: end - BLOCK_SIZE]
+
     def finalize(self) -> bytes:
         """Check the length and the PKCS7 padding; return the last plaintext bytes."""
         if self._done:
@@ -270,8 +307,14 @@ class EncryptingReader:
     are kept in :attr:`small` instead (the split's small part; 0 for none).
     :attr:`digest` covers all of ``C``.  ``on_plain`` sees each plaintext
     chunk, ``on_big`` each piece of returned ciphertext (e.g. a cache copy),
-    ``progress`` the plaintext byte counts.  Memory: one chunk plus what the
-    consumer has not read yet.
+    ``progress`` the plaintext byte counts.
+
+    With ``read_ahead`` > 0, reading, encrypting and hashing run in a
+    background thread that many chunks ahead of the consumer (``on_plain``
+    and ``progress`` are then called from that thread), so CBC encryption,
+    which is serial, overlaps the consumer's network sends.  Memory: one
+    chunk, the read-ahead, plus what the consumer has not read yet.  Call
+    :meth:`close` when done (it stops the thread if the consumer stops early).
     """
 
     def __init__(
@@ -285,6 +328,7 @@ class EncryptingReader:
         on_big: Callable[[memoryview], None] | None = None,
         progress: Callable[[int], None] | None = None,
         chunk_size: int = CHUNK_SIZE,
+        read_ahead: int = 0,
     ) -> None:
         self._src = src
         self._enc = Encryptor(key, iv)
@@ -299,6 +343,8 @@ class EncryptingReader:
         self._on_plain = on_plain
         self._on_big = on_big
         self._progress = progress
+        chunks = self._ciphertext()
+        self._chunks: Iterator[bytes] = prefetch(chunks, read_ahead) if read_ahead else chunks
 
     def readable(self) -> bool:
         """Always true."""
@@ -308,22 +354,31 @@ class EncryptingReader:
         """Always false: the ciphertext is produced once, in order."""
         return False
 
+    def _ciphertext(self) -> Iterator[bytes]:
+        """Read, encrypt and hash ``src``; yields the ciphertext chunk by chunk."""
+        while True:
+            data = self._src.read(self._chunk_size)
+            if data:
+                self.plain_size += len(data)
+                if self._on_plain is not None:
+                    self._on_plain(data)
+                out = self._enc.update(data)
+                if self._progress is not None:
+                    self._progress(len(data))
+            else:
+                out = self._enc.finalize()
+            if out:
+                self.digest.update(out)
+                self.cipher_size += len(out)
+                yield out
+            if not data:
+                return
+
     def _produce(self) -> None:
-        data = self._src.read(self._chunk_size)
-        if data:
-            self.plain_size += len(data)
-            if self._on_plain is not None:
-                self._on_plain(data)
-            out = self._enc.update(data)
-            if self._progress is not None:
-                self._progress(len(data))
-        else:
-            out = self._enc.finalize()
+        out = next(self._chunks, None)
+        if out is None:
             self._eof = True
-        if not out:
             return
-        self.digest.update(out)
-        self.cipher_size += len(out)
         view = memoryview(out)
         need = self._small_size - len(self.small)
         if need > 0:
@@ -342,6 +397,13 @@ class EncryptingReader:
             data = bytes(self._buf)
             self._buf.clear()
             return data
-        data = bytes(self._buf[:size])
+        with memoryview(self._buf) as view:
+            data = bytes(view[:size])  # one copy, not a bytearray slice and then bytes
         del self._buf[:size]
         return data
+
+    def close(self) -> None:
+        """Stop the read-ahead thread, if any (the source is not closed)."""
+        close = getattr(self._chunks, "close", None)
+        if callable(close):
+            close()

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ConfigError, LoaderError
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
 from azaion_loader.server.app import register_user
@@ -219,24 +220,16 @@ def _tiny_rootfs() -> bytes:
     return buffer.getvalue()
 
 
-def _docker(*args: str, stdin: bytes | None = None) -> None:
-    done = subprocess.run(
-        ["docker", *args], input=stdin, capture_output=True, timeout=120, check=False
-    )
-    if done.returncode != 0:
-        line = (done.stderr.decode("utf-8", "replace").strip().splitlines() or ["?"])[-1]
-        raise LoaderError(f"dev-stack: docker {args[0]} failed: {line}")
-
-
 def _build_sample_archive(workdir: Path) -> Path:
     """``docker import`` a tiny rootfs as SAMPLE_IMAGE, ``docker save`` it, remove the image."""
     archive = workdir / "hello-image.tar"
-    _docker("import", "-", SAMPLE_IMAGE, stdin=_tiny_rootfs())
+    docker = DockerCli(timeout=120)
+    docker.import_image(SAMPLE_IMAGE, [_tiny_rootfs()])
     try:
-        _docker("save", "-o", str(archive), SAMPLE_IMAGE)
+        docker.save_image([SAMPLE_IMAGE], archive)
     finally:
         # Removed so that `loader unlock` really has to load it.
-        _docker("image", "rm", SAMPLE_IMAGE)
+        docker.remove_image(SAMPLE_IMAGE)
     return archive
 
 

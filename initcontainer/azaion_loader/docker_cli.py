@@ -8,19 +8,25 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- ImageMissingError       (raised by callers after :meth:`DockerCli.missing_images`)
 
 ``load()`` feeds ``docker load`` through its standard input, so the caller can
-stream a decryption into it without a plaintext file.
+stream a decryption into it without a plaintext file; ``import_image()`` feeds
+``docker import`` the same way, ``save_image()`` lets the engine write
+``docker save`` straight to a file, ``remove_image()`` removes an image.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 from azaion_loader.errors import (
     DockerUnavailableError,
+    ImageLoadError,
     NotADockerArchiveError,
 )
 
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[..., "subprocess.CompletedProcess[bytes]"]
 Popen = Callable[..., "subprocess.Popen[bytes]"]
+
+PIPE_SIZE = 1 << 20
+"""Kernel buffer of the pipe into ``docker load`` / ``docker import`` (best effort)."""
 
 _UNREACHABLE = (
     "cannot connect to the docker daemon",
@@ -54,7 +63,7 @@ def _unreachable(text: str) -> bool:
 
 
 class DockerCli:
-    """A thin wrapper over ``docker version``, ``docker load`` and ``docker image inspect``."""
+    """A thin wrapper over ``docker version``, ``load``, ``import``, ``save`` and ``image``."""
 
     def __init__(
         self,
@@ -69,13 +78,14 @@ class DockerCli:
         self._popen = popen
         self.timeout = timeout
 
-    def _call(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+    def _call(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+        timeout = timeout or self.timeout
         try:
             return self._run(
                 [self.docker, *args],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                timeout=self.timeout,
+                timeout=timeout,
                 check=False,
             )
         except FileNotFoundError as exc:
@@ -84,7 +94,7 @@ class DockerCli:
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise DockerUnavailableError(
-                f"`docker {args[0]}` did not answer within {self.timeout:.0f} s"
+                f"`docker {args[0]}` did not answer within {timeout:.0f} s"
             ) from exc
 
     def ping(self) -> str:
@@ -109,17 +119,33 @@ class DockerCli:
         return False
 
     def missing_images(self, refs: Iterable[str]) -> list[str]:
-        """The references among ``refs`` that the engine does not have."""
-        return [ref for ref in refs if not self.image_exists(ref)]
+        """The references among ``refs`` that the engine does not have.
 
-    def load(self, chunks: Iterable[bytes]) -> list[str]:
-        """Stream ``chunks`` (a ``docker save`` tar) into ``docker load``; returns what it loaded.
+        One ``docker image inspect`` for all of them; only when it fails is
+        each asked on its own, to tell which are missing.
+        """
+        wanted = list(refs)
+        if not wanted:
+            return []
+        proc = self._call("image", "inspect", "--format", "{{.Id}}", *wanted)
+        if proc.returncode == 0:
+            return []
+        if _unreachable(proc.stderr.decode("utf-8", "replace")):
+            raise DockerUnavailableError(
+                f"the Docker daemon does not answer: {_first_line(proc.stderr)}"
+            )
+        return [ref for ref in wanted if not self.image_exists(ref)]
 
-        If ``chunks`` raises, ``docker load`` is stopped and the error re-raised.
+    def _feed(self, args: Sequence[str], chunks: Iterable[bytes]) -> tuple[int, bytes, bytes]:
+        """Run ``docker ARGS`` with ``chunks`` on its standard input; exit code, stdout, stderr.
+
+        If ``chunks`` raises, the process is killed and the error re-raised.
+        A process that stops reading early does not stop the iteration, so
+        the caller's checks (digests, padding) still run to the end.
         """
         try:
             proc = self._popen(
-                [self.docker, "load"],
+                [self.docker, *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -128,6 +154,7 @@ class DockerCli:
             raise DockerUnavailableError(
                 f"the docker CLI ({self.docker}) is not installed here"
             ) from exc
+        _widen_pipe(proc.stdin)
         out: dict[str, bytes] = {}
         readers = [
             threading.Thread(target=_drain, args=(proc.stdout, out, "stdout"), daemon=True),
@@ -157,7 +184,14 @@ class DockerCli:
         code = proc.wait()
         for t in readers:
             t.join(timeout=10)
-        stdout, stderr = out.get("stdout", b""), out.get("stderr", b"")
+        return code, out.get("stdout", b""), out.get("stderr", b"")
+
+    def load(self, chunks: Iterable[bytes]) -> list[str]:
+        """Stream ``chunks`` (a ``docker save`` tar) into ``docker load``; returns what it loaded.
+
+        If ``chunks`` raises, ``docker load`` is stopped and the error re-raised.
+        """
+        code, stdout, stderr = self._feed(["load"], chunks)
         if code != 0:
             detail = _first_line(stderr) or _first_line(stdout) or f"exit status {code}"
             if _unreachable(detail):
@@ -170,6 +204,49 @@ class DockerCli:
                     loaded.append(line[len(prefix) :].strip())
         log.info("docker load: %s", ", ".join(loaded) or "nothing reported")
         return loaded
+
+    def import_image(self, ref: str, chunks: Iterable[bytes]) -> str:
+        """``docker import - REF`` of a root filesystem tar streamed as ``chunks``; the image id."""
+        code, stdout, stderr = self._feed(["import", "-", ref], chunks)
+        if code != 0:
+            raise self._failed("import", stderr, code)
+        image_id = _first_line(stdout)
+        log.info("docker import: %s as %s", image_id, ref)
+        return image_id
+
+    def save_image(
+        self, refs: Sequence[str], path: str | os.PathLike[str], *, timeout: float = 3600
+    ) -> None:
+        """``docker save -o PATH REFS``: the engine streams the archive into ``path``."""
+        proc = self._call("save", "-o", os.fspath(path), *refs, timeout=timeout)
+        if proc.returncode != 0:
+            raise self._failed("save", proc.stderr, proc.returncode)
+
+    def remove_image(self, ref: str, *, force: bool = False) -> bool:
+        """``docker image rm [--force] REF``; false if the engine had no such image."""
+        proc = self._call("image", "rm", *(["--force"] if force else []), ref)
+        if proc.returncode == 0:
+            return True
+        if b"no such image" in proc.stderr.lower():
+            return False
+        raise self._failed("image rm", proc.stderr, proc.returncode)
+
+    @staticmethod
+    def _failed(command: str, stderr: bytes, code: int) -> ImageLoadError:
+        detail = _first_line(stderr) or f"exit status {code}"
+        if _unreachable(detail):
+            return DockerUnavailableError(f"the Docker daemon does not answer: {detail}")
+        return ImageLoadError(f"`docker {command}` failed: {detail}")
+
+
+def _widen_pipe(stream: IO[bytes] | None) -> None:
+    """Grow a pipe's kernel buffer (Linux ``F_SETPIPE_SZ``) so big chunks cross in fewer turns."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    fileno = getattr(stream, "fileno", None)
+    if setpipe is None or fileno is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(fileno(), setpipe, PIPE_SIZE)
 
 
 def _drain(stream: IO[bytes] | None, out: dict[str, bytes], name: str) -> None:

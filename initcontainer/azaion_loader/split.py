@@ -14,7 +14,8 @@ the digest matches and the padding is valid.  A cached big part that is stale
 (other version, or failing the digest) is reported, deleted and fetched again:
 the result says ``cache: "stale-refreshed"``.
 
-Memory stays constant: chunks of 1 MiB, a bounded read-ahead queue.
+Memory stays constant: chunks of 2 MiB, bounded queues between the reader,
+decrypting and writing threads (:mod:`azaion_loader.pipeline`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ import hmac
 import json
 import logging
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.cdn import CdnClient
@@ -44,6 +43,7 @@ from azaion_loader.crypto import (
 )
 from azaion_loader.errors import IntegrityError, LoaderError, TargetError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
+from azaion_loader.pipeline import Sink, prefetch
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.publish import AtomicWriter
 
@@ -57,67 +57,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CdnFactory = Callable[[], CdnClient]
-T = TypeVar("T")
 
-READ_AHEAD = 4
-"""Chunks buffered between the network/disk reader thread and the decrypting thread."""
+FETCH_CHUNK = 2 * CHUNK_SIZE
+"""Bytes per network or cache read when fetching: large buffers release the GIL longer."""
+READ_AHEAD = 3
+"""Chunks read ahead of the decryption (network or cache reads overlap it)."""
+WRITE_AHEAD = 2
+"""Decrypted chunks queued for the writer thread (hashing and writing overlap decryption)."""
+UPLOAD_READ_AHEAD = 8
+"""Chunks encrypted ahead of the multipart upload (CBC encryption is serial: it gets a thread)."""
 
 
 def _noop(_: int) -> None:
     return None
-
-
-# -- read-ahead ----------------------------------------------------------------
-
-
-def prefetch(source: Iterable[T], depth: int = READ_AHEAD) -> Iterator[T]:
-    """Iterate ``source`` in a background thread, ``depth`` items ahead.
-
-    Network and disk reads release the GIL, so this overlaps receiving the
-    next chunks with hashing, decrypting and writing the current one.
-    Exceptions of ``source`` are re-raised in the consumer; closing the
-    returned generator stops the thread.
-    """
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for item in source:
-                if not put(("item", item)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer
-            put(("error", exc))
-        finally:
-            close = getattr(source, "close", None)
-            if stop.is_set() and callable(close):
-                with contextlib.suppress(Exception):
-                    close()
-
-    thread = threading.Thread(target=run, name="loader-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value
-            elif kind == "end":
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 # -- the local cache ------------------------------------------------------------
@@ -216,50 +168,54 @@ def _decode(
 ) -> str:
     """Stream ``small || big`` through SHA-256 and decryption into ``out``.
 
-    Returns the plaintext's SHA-256; raises :class:`IntegrityError` when the
-    ciphertext's digest differs from the API's or the padding is invalid.
+    Three threads overlap: the reader (``big_chunks``, read ahead), this one
+    (ciphertext digest, cache copy, decryption into reusable buffers) and a
+    writer (plaintext digest, write).  Returns the plaintext's SHA-256;
+    raises :class:`IntegrityError` when the ciphertext's digest differs from
+    the API's or the padding is invalid.
     """
     digest = hashlib.sha256(rec.small)
     plain_digest = hashlib.sha256()
     dec = Decryptor(rec.key)
-    first = dec.update(rec.small)
-    if first:
-        plain_digest.update(first)
-        out.write(first)
+
+    def write(plain: bytes | memoryview) -> None:
+        plain_digest.update(plain)
+        out.write(plain)
+
     received = 0
-    for chunk in prefetch(big_chunks):
-        received += len(chunk)
-        if received > rec.big_size:
+    with Sink(write, depth=WRITE_AHEAD, name="loader-write") as writer:
+        ring = writer.ring(Decryptor.buffer_size(FETCH_CHUNK))
+        writer.put(dec.update_into(rec.small, ring.next(Decryptor.buffer_size(len(rec.small)))))
+        for chunk in prefetch(big_chunks, READ_AHEAD):
+            received += len(chunk)
+            if received > rec.big_size:
+                raise IntegrityError(
+                    f"the big part from {source} is longer than the {rec.big_size} bytes expected"
+                )
+            digest.update(chunk)
+            if tee is not None:
+                tee.write(chunk)
+            writer.put(dec.update_into(chunk, ring.next(Decryptor.buffer_size(len(chunk)))))
+            progress(len(chunk))
+        if received != rec.big_size:
             raise IntegrityError(
-                f"the big part from {source} is longer than the {rec.big_size} bytes expected"
+                f"the big part from {source} has {received} bytes, {rec.big_size} expected: "
+                "truncated"
             )
-        digest.update(chunk)
-        if tee is not None:
-            tee.write(chunk)
-        plain = dec.update(chunk)
-        if plain:
-            plain_digest.update(plain)
-            out.write(plain)
-        progress(len(chunk))
-    if received != rec.big_size:
-        raise IntegrityError(
-            f"the big part from {source} has {received} bytes, {rec.big_size} expected: truncated"
-        )
-    if not hmac.compare_digest(digest.hexdigest(), rec.sha256):
-        raise IntegrityError(
-            f"the SHA-256 of {rec.folder}/{rec.name} (big part from {source}) does not match "
-            "the digest from the API"
-        )
-    last = dec.finalize()
-    plain_digest.update(last)
-    out.write(last)
+        if not hmac.compare_digest(digest.hexdigest(), rec.sha256):
+            raise IntegrityError(
+                f"the SHA-256 of {rec.folder}/{rec.name} (big part from {source}) does not match "
+                "the digest from the API"
+            )
+        writer.put(dec.finalize())
+        writer.close()
     return plain_digest.hexdigest()
 
 
 def _iter_file(path: Path) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         while True:
-            chunk = f.read(CHUNK_SIZE)
+            chunk = f.read(FETCH_CHUNK)
             if not chunk:
                 return
             yield chunk
@@ -349,7 +305,7 @@ def _fetch_from_cdn(
     cache: CacheEntry | None,
     progress: ProgressCallback,
 ) -> str:
-    size, chunks = cdn.iter_object(rec.folder, rec.big_key)
+    size, chunks = cdn.iter_object(rec.folder, rec.big_key, chunk_size=FETCH_CHUNK)
     source = f"the CDN ({rec.folder}/{rec.big_key})"
     if size != rec.big_size:
         with contextlib.suppress(Exception):
@@ -381,9 +337,16 @@ def upload_resource(
     cache_dir: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> UploadResult:
-    """Encrypt ``path``, put the big part on the CDN, register the rest with the API."""
+    """Encrypt ``path``, put the big part on the CDN, register the rest with the API.
+
+    An explicit ``version`` that is already registered is refused with
+    :class:`ConflictError` before anything is uploaded (the CDN object has no
+    version in its key, so uploading first would replace the registered big part).
+    """
     progress = progress or _noop
     src_path = Path(path)
+    if version is not None:
+        api.ensure_version_free("resources", folder, name, version)
     try:
         src = open(src_path, "rb", buffering=0)
     except OSError as exc:
@@ -405,6 +368,7 @@ def upload_resource(
             small_size=small_size,
             on_big=tee.write if tee is not None else None,
             progress=progress,
+            read_ahead=UPLOAD_READ_AHEAD,
         )
         big_key = f"{_segment(name)}.big"
         try:
@@ -432,6 +396,8 @@ def upload_resource(
             if tee is not None:
                 tee.abort()
             raise
+        finally:
+            reader.close()
     if tee is not None and cache is not None:
         cache.commit(
             tee,

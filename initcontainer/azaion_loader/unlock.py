@@ -18,6 +18,7 @@ by :class:`TarManifestScanner`), else the ``images`` the API recorded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -26,10 +27,8 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azaion_loader.api_client import ApiClient
-from azaion_loader.cdn import CdnClient
 from azaion_loader.crypto import CHUNK_SIZE, Decryptor, EncryptingReader
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.envelope import derive_archive_key
@@ -52,6 +51,12 @@ from azaion_loader.models import (
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.publish import AtomicWriter, publish_bytes
 
+if TYPE_CHECKING:
+    # Only for annotations: `loader unlock-load` (Docker, no credentials) never
+    # imports requests, jwt or boto3, so it starts faster.
+    from azaion_loader.api_client import ApiClient
+    from azaion_loader.cdn import CdnClient
+
 __all__ = [
     "ARCHIVE_FILE",
     "FRAGMENT_FILE",
@@ -70,8 +75,10 @@ ARCHIVE_FILE = "archive.enc"
 FRAGMENT_FILE = "fragment.json"
 WORKDIR_MODE = 0o640
 FRAGMENT_SIZE = 32
+UPLOAD_READ_AHEAD = 8
+"""Chunks encrypted ahead of the multipart upload, in their own thread."""
 
-CdnFactory = Callable[[], CdnClient]
+CdnFactory = Callable[[], "CdnClient"]
 
 
 def _noop(_: int) -> None:
@@ -354,8 +361,11 @@ def unlock_load(
     """Re-check the digest, decrypt straight into ``docker load``, check the images."""
     progress = progress or _noop
     frag, archive = read_workdir(workdir)
-    _verify_archive(archive, frag)
-    docker.ping()
+    # Ask the engine while the digest is checked: both must pass before loading.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loader-ping") as pool:
+        ping = pool.submit(docker.ping)
+        _verify_archive(archive, frag)
+        ping.result()
     if on_total is not None:
         on_total(frag.size)
     scanner = TarManifestScanner()
@@ -434,8 +444,12 @@ def publish_archive(
     Without ``images``, the archive's ``manifest.json`` ``RepoTags`` are
     registered.  A file with no ``manifest.json`` is refused (and its upload
     deleted) unless ``require_manifest`` is false (tests publish such archives).
+    An explicit ``version`` that is already registered is refused with
+    :class:`ConflictError` before anything is uploaded.
     """
     src_path = Path(path)
+    if version is not None:
+        api.ensure_version_free("archives", folder, name, version)
     fragment = os.urandom(FRAGMENT_SIZE)
     key = derive_archive_key(fragment)
     scanner = TarManifestScanner()
@@ -446,12 +460,17 @@ def publish_archive(
             f"cannot read {src_path}: {exc.strerror}", hint="check the archive to upload"
         ) from exc
     with src:
-        reader = EncryptingReader(src, key, on_plain=scanner.feed, progress=progress)
+        reader = EncryptingReader(
+            src, key, on_plain=scanner.feed, progress=progress, read_ahead=UPLOAD_READ_AHEAD
+        )
         object_key = f"{name}.enc"
-        cdn.ensure_bucket(folder)
-        cdn.upload_fileobj(folder, object_key, reader)
-        while reader.read(CHUNK_SIZE):
-            pass
+        try:
+            cdn.ensure_bucket(folder)
+            cdn.upload_fileobj(folder, object_key, reader)
+            while reader.read(CHUNK_SIZE):
+                pass
+        finally:
+            reader.close()
     if require_manifest and (not scanner.valid or scanner.manifest is None):
         try:
             cdn.delete(folder, object_key)

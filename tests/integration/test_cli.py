@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loader_cli import LoaderRun, run_loader
 
 COMMANDS = [
     "fetch",
@@ -27,21 +28,15 @@ COMMANDS = [
 ]
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "azaion_loader", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def run(*args: str, env: dict[str, str] | None = None) -> LoaderRun:
+    """The CLI exactly as given (no ``--json`` added)."""
+    return run_loader(env, *args, json=False, progress=True, timeout=60)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_has_examples(command: str) -> None:
     proc = run(command, "--help")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.stderr
     if command not in ("dev-stack", "serve-api"):
         assert "examples:" in proc.stdout and f"loader {command}" in proc.stdout
         assert "--json" in proc.stdout and "--result-file" in proc.stdout
@@ -49,14 +44,11 @@ def test_help_has_examples(command: str) -> None:
 
 def test_usage_error_is_2() -> None:
     proc = run("fetch", "--folder", "x")
-    assert proc.returncode == 2 and "required" in proc.stderr
+    assert proc.code == 2 and "required" in proc.stderr
 
 
 def test_password_is_not_an_option() -> None:
-    assert (
-        run("fetch", "--password", "x", "--folder", "a", "--name", "b", "--out", "c").returncode
-        == 2
-    )
+    assert run("fetch", "--password", "x", "--folder", "a", "--name", "b", "--out", "c").code == 2
 
 
 def test_fingerprint_json_uses_overrides() -> None:
@@ -71,7 +63,7 @@ def test_fingerprint_json_uses_overrides() -> None:
 
 def test_bad_setting_is_a_config_error() -> None:
     proc = run("fingerprint", env={**os.environ, "LOADER_TIMEOUT": "soon"})
-    assert proc.returncode == 3
+    assert proc.code == 3
     assert proc.stderr.startswith("loader: error: LOADER_TIMEOUT='soon' is not a number")
 
 
@@ -108,23 +100,7 @@ def test_interrupt_exits_130(dev_env: Any, tmp_path: Path) -> None:
 def test_progress_lines_when_not_a_tty(dev_env: Any, tmp_path: Path) -> None:
     src = tmp_path / "big"
     src.write_bytes(os.urandom(64 * 1024 * 1024))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "azaion_loader",
-            "upload",
-            "--folder",
-            "models",
-            "--name",
-            "p",
-            str(src),
-        ],
-        env=dev_env.merged(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run("upload", "--folder", "models", "--name", "p", str(src), env=dev_env.merged())
+    assert proc.code == 0, proc.stderr
     assert "loader: upload models/p done: 100%" in proc.stderr
     assert proc.stdout.startswith("uploaded models/p version ")

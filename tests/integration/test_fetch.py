@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loader_cli import run_loader
 
 from azaion_loader.crypto import ciphertext_size, split_point
 
 
-def loader(
-    env: dict[str, str], *args: str, timeout: float = 120
-) -> tuple[int, dict[str, Any] | None, str, str]:
-    """Run ``python -m azaion_loader ARGS --json``; returns (code, result, stdout, stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "azaion_loader", *args, "--json", "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    result = json.loads(lines[-1]) if lines else None
-    return proc.returncode, result, proc.stdout, proc.stderr
-
-
 def upload(dev_env: Any, path: Path, name: str = "model.bin", *extra: str) -> dict[str, Any]:
-    code, result, _, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(), "upload", "--folder", "models", "--name", name, str(path), *extra
     )
     assert code == 0, err
@@ -41,7 +23,7 @@ def upload(dev_env: Any, path: Path, name: str = "model.bin", *extra: str) -> di
 
 
 def fetch(dev_env: Any, out: Path, name: str = "model.bin", **env: str) -> tuple[int, Any, str]:
-    code, result, _, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(**env), "fetch", "--folder", "models", "--name", name, "--out", str(out)
     )
     return code, result, err
@@ -120,7 +102,7 @@ def test_stale_cache_version_change_is_refreshed_and_reported(dev_env: Any, tmp_
     out = tmp_path / "model.bin"
     assert fetch(dev_env, out)[1]["cache"] == "hit"
     # a second publisher (no cache) uploads version 2
-    code, _, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "upload",
         "--folder",
@@ -168,7 +150,7 @@ def test_fetch_a_specific_version(dev_env: Any, tmp_path: Path) -> None:
     v2.write_bytes(b"two" * 1000)
     upload(dev_env, v2, "model.bin", "--version", "2")
     out = tmp_path / "model.bin"
-    code, _result, _, err = loader(
+    code, _result, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "fetch",
         "--folder",
@@ -207,3 +189,32 @@ def test_api_500_then_success(dev_env: Any, payload: Path, tmp_path: Path) -> No
     assert out.read_bytes() == payload.read_bytes()
     assert "retrying" in err
     assert dev_env.api.count("GET", "/resources/models/model.bin") == 3
+
+
+def test_verify_result_carries_size_sha256_and_path(
+    dev_env: Any, payload: Path, tmp_path: Path
+) -> None:
+    """The operator builds status.result from verify's line: size, sha256 and path."""
+    upload(dev_env, payload)
+    out = tmp_path / "verified.bin"
+    code, fetched, err = fetch(dev_env, out, LOADER_CACHE_DIR="")
+    assert code == 0, err
+    assert fetched is not None
+    code, result, _, err = run_loader(
+        dev_env.merged(), "verify", "--file", str(out), "--sha256", fetched["sha256"].upper()
+    )
+    assert code == 0, err
+    assert result == {
+        "ok": True,
+        "command": "verify",
+        "size": payload.stat().st_size,
+        "sha256": fetched["sha256"],
+        "path": str(out),
+    }
+    # a wrong digest: IntegrityError, exit 30, the file is named
+    code, result, _, err = run_loader(
+        dev_env.merged(), "verify", "--file", str(out), "--sha256", "0" * 64
+    )
+    assert code == 30, err
+    assert result is not None and result["error"] == "IntegrityError"
+    assert str(out) in result["message"]

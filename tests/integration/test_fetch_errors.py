@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loader_cli import run_loader
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint
 from azaion_loader.settings import Credentials, HttpSettings
-
-
-def loader(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "azaion_loader", *args, "--json", "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, (json.loads(lines[-1]) if lines else None), proc.stderr
 
 
 @pytest.fixture
@@ -35,7 +20,7 @@ def published(dev_env: Any, tmp_path: Path) -> bytes:
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    code, _result, err = loader(
+    code, _result, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "upload",
         "--folder",
@@ -63,7 +48,7 @@ def fetch_fails(
     target_dir.mkdir(exist_ok=True)
     out = out or target_dir / "model.bin"
     env.setdefault("LOADER_CACHE_DIR", "")
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(**env), "fetch", "--folder", "models", "--name", name, "--out", str(out)
     )
     assert code == exit_code, err
@@ -200,7 +185,7 @@ def test_target_not_writable(dev_env: Any, published: bytes, tmp_path: Path) -> 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = blocker / "model.bin"  # parent is a file: ENOTDIR even for root
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "fetch",
         "--folder",
@@ -223,7 +208,7 @@ def test_target_keeps_old_content_on_failure(
     out = target_dir / "model.bin"
     out.write_bytes(b"old content")
     _put_big(dev_env, _big(dev_env)[:-16])
-    code, _result, err = loader(
+    code, _result, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "fetch",
         "--folder",
@@ -241,7 +226,7 @@ def test_target_keeps_old_content_on_failure(
 def test_other_hardware_is_a_conflict(dev_env: Any, published: bytes, tmp_path: Path) -> None:
     # dev_env's user may bind 2 devices: the upload used one, a second binds, a third conflicts
     out = tmp_path / "ok.bin"
-    code, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR="", LOADER_HW_MACHINE_ID="aa" * 16),
         "fetch",
         "--folder",
@@ -258,7 +243,7 @@ def test_other_hardware_is_a_conflict(dev_env: Any, published: bytes, tmp_path: 
 
 def test_result_file(dev_env: Any, published: bytes, tmp_path: Path) -> None:
     result_file = tmp_path / "termination-log"
-    code, result, _err = loader(
+    code, result, _, _err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR="", LOADER_PASSWORD="wrong"),
         "fetch",
         "--folder",

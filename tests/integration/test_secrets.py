@@ -6,13 +6,12 @@ import base64
 import io
 import os
 import secrets
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loader_cli import run_loader
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint
@@ -27,27 +26,12 @@ class Outputs:
 
     def run(self, env: dict[str, str], *args: str, tmp: Path) -> int:
         result_file = tmp / f"result-{len(self.texts)}.json"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "azaion_loader",
-                *args,
-                "--json",
-                "--result-file",
-                str(result_file),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        proc = run_loader(env, *args, result_file=str(result_file), progress=True)
         label = " ".join(args[:1])
         self.texts += [(f"{label} stdout", proc.stdout), (f"{label} stderr", proc.stderr)]
         if result_file.exists():
             self.texts.append((f"{label} result", result_file.read_text()))
-        return proc.returncode
+        return proc.code
 
     def assert_clean(self, canaries: dict[str, str]) -> None:
         for what, value in canaries.items():

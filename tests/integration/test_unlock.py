@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import secrets
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loader_cli import run_loader
 
-
-def loader(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any] | None, str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "azaion_loader", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return proc.returncode, (json.loads(lines[-1]) if lines else None), proc.stderr
+from azaion_loader.docker_cli import DockerCli
+from azaion_loader.errors import ImageLoadError
+from azaion_loader.unlock import TarManifestScanner
 
 
 def docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -61,7 +50,7 @@ def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Pat
 
 
 def _publish(dev_env: Any, archive: Path, name: str = "app", *extra: str) -> dict[str, Any]:
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(),
         "upload-archive",
         "--folder",
@@ -87,7 +76,7 @@ def test_split_unlock_loads_the_manifest_images(
     published = _publish(dev_env, archive)
     assert published["images"] == [ref]
     work = tmp_path / "work"
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(),
         "unlock-fetch",
         "--archive-folder",
@@ -104,7 +93,7 @@ def test_split_unlock_loads_the_manifest_images(
     assert not _exists(ref)
     # the load step runs with no credentials at all
     bare = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
-    code, result, err = loader(bare, "unlock-load", "--workdir", str(work))
+    code, result, _, err = run_loader(bare, "unlock-load", "--workdir", str(work))
     assert code == 0, err
     assert result["images"] == [ref] and result["images_source"] == "manifest"
     assert _exists(ref)
@@ -115,7 +104,7 @@ def test_unlock_in_one_process(
 ) -> None:
     ref, archive = image_archive
     _publish(dev_env, archive)
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(),
         "unlock",
         "--archive-folder",
@@ -136,7 +125,7 @@ def test_expected_image_missing_after_load(
     ref, archive = image_archive
     _publish(dev_env, archive)
     missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(),
         "unlock",
         "--archive-folder",
@@ -156,7 +145,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
     ref, archive = image_archive
     _publish(dev_env, archive)
     work = tmp_path / "work"
-    code, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(),
         "unlock-fetch",
         "--archive-folder",
@@ -168,7 +157,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
     )
     assert code == 0, err
     env = dev_env.merged(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
-    code, result, err = loader(env, "unlock-load", "--workdir", str(work))
+    code, result, _, err = run_loader(env, "unlock-load", "--workdir", str(work))
     assert code == 41, err
     assert result["error"] == "DockerUnavailableError"
     assert "loader: error: the Docker daemon does not answer" in err
@@ -178,7 +167,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
 def test_not_a_docker_archive_is_refused_at_publish(dev_env: Any, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(100_000))
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(), "upload-archive", "--folder", "images", "--name", "junk", str(junk)
     )
     assert code == 42, err
@@ -216,7 +205,7 @@ def test_not_a_docker_archive_at_load(docker_engine: str, dev_env: Any, tmp_path
         images=["azaion-test/junk:1"],
         require_manifest=False,
     )
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(), "unlock", "--archive-folder", "images", "--archive-name", "junk"
     )
     assert code == 42, err
@@ -230,7 +219,7 @@ def test_tampered_workdir_archive_is_not_loaded(
     ref, archive = image_archive
     _publish(dev_env, archive)
     work = tmp_path / "work"
-    code, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(),
         "unlock-fetch",
         "--archive-folder",
@@ -245,7 +234,7 @@ def test_tampered_workdir_archive_is_not_loaded(
     data = bytearray(enc.read_bytes())
     data[1000] ^= 0x10
     enc.write_bytes(bytes(data))
-    code, result, err = loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
+    code, result, _, err = run_loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
     assert code == 30, err
     assert result["error"] == "IntegrityError"
     assert not _exists(ref)
@@ -261,7 +250,7 @@ def test_flipped_byte_on_cdn_leaves_empty_workdir(
     data[-5] ^= 0x01
     s3.put_object(Bucket="images", Key="app.enc", Body=bytes(data))
     work = tmp_path / "work"
-    code, _result, err = loader(
+    code, _result, _, err = run_loader(
         dev_env.merged(),
         "unlock-fetch",
         "--archive-folder",
@@ -277,6 +266,29 @@ def test_flipped_byte_on_cdn_leaves_empty_workdir(
 
 def test_unlock_load_without_fetch(tmp_path: Path) -> None:
     bare = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
-    code, result, err = loader(bare, "unlock-load", "--workdir", str(tmp_path))
+    code, result, _, err = run_loader(bare, "unlock-load", "--workdir", str(tmp_path))
     assert code == 3, err
     assert "unlock-fetch" in result["message"]
+
+
+def test_docker_cli_import_save_remove(docker_engine: str, tmp_path: Path) -> None:
+    """DockerCli's import (streamed on stdin), save (to a file) and remove, on a real engine."""
+    cli = DockerCli(docker_engine)
+    ref = f"azaion-test/cli-{secrets.token_hex(4)}:1.0"
+    rootfs = _rootfs_tar()
+    image_id = cli.import_image(ref, (rootfs[i : i + 4096] for i in range(0, len(rootfs), 4096)))
+    try:
+        assert image_id.startswith("sha256:")
+        assert cli.missing_images([ref]) == []
+        archive = tmp_path / "saved.tar"
+        cli.save_image([ref], archive)
+        scanner = TarManifestScanner()
+        scanner.feed(archive.read_bytes())
+        assert scanner.valid and scanner.repo_tags == [ref]
+        assert cli.remove_image(ref) is True
+        assert cli.missing_images([ref]) == [ref]
+        assert cli.remove_image(ref) is False
+        with pytest.raises(ImageLoadError, match="docker import"):
+            cli.import_image(ref, [b"this is not a tar archive" * 100])
+    finally:
+        cli.remove_image(ref, force=True)

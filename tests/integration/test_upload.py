@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import subprocess
-import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
-
-def loader(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "azaion_loader", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout.splitlines()[-1]), proc.stderr
+from loader_cli import run_loader
 
 
 def test_plain_user_may_not_upload(dev_env: Any, tmp_path: Path) -> None:
     user = dev_env.api.create_user(role="user")
     src = tmp_path / "f"
     src.write_bytes(b"x" * 100)
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         dev_env.merged(LOADER_EMAIL=user.email, LOADER_PASSWORD=user.password),
         "upload",
         "--folder",
@@ -46,9 +35,10 @@ def test_same_version_other_content_conflicts(dev_env: Any, tmp_path: Path) -> N
     b.write_bytes(os.urandom(1000))
     env = dev_env.merged()
     assert (
-        loader(env, "upload", "--folder", "models", "--name", "f", "--version", "1", str(a))[0] == 0
+        run_loader(env, "upload", "--folder", "models", "--name", "f", "--version", "1", str(a))[0]
+        == 0
     )
-    code, result, err = loader(
+    code, result, _, err = run_loader(
         env, "upload", "--folder", "models", "--name", "f", "--version", "1", str(b)
     )
     assert code == 13, err
@@ -56,7 +46,7 @@ def test_same_version_other_content_conflicts(dev_env: Any, tmp_path: Path) -> N
 
 
 def test_missing_file(dev_env: Any, tmp_path: Path) -> None:
-    code, result, _ = loader(
+    code, result, _, _ = run_loader(
         dev_env.merged(), "upload", "--folder", "models", "--name", "f", str(tmp_path / "none")
     )
     assert code == 1 and "cannot read" in result["message"]
@@ -65,12 +55,12 @@ def test_missing_file(dev_env: Any, tmp_path: Path) -> None:
 def test_upload_creates_a_missing_bucket(dev_env: Any, tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"hello")
-    code, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(), "upload", "--folder", "newfolder", "--name", "f", str(src)
     )
     assert code == 0, err
     out = tmp_path / "o"
-    code, _, err = loader(
+    code, _, _, err = run_loader(
         dev_env.merged(LOADER_CACHE_DIR=""),
         "fetch",
         "--folder",
@@ -80,4 +70,68 @@ def test_upload_creates_a_missing_bucket(dev_env: Any, tmp_path: Path) -> None:
         "--out",
         str(out),
     )
-    assert code == 0, err and out.read_bytes() == b"hello"
+    assert code == 0, err
+    assert out.read_bytes() == b"hello"
+
+
+def _cdn_object(dev_env: Any, bucket: str, key: str) -> tuple[str, bytes]:
+    obj = dev_env.s3.client().get_object(Bucket=bucket, Key=key)
+    return str(obj["ETag"]), obj["Body"].read()
+
+
+def test_refused_version_leaves_the_cdn_object_unchanged(dev_env: Any, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(os.urandom(300_000))
+    b.write_bytes(os.urandom(200_000))
+    env = dev_env.merged(LOADER_CACHE_DIR="")
+    code, _, _, err = run_loader(
+        env, "upload", "--folder", "models", "--name", "f", "--version", "v1", str(a)
+    )
+    assert code == 0, err
+    before = _cdn_object(dev_env, "models", "f.big")
+
+    code, result, _, err = run_loader(
+        env, "upload", "--folder", "models", "--name", "f", "--version", "v1", str(b)
+    )
+    assert code == 13, err
+    assert result is not None and result["error"] == "ConflictError"
+    assert "ErrorCode 31" in result["message"] and "nothing was uploaded" in result["message"]
+    # checked before the CDN was touched: the registered version still downloads
+    assert _cdn_object(dev_env, "models", "f.big") == before
+    assert dev_env.api.count("PUT", "/resources/models/f") == 1
+    out = tmp_path / "out"
+    code, fetched, _, err = run_loader(
+        env, "fetch", "--folder", "models", "--name", "f", "--version", "v1", "--out", str(out)
+    )
+    assert code == 0, err
+    assert out.read_bytes() == a.read_bytes() and fetched is not None
+
+
+def _docker_save_like(path: Path, tag: str) -> None:
+    """A tar with a `docker save` manifest.json (enough to publish; nothing is loaded)."""
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": [tag], "Layers": []}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for member, data in (("manifest.json", manifest), ("filler", os.urandom(100_000))):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_refused_archive_version_leaves_the_cdn_object_unchanged(
+    dev_env: Any, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.tar", tmp_path / "b.tar"
+    _docker_save_like(a, "demo/a:1")
+    _docker_save_like(b, "demo/b:1")
+    env = dev_env.merged()
+    args = ("upload-archive", "--folder", "images", "--name", "app", "--version", "v1")
+    code, _, _, err = run_loader(env, *args, str(a))
+    assert code == 0, err
+    before = _cdn_object(dev_env, "images", "app.enc")
+
+    code, result, _, err = run_loader(env, *args, str(b))
+    assert code == 13, err
+    assert result is not None and result["error"] == "ConflictError"
+    assert "ErrorCode 31" in result["message"]
+    assert _cdn_object(dev_env, "images", "app.enc") == before
+    assert dev_env.api.count("PUT", "/archives/images/app") == 1

@@ -11,17 +11,19 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azaion_loader import split, unlock
-from azaion_loader.api_client import ApiClient
-from azaion_loader.cdn import CdnClient
+from azaion_loader import unlock
 from azaion_loader.crypto import CHUNK_SIZE
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import IntegrityError, TargetError
 from azaion_loader.fingerprint import read_inputs
 from azaion_loader.progress import Progress
 from azaion_loader.settings import LoaderSettings
+
+if TYPE_CHECKING:
+    from azaion_loader.api_client import ApiClient
+    from azaion_loader.cdn import CdnClient
 
 __all__ = ["HANDLERS", "Outcome"]
 
@@ -30,6 +32,10 @@ Handler = Callable[[argparse.Namespace, LoaderSettings], Outcome]
 
 
 def _api(settings: LoaderSettings) -> ApiClient:
+    # Imported here: the commands that need no API (verify, unlock-load,
+    # fingerprint) start without requests, jwt and boto3.
+    from azaion_loader.api_client import ApiClient
+
     creds = settings.require_credentials()
     fp = read_inputs(settings.hardware).fingerprint
     return ApiClient(settings.api_url, creds, fingerprint=fp, http=settings.http)
@@ -37,6 +43,8 @@ def _api(settings: LoaderSettings) -> ApiClient:
 
 def _cdn_factory(api: ApiClient, settings: LoaderSettings) -> Callable[[], CdnClient]:
     def make() -> CdnClient:
+        from azaion_loader.cdn import CdnClient
+
         return CdnClient(api.get_cdn_config(), http=settings.http)
 
     return make
@@ -58,6 +66,8 @@ def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     api = _api(settings)
     bar = _progress(args, f"fetch {args.folder}/{args.name}")
     cache_dir = args.cache_dir or settings.cache_dir
+    from azaion_loader import split
+
     result = split.fetch_resource(
         api,
         _cdn_factory(api, settings),
@@ -111,6 +121,8 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload {args.folder}/{args.name}", _file_size(args.file))
+    from azaion_loader import split
+
     result = split.upload_resource(
         api,
         cdn,

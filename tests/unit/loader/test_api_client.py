@@ -225,3 +225,44 @@ def test_path_segments_are_quoted() -> None:
     with pytest.raises(NotFoundError):
         c.get_resource("a b", "x/y")
     assert s.calls[1][1] == "http://api/resources/a%20b/x%2Fy"
+
+
+def _listing(kind: str, versions: list[str]) -> FakeResponse:
+    item = {
+        "folder": "models",
+        "name": "m",
+        "latest": versions[-1] if versions else None,
+        "versions": [
+            {"version": v, "sha256": "0" * 64, "size": 48, "created": 1} for v in versions
+        ],
+    }
+    other = {"folder": "models", "name": "other", "latest": "x", "versions": [{"version": "x"}]}
+    return FakeResponse(200, {kind: [other, item]})
+
+
+@pytest.mark.parametrize("kind", ["resources", "archives"])
+def test_version_check_uses_the_listing(kind: str) -> None:
+    c, s, _ = client([FakeResponse(200, {"token": token()}), _listing(kind, ["1", "2"])])
+    assert c.list_versions(kind, "models", "m") == ["1", "2"]
+    method, url, kw = s.calls[1]
+    assert (method, url, kw["params"]) == ("GET", f"http://api/{kind}", {"folder": "models"})
+    assert "X-Hardware-Fingerprint" not in kw["headers"]  # the listing binds no hardware
+
+
+def test_existing_version_is_a_conflict_31() -> None:
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            _listing("resources", ["1"]),
+            _listing("resources", ["1"]),
+        ]
+    )
+    with pytest.raises(ConflictError, match="already registered") as info:
+        c.ensure_version_free("resources", "models", "m", "1")
+    assert info.value.error_code == 31
+    c.ensure_version_free("resources", "models", "m", "2")  # a new version is fine
+
+
+def test_unknown_name_has_no_versions() -> None:
+    c, _, _ = client([FakeResponse(200, {"token": token()}), FakeResponse(200, {"archives": []})])
+    assert c.list_versions("archives", "models", "m") == []

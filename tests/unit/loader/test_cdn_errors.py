@@ -42,7 +42,8 @@ def test_no_write_keys_is_access_error() -> None:
     made: list[CdnKeys] = []
     cfg = CdnConfig("http://s3", "r", CdnKeys("a", "secret"), None)
     c = CdnClient(cfg, client_factory=lambda keys: made.append(keys) or object())
-    assert len(made) == 1 and not c.can_write
+    assert made == [] and not c.can_write  # clients are made on first use
     with pytest.raises(CdnAccessError, match="write keys"):
         c.ensure_bucket("b")
+    assert made == []  # no write keys: no client made for them
     assert "secret" not in repr(cfg)

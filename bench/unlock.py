@@ -1,0 +1,148 @@
+"""Benchmark: `loader unlock-load` against plain `docker load` of the plaintext archive, in one run.
+
+    .venv/bin/python bench/unlock.py --mib 256 --repeat 3
+
+Needs a Docker engine that answers (``scripts/dockerd start``).  Starts moto's
+S3 server and the reference API server on 127.0.0.1 (bench/benchstack.py),
+builds an image archive of about ``--mib`` MiB: ``docker import`` of a root
+filesystem of random (incompressible) files, ``docker save``, image removed
+(through ``azaion_loader.docker_cli.DockerCli``).  Publishes it with ``loader
+upload-archive`` and fetches it once with ``loader unlock-fetch`` into a work
+directory.  Then, ``--repeat`` times in turn, each as a separate process under
+/usr/bin/time (wall time including process start, peak RSS), with the image
+removed from the engine before every run:
+
+- baseline: ``docker load -i plain.tar`` (the plaintext archive);
+- `loader unlock-load --workdir W`: SHA-256 of ``archive.enc`` checked again,
+  then AES-256-CBC decryption streamed into ``docker load`` on its standard
+  input (no plaintext on disk), then ``docker image inspect`` of the image.
+
+Medians are reported; RSS is the highest seen (for the baseline, the docker
+CLI's; the engine's own work is in the wall time of both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tarfile
+from collections.abc import Iterator
+
+from azaion_loader.docker_cli import DockerCli
+from azaion_loader.errors import LoaderError
+from benchstack import (
+    LOADER,
+    Run,
+    Stack,
+    command_line,
+    markdown_table,
+    median_cpu,
+    summary,
+    timed,
+    uptime,
+)
+
+FILE_MIB = 32
+
+
+def rootfs_chunks(mib: int) -> Iterator[bytes]:
+    """A root filesystem tar of ``mib`` MiB of random files, produced chunk by chunk."""
+    block = os.urandom(1 << 20)
+    files = max(1, mib // FILE_MIB)
+    for n in range(files):
+        header = tarfile.TarInfo(f"data/blob-{n}.bin")
+        header.size = FILE_MIB << 20
+        header.mode = 0o644
+        yield header.tobuf(format=tarfile.GNU_FORMAT)
+        for i in range(FILE_MIB):
+            k = (n * FILE_MIB + i) % 997
+            yield block[k:] + block[:k]
+    yield b"\0" * tarfile.RECORDSIZE  # end-of-archive blocks, padded to a record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256, help="archive size in MiB")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    docker = DockerCli(timeout=600)
+    try:
+        docker.ping()
+    except LoaderError as exc:
+        raise SystemExit(f"no Docker engine ({exc}); run scripts/dockerd start") from exc
+    print(f"command: {command_line()}")
+    print(f"before: {uptime()}", flush=True)
+    ref = f"azaion-bench/unlock-{secrets.token_hex(4)}:1.0"
+    with Stack() as stack:
+        stack.s3_client().create_bucket(Bucket="bench")
+        plain = stack.work / "plain.tar"
+        docker.import_image(ref, rootfs_chunks(args.mib))
+        try:
+            docker.save_image([ref], plain)
+        finally:
+            docker.remove_image(ref, force=True)
+        size_mib = plain.stat().st_size / (1 << 20)
+        work = stack.work / "work"
+        publish = ["upload-archive", "--folder", "bench", "--name", "img", str(plain)]
+        fetch = ["unlock-fetch", "--archive-folder", "bench", "--archive-name", "img"]
+        for cmd in (publish, [*fetch, "--workdir", str(work)]):
+            timed([*LOADER, *cmd, "--no-progress"], stack.env)
+        bare = {k: v for k, v in stack.env.items() if not k.startswith("LOADER_")}
+        base: list[Run] = []
+        load: list[Run] = []
+        try:
+            for _ in range(args.repeat):
+                docker.remove_image(ref, force=True)
+                base.append(timed(["docker", "load", "-i", str(plain)], bare, stdin=None))
+                docker.remove_image(ref, force=True)
+                run = timed(
+                    [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"],
+                    bare,
+                )
+                if ref not in run.stdout:
+                    raise SystemExit(f"unlock-load did not report {ref}: {run.stdout}")
+                load.append(run)
+                print(
+                    f"  {size_mib:.0f} MiB: docker load {base[-1].wall:.2f}s "
+                    f"unlock-load {run.wall:.2f}s",
+                    flush=True,
+                )
+        finally:
+            docker.remove_image(ref, force=True)
+        b_wall, b_rss = summary(base)
+        l_wall, l_rss = summary(load)
+    print(f"after: {uptime()}")
+    print()
+    print(
+        markdown_table(
+            [
+                "archive",
+                "`docker load -i plain.tar`",
+                "`loader unlock-load`",
+                "ratio",
+                "docker CLI peak RSS",
+                "unlock-load peak RSS",
+                "CPU docker CLI / unlock-load",
+            ],
+            [
+                [
+                    f"{size_mib:.0f} MiB",
+                    f"{b_wall:.2f} s",
+                    f"{l_wall:.2f} s",
+                    f"**{l_wall / b_wall:.2f}x**",
+                    f"{b_rss:.0f} MiB",
+                    f"{l_rss:.0f} MiB",
+                    f"{median_cpu(base):.2f} s / {median_cpu(load):.2f} s",
+                ]
+            ],
+        )
+    )
+    print(f"\nmedians of {args.repeat} runs; ratio = unlock-load / docker load")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

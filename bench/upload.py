@@ -1,0 +1,149 @@
+"""Benchmark: `loader upload` against a raw S3 upload of a file of the same size, in one run.
+
+    .venv/bin/python bench/upload.py --sizes 256 1024 --repeat 3      # MiB
+
+Starts moto's S3 server (`moto_server`, its own process) and the reference API
+server on 127.0.0.1 (bench/benchstack.py), writes a random file of each size,
+then, ``--repeat`` times in turn, each as a separate process under
+/usr/bin/time (wall time including process start, peak RSS):
+
+- raw: boto3 ``upload_file`` of the plaintext file to ``<name>.raw``: a
+  multipart upload with the loader's part size and concurrency
+  (``azaion_loader.cdn.PART_SIZE``, 3 parts in flight), no checksums;
+- `loader upload`: login, CDN settings, one streaming pass that encrypts
+  (AES-256-CBC) and hashes (SHA-256) the file and sends the big part as a
+  multipart upload, then the registration with the API.  Every run registers
+  a new version (the default, the digest's prefix).
+
+Medians are reported; RSS is the highest seen.  Memory is constant when the
+peak RSS at the largest size equals that at the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from azaion_loader.cdn import PART_SIZE
+from benchstack import (
+    LOADER,
+    Run,
+    Stack,
+    command_line,
+    make_file,
+    markdown_table,
+    median_cpu,
+    summary,
+    timed,
+    uptime,
+)
+
+BASELINE = r"""
+import sys, boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+url, bucket, key, path, part = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+    aws_access_key_id="bench-write", aws_secret_access_key="bench-write-secret",
+    config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                  response_checksum_validation="when_required", read_timeout=300))
+cfg = TransferConfig(multipart_threshold=int(part), multipart_chunksize=int(part),
+                     max_concurrency=3)
+s3.upload_file(path, bucket, key, Config=cfg)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024], help="MiB")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    print(f"command: {command_line()}")
+    print(f"before: {uptime()}", flush=True)
+    rows = []
+    with Stack() as stack:
+        stack.s3_client().create_bucket(Bucket="bench")
+        for mib in args.sizes:
+            name = f"u{mib}"
+            src = stack.work / name
+            make_file(src, mib)
+            raw: list[Run] = []
+            upload: list[Run] = []
+            for _ in range(args.repeat):
+                raw.append(
+                    timed(
+                        [
+                            sys.executable,
+                            "-c",
+                            BASELINE,
+                            stack.s3_url,
+                            "bench",
+                            f"{name}.raw",
+                            str(src),
+                            str(PART_SIZE),
+                        ],
+                        stack.env,
+                    )
+                )
+                run = timed(
+                    [
+                        *LOADER,
+                        "upload",
+                        "--folder",
+                        "bench",
+                        "--name",
+                        name,
+                        "--no-progress",
+                        "--json",
+                        str(src),
+                    ],
+                    stack.env,
+                )
+                upload.append(run)
+                print(f"  {mib} MiB: raw {raw[-1].wall:.2f}s upload {run.wall:.2f}s", flush=True)
+                # moto keeps every object in memory: drop them between runs
+                s3 = stack.s3_client()
+                for key in (f"{name}.raw", f"{name}.big"):
+                    s3.delete_object(Bucket="bench", Key=key)
+            src.unlink()
+            r_wall, r_rss = summary(raw)
+            u_wall, u_rss = summary(upload)
+            rows.append(
+                [
+                    f"{mib} MiB",
+                    f"{r_wall:.2f} s",
+                    f"{u_wall:.2f} s",
+                    f"**{u_wall / r_wall:.2f}x**",
+                    f"{r_rss:.0f} MiB",
+                    f"{u_rss:.0f} MiB",
+                    f"{mib / u_wall:.0f} MiB/s",
+                    f"{median_cpu(raw):.2f} s / {median_cpu(upload):.2f} s",
+                ]
+            )
+    print(f"after: {uptime()}")
+    print()
+    print(
+        markdown_table(
+            [
+                "size",
+                "raw S3 upload",
+                "`loader upload`",
+                "ratio",
+                "raw peak RSS",
+                "upload peak RSS",
+                "upload rate",
+                "CPU raw / upload",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\nmedians of {args.repeat} runs; ratio = upload / raw; wall times include process "
+        "start (and, for the loader, login, CDN settings and registration)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Bounded background stages, so that network, hashing and disk overlap.
+
+A transfer runs in up to three threads: a reader (:func:`prefetch`: network
+or disk reads), the caller (ciphertext digest, decryption) and a sink
+(:class:`Sink`: plaintext digest, write).  ``hashlib``, ``cryptography``,
+socket and file I/O release the GIL on large buffers, so the stages really
+run in parallel.  Every queue is bounded, so memory stays constant; an error
+in any stage stops the others and is re-raised in the caller.
+
+:class:`BufferRing` hands out reusable output buffers: with a sink of depth
+``d``, a ring of ``d + 2`` buffers is never overwritten while the sink still
+holds one (see :meth:`Sink.ring`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+__all__ = ["READ_AHEAD", "BufferRing", "Sink", "prefetch"]
+
+T = TypeVar("T")
+
+READ_AHEAD = 4
+"""Chunks buffered between two stages."""
+
+_POLL = 0.1
+_END: Any = object()
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set first; returns whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def prefetch(
+    source: Iterable[T], depth: int = READ_AHEAD, *, name: str = "loader-read"
+) -> Iterator[T]:
+    """Iterate ``source`` in a background thread, ``depth`` items ahead.
+
+    Exceptions of ``source`` are re-raised in the consumer; closing the
+    returned generator stops the thread (and closes ``source`` if it can).
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in source:
+                if not _put(q, ("item", item), stop):
+                    return
+            _put(q, ("end", None), stop)
+        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer
+            _put(q, ("error", exc), stop)
+        finally:
+            close = getattr(source, "close", None)
+            if stop.is_set() and callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class Sink(Generic[T]):
+    """A background thread calling ``consume(item)`` for each :meth:`put` item, in order.
+
+    At most ``depth`` items wait; :meth:`put` blocks beyond that.  Use it as a
+    context manager: leaving the block by an exception cancels the sink, and
+    :meth:`close` (on success) waits for the last item.  An error of
+    ``consume`` is re-raised by the next :meth:`put` or by :meth:`close`.
+    """
+
+    def __init__(
+        self, consume: Callable[[T], None], *, depth: int = READ_AHEAD, name: str = "loader-write"
+    ) -> None:
+        self.depth = depth
+        self._consume = consume
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._q.get(timeout=_POLL)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is _END or self._stop.is_set():
+                return
+            try:
+                self._consume(item)
+            except BaseException as exc:  # noqa: BLE001 - handed over to the producer
+                self._error = exc
+                self._stop.set()
+                return
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: T) -> None:
+        """Queue ``item`` (blocks while ``depth`` items wait)."""
+        self._raise()
+        if not _put(self._q, item, self._stop):
+            self._raise()
+            raise RuntimeError("the sink is closed")
+
+    def ring(self, size: int) -> BufferRing:
+        """Output buffers for this sink's items: never reused while the sink may hold them."""
+        return BufferRing(self.depth + 2, size)
+
+    def close(self) -> None:
+        """Wait until every item is consumed; re-raise the sink's error."""
+        _put(self._q, _END, self._stop)
+        self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        """Stop as soon as possible, dropping what waits."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> Sink[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.cancel()
+        elif self._thread.is_alive():
+            self.close()
+
+
+class BufferRing:
+    """``count`` reusable ``bytearray`` buffers, handed out in turn.
+
+    With a FIFO sink of depth ``d`` and ``count >= d + 2``, buffer ``i`` is
+    handed out again only after item ``i`` left the sink: when the producer
+    asks for buffer ``i + count``, at most ``d`` items wait and one is being
+    consumed, all newer than ``i``.
+    """
+
+    def __init__(self, count: int, size: int) -> None:
+        self._buffers = [bytearray(size) for _ in range(count)]
+        self._next = 0
+
+    def next(self, size: int) -> bytearray:
+        """The next buffer, grown to at least ``size`` bytes."""
+        i = self._next
+        self._next = (i + 1) % len(self._buffers)
+        if len(self._buffers[i]) < size:
+            self._buffers[i] = bytearray(size)
+        return self._buffers[i]

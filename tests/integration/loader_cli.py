@@ -1,0 +1,62 @@
+"""Running the `loader` CLI as a child process, the way the Jobs and publishers do.
+
+    code, result, stdout, stderr = run_loader(dev_env.merged(), "fetch", "--folder", ...)
+
+``run_loader`` appends ``--json`` (unless ``json=False``), ``--no-progress`` to
+the commands that report progress (unless ``progress=True``) and
+``--result-file`` when given.  It returns the exit code, the parsed JSON
+result line (``None`` if there is none), stdout and stderr, and fails the test
+if stderr holds a traceback: expected failures end in one line, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import subprocess
+import sys
+from typing import Any, NamedTuple
+
+__all__ = ["PROGRESS_COMMANDS", "LoaderRun", "run_loader"]
+
+PROGRESS_COMMANDS = frozenset(
+    {"fetch", "upload", "upload-archive", "unlock", "unlock-fetch", "unlock-load"}
+)
+"""The commands that take ``--no-progress``."""
+
+
+class LoaderRun(NamedTuple):
+    """What one `loader` process did."""
+
+    code: int
+    result: dict[str, Any] | None
+    stdout: str
+    stderr: str
+
+
+def run_loader(
+    env: dict[str, str] | None,
+    *args: str,
+    timeout: float = 300,
+    json: bool = True,
+    progress: bool = False,
+    result_file: str | None = None,
+) -> LoaderRun:
+    """Run ``python -m azaion_loader ARGS [--json] [--no-progress] [--result-file F]``."""
+    extra = ["--json"] if json else []
+    if not progress and args and args[0] in PROGRESS_COMMANDS:
+        extra.append("--no-progress")
+    if result_file is not None:
+        extra += ["--result-file", result_file]
+    proc = subprocess.run(
+        [sys.executable, "-m", "azaion_loader", *args, *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = jsonlib.loads(lines[-1]) if lines else None
+    return LoaderRun(proc.returncode, result, proc.stdout, proc.stderr)
