@@ -24,6 +24,7 @@ from azaion_loader.settings import LoaderSettings
 if TYPE_CHECKING:
     from azaion_loader.api_client import ApiClient
     from azaion_loader.cdn import CdnClient
+    from azaion_loader.models import UploadResult
 
 __all__ = ["HANDLERS", "Outcome"]
 
@@ -116,6 +117,18 @@ def cmd_verify(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     return {"size": size, "sha256": actual, "path": args.file}, f"{args.file}: OK ({size} bytes)"
 
 
+def _upload_doc(result: UploadResult, **extra: Any) -> dict[str, Any]:
+    """The result line of a publish; ``sha256`` and ``size`` are the ciphertext's."""
+    return {
+        "folder": result.folder,
+        "name": result.name,
+        "version": result.version,
+        "size": result.size,
+        "sha256": result.sha256,
+        **extra,
+    }
+
+
 def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader upload``."""
     api = _api(settings)
@@ -134,15 +147,7 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         progress=bar.advance,
     )
     bar.finish()
-    doc = {
-        "folder": result.folder,
-        "name": result.name,
-        "version": result.version,
-        "size": result.size,
-        "plain_size": result.plain_size,
-        "sha256": result.sha256,
-    }
-    return doc, (
+    return _upload_doc(result, plain_size=result.plain_size), (
         f"uploaded {result.folder}/{result.name} version {result.version} "
         f"({result.plain_size} bytes)"
     )
@@ -164,15 +169,7 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
         progress=bar.advance,
     )
     bar.finish()
-    doc = {
-        "folder": result.folder,
-        "name": result.name,
-        "version": result.version,
-        "size": result.size,
-        "sha256": result.sha256,
-        "images": list(result.images),
-    }
-    return doc, (
+    return _upload_doc(result, images=list(result.images)), (
         f"published archive {result.folder}/{result.name} version {result.version} "
         f"with {', '.join(result.images) or 'no images'}"
     )
