@@ -7,16 +7,22 @@
     .venv/bin/python bench/operator_resources.py --compare-source /tmp/head/operator
 
 Against the cluster in ``KUBECONFIG`` (the CRDs are created if missing, never
-changed or removed).  Everything else is the benchmark's own and is removed at
-the end: a fake Ready Node ``azl-bench-node-<id>`` (no kubelet: its Lease is
-renewed by this script, so it stays Ready; pods bound to it stay Pending and
-are force-deleted at the end), namespaces ``azl-bench-<id>-<k>`` (one per
-operator run) and ``azl-bench-<id>-raw`` (baseline), and the operator
+changed or removed).  Everything else is the benchmark's own and is removed:
+a fake Ready Node ``azl-bench-node-<id>`` (no kubelet: its Lease is renewed by
+this script, so it stays Ready; pods bound to it stay Pending and are
+force-deleted), namespaces ``azl-bench-<id>-<k>`` (one per run, deleted as
+soon as that run is measured, so the next run starts on an equally clean
+cluster) and ``azl-bench-<id>-raw`` (baseline), and the operator
 processes, each watching only its own namespace.
 
 - baseline: the same Job manifests (``build_resource_job``, owner reference
   removed) created directly through the API by ``--threads`` threads: the floor
   the operator can approach.
+- floor: a bare controller as a child process (``--serve-floor``): one watch on
+  Resources, and for each ADDED the same Job created by ``--threads`` threads;
+  no status, no Events, no framework.  What any controller needs at least on
+  this machine (the Resource's create, its watch event, the Job's create), so
+  the gap between floor and operator is the operator's own cost.
 - operator: ``azaion-operator`` as a child process (its defaults unless
   ``--workers``; INFO logs to a file); ``--count`` hostPath ``Resource``
   objects pinned to the fake node, created by ``--threads`` threads at once.
@@ -39,6 +45,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import json
+import math
 import os
 import pathlib
 import shlex
@@ -68,6 +75,7 @@ GROUP, VERSION, PLURAL = "loader.azaion.com", "v1alpha1", "resources"
 MANAGED = "app.kubernetes.io/managed-by=azaion-operator"
 OWNER_NAME = "loader.azaion.com/owner-name"
 TARGETS = {"all": 30.0, "median": 1.0, "rss": 150.0}
+FLOOR = "floor"  # a variant's source: the bare controller, not an operator package
 
 
 def now_iso() -> str:
@@ -331,7 +339,73 @@ def pods_bound(core: Any, namespace: str, n: int) -> bool:
     return len(pods) >= n and all(p.spec.node_name for p in pods)
 
 
-# --- the two runs ----------------------------------------------------------------------
+# --- the floor: a bare watch-and-create controller -----------------------------------------
+
+
+def serve_floor(namespace: str, node_name: str, threads: int) -> int:
+    """Create each new Resource's Job, nothing else; prints ``ready`` once watching."""
+    kubernetes.config.load_kube_config()
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = threads
+    kubernetes.client.Configuration.set_default(config)
+    api = kubernetes.client.ApiClient()
+    custom = kubernetes.client.CustomObjectsApi(api)
+    batch = kubernetes.client.BatchV1Api(api)
+    core = kubernetes.client.CoreV1Api(api)
+    node = json.loads(core.read_node(node_name, _preload_content=False).data)
+    info, settings = node_info(node), OperatorSettings.from_env(os.environ)
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    version = listed["metadata"]["resourceVersion"]
+
+    def create(body: dict[str, Any]) -> None:
+        job = build_resource_job(body, info, settings)
+        # Read to the end: the connection goes back to the pool.
+        batch.create_namespaced_job(namespace, job, _preload_content=False).read()
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        while True:
+            response = custom.list_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=300,
+                _preload_content=False,
+            )
+            print("ready", flush=True)
+            for line in response:
+                event = json.loads(line)
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] == "ADDED":
+                    pool.submit(create, event["object"])
+
+
+def start_floor(namespace: str, node_name: str, threads: int, log_path: pathlib.Path) -> Any:
+    """``serve_floor`` in a child process, once its watch is open."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--threads",
+            str(threads),
+            "--serve-floor",
+            namespace,
+            node_name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log_path.open("ab"),
+        text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit(f"the floor controller did not start; see {log_path}")
+    return proc
+
+
+# --- the runs ---------------------------------------------------------------------------
 
 
 def run_baseline(
@@ -404,6 +478,8 @@ def run_operator(
     n: int,
     threads: int,
     proc: Any,
+    *,
+    writes_status: bool = True,
 ) -> dict[str, Any]:
     custom = kubernetes.client.CustomObjectsApi(api)
     batch = kubernetes.client.BatchV1Api(api)
@@ -427,8 +503,9 @@ def run_operator(
         items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
         return len(items) >= n and all((i.get("status") or {}).get("jobName") for i in items)
 
-    wait_for("every status written", statuses, 120, 0.5)
-    status_at = time.monotonic() - start
+    if writes_status:
+        wait_for("every status written", statuses, 120, 0.5)
+    status_at = time.monotonic() - start if writes_status else float("nan")
     wait_for("every Job's pod bound", lambda: pods_bound(core, namespace, n), 180, 1)
     time.sleep(5)  # the reconciles that the pods' appearance triggers
     busy = proc_status(proc.pid)
@@ -530,9 +607,15 @@ def table(n: int, threads: int, base: dict[str, Any], ops: list[tuple[str, dict]
         f"| < {TARGETS['median'] * 1000:.0f} ms: {ok(op['median'], TARGETS['median'])} | | | "
         f"| < {TARGETS['rss']:.0f} MiB: {ok(op['rss_peak'], TARGETS['rss'])} |"
     )
+
+    def statuses(op: dict[str, Any]) -> str:
+        if math.isnan(op["statuses"]):
+            return "writes no status"
+        return f"every status written after {op['statuses']:.2f} s"
+
     extra = [
         f"{name}: idle RSS {op['rss_idle']:.1f} MiB; CPU {op['cpu']:.1f} s for the burst and "
-        f"the follow-up reconciles; every status written after {op['statuses']:.2f} s; "
+        f"the follow-up reconciles; {statuses(op)}; "
         f"server-side creationTimestamp Job - Resource (1 s resolution): median "
         f"{op['server_median']:.0f} s, max {op['server_max']:.0f} s."
         for name, op in ops
@@ -546,6 +629,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16, help="client threads applying them")
     parser.add_argument("--workers", type=int, default=None, help="AZAION_OPERATOR_WORKERS")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare controller")
+    parser.add_argument(
+        "--serve-floor", nargs=2, metavar=("NAMESPACE", "NODE"), help=argparse.SUPPRESS
+    )
     parser.add_argument(
         "--compare-source",
         metavar="DIR",
@@ -555,6 +642,9 @@ def main() -> int:
         "--py-spy", metavar="FILE", help="record the operator with py-spy (collapsed stacks)"
     )
     args = parser.parse_args()
+    if args.serve_floor:
+        floor_namespace, floor_node = args.serve_floor
+        return serve_floor(floor_namespace, floor_node, args.threads)
     if not os.environ.get("KUBECONFIG"):
         print('KUBECONFIG is unset: eval "$(scripts/cluster env)" first', file=sys.stderr)
         return 2
@@ -570,6 +660,8 @@ def main() -> int:
     variants: list[tuple[str, str | None]] = [("operator", None)]
     if args.compare_source:
         variants.insert(0, (f"operator from {args.compare_source}", args.compare_source))
+    if not args.no_floor:
+        variants.insert(0, ("floor: bare watch-and-create controller", FLOOR))
     namespaces = [f"azl-bench-{run_id}-{k}" for k in range(len(variants))]
     ns_raw = f"azl-bench-{run_id}-raw"
     label = ("azl-bench/node", run_id)
@@ -604,9 +696,22 @@ def main() -> int:
                 wait_for(
                     "baseline pods bound", lambda: pods_bound(core, ns_raw, args.count), 180, 1
                 )
+                delete_namespaces(api, [ns_raw])
                 time.sleep(3)
             for (name, source), ns in zip(variants, namespaces, strict=True):
                 log_path = logdir / f"{ns}.log"
+                if source == FLOOR:
+                    proc = start_floor(ns, node.name, args.threads, log_path)
+                    op = run_operator(
+                        api, ns, label, args.count, args.threads, proc, writes_status=False
+                    )
+                    op["log"] = str(log_path)
+                    print(f"{name}: {op}", file=sys.stderr)
+                    ops.append((name, op))
+                    stop_process(proc)
+                    proc = None
+                    delete_namespaces(api, [ns])  # the next variant starts on a clean cluster
+                    continue
                 proc = start_operator(ns, log_path, args.workers, source)
                 time.sleep(2)
                 if args.py_spy and source is None:
@@ -625,6 +730,7 @@ def main() -> int:
                 ops.append((name, op))
                 stop_process(proc)
                 proc = None
+                delete_namespaces(api, [ns])
             load_after = os.getloadavg()
         finally:
             if spy is not None:

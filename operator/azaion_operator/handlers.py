@@ -10,9 +10,10 @@
 - Every ``resync_seconds``: reconcile everything not finished (a safety net for
   missed events; a Secret created after the fact is picked up here).
 
-Reconciles of one object never run at the same time (a lock per uid); nothing
-sleeps in a handler.  Run with ``azaion-operator`` or ``kopf run -m
-azaion_operator.handlers``.
+Reconciles of one object never run at the same time (a lock per uid).  While
+change handlers run (a burst of new objects), follow-ups wait a little: new
+objects get their Jobs first, status refreshes come after.  Run with
+``azaion-operator`` or ``kopf run -m azaion_operator.handlers``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from typing import Any, cast
 import kopf
 
 from azaion_operator import crd
-from azaion_operator.diffbase import LeanAnnotationsDiffBaseStorage
+from azaion_operator.diffbase import StatusDiffBaseStorage, StatusProgressStorage
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
+from azaion_operator.gate import QuietGate
 from azaion_operator.kube import KubeClient
 from azaion_operator.nodes import NodeInfo, node_info
 from azaion_operator.reconcile import Event, Report, reconcile_resource, reconcile_unlock
@@ -46,11 +48,18 @@ _RECONCILERS: dict[str, tuple[str, Reconciler]] = {
     crd.UNLOCK_KIND: (crd.UNLOCK_PLURAL, reconcile_unlock),
 }
 _RETRY_DELAY = 10.0
+_FOLLOWUP_PATIENCE = 10.0
+"""How long a follow-up waits for a quiet moment (no new objects) before it goes anyway."""
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _job_states: dict[str, tuple[Any, ...]] = {}
 _node_states: dict[str, tuple[Any, ...]] = {}
+
+
+_gate = QuietGate(quiet=0.5)
+_queued_followups: set[str] = set()
+_queued_guard = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -91,12 +100,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     memo.kube = KubeClient.from_environment(pool_size=ours.workers + followers)
 
-    # kopf's bookkeeping goes into annotations under our group, not into
-    # status (our CRDs' structural schemas would prune unknown status fields).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.GROUP)
-    settings.persistence.diffbase_storage = LeanAnnotationsDiffBaseStorage(
-        prefix=crd.GROUP, key="last-handled-configuration"
-    )
+    # kopf's bookkeeping lives in status.kopf (the CRDs keep that field): the
+    # diff base rides on our own status patch, so a handled object costs one
+    # status write, not a status write plus an annotation write (diffbase.py).
+    settings.persistence.progress_storage = StatusProgressStorage()
+    memo.diffbase = StatusDiffBaseStorage()
+    settings.persistence.diffbase_storage = memo.diffbase
     # Synchronous handlers run in this many threads; the API client's pool matches.
     settings.execution.max_workers = ours.workers
     # We post our own Events for each step; kopf turns only warnings and
@@ -108,7 +117,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     # Each API request from kopf itself (patches, events) gives up after this.
     settings.networking.request_timeout = 60
-    # Events of one object are batched briefly so bursts cost one handler run.
+    # Events of one object are batched briefly so bursts cost one handler run
+    # (follow-ups are coalesced per owner on top of this, see job_event).
     settings.batching.batch_window = 0.1
     # Peering is chosen on the command line / by main (standalone by default).
     memo.resync = asyncio.get_running_loop().create_task(_resync_forever(memo))
@@ -142,13 +152,23 @@ def _post(body: Mapping[str, Any], report: Report) -> None:
         kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
 
 
-def _apply(kube: KubeClient, kind: str, body: Mapping[str, Any], report: Report) -> None:
+def _apply(
+    kube: KubeClient,
+    kind: str,
+    body: Mapping[str, Any],
+    report: Report,
+    diffbase: StatusDiffBaseStorage | None = None,
+) -> None:
+    """Write the report's status (with kopf's diff base when ``diffbase``) and post its Events."""
     plural = _RECONCILERS[kind][0]
     meta = body["metadata"]
     if report.status is not None:
         patch = status_patch(body.get("status") or {}, report.status)
         if patch is not None:
-            kube.patch_status(plural, meta["namespace"], meta["name"], patch)
+            handled = diffbase.status_fields(body) if diffbase is not None else None
+            kube.patch_status(plural, meta["namespace"], meta["name"], {**patch, **(handled or {})})
+            if diffbase is not None and handled is not None:
+                diffbase.written(meta["uid"], handled)
     _post(body, report)
 
 
@@ -169,9 +189,18 @@ def _fail(kube: KubeClient, kind: str, body: Mapping[str, Any], error: SpecError
 
 
 def reconcile(
-    memo: kopf.Memo, kind: str, body: Mapping[str, Any], nodes: Sequence[NodeInfo]
+    memo: kopf.Memo,
+    kind: str,
+    body: Mapping[str, Any],
+    nodes: Sequence[NodeInfo],
+    *,
+    handler: bool = False,
 ) -> None:
-    """Reconcile one custom resource; raises ``SpecError`` / ``KubeError`` after recording them."""
+    """Reconcile one custom resource; raises ``SpecError`` / ``KubeError`` after recording them.
+
+    ``handler``: called from kopf's change handler for this very ``body``, so
+    the status patch may record it as handled (kopf's diff base).
+    """
     kube: KubeClient = memo.kube
     settings: OperatorSettings = memo.settings
     reconciler = _RECONCILERS[kind][1]
@@ -181,13 +210,14 @@ def reconcile(
         except SpecError as error:
             _fail(kube, kind, body, error)
             raise
-        _apply(kube, kind, body, report)
+        _apply(kube, kind, body, report, memo.diffbase if handler else None)
 
 
 def _on_change(memo: kopf.Memo, kind: str, body: kopf.Body, node_index: kopf.Index) -> None:
     """Reconcile from a kopf change handler: sort errors into kopf's two kinds."""
     try:
-        reconcile(memo, kind, _plain(body), _nodes(node_index))
+        with _gate.busy():
+            reconcile(memo, kind, _plain(body), _nodes(node_index), handler=True)
     except SpecError as error:
         raise kopf.PermanentError(error.message) from error
     except KubeError as error:
@@ -276,6 +306,11 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
     )
     if owner is None:
         return
+    # One queued follow-up per owner is enough: it reads the owner afresh.
+    with _queued_guard:
+        if owner.get("uid") in _queued_followups:
+            return
+        _queued_followups.add(owner.get("uid"))
     nodes = _nodes(kwargs["node_index"])
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(
@@ -292,6 +327,9 @@ def _reconcile_owner(
     nodes: Sequence[NodeInfo],
 ) -> None:
     kube: KubeClient = memo.kube
+    _gate.wait_quiet(_FOLLOWUP_PATIENCE)
+    with _queued_guard:
+        _queued_followups.discard(owner.get("uid"))
     try:
         parent = kube.get_custom(_RECONCILERS[kind][0], namespace, owner["name"])
     except KubeNotFoundError:

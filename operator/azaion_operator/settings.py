@@ -81,7 +81,7 @@ class OperatorSettings:
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     """Where kopf serves its liveness probe; empty disables it."""
 
-    workers: int = 16
+    workers: int = 48
     """Threads for the synchronous handlers (and the Kubernetes client's connection pool)."""
 
     @property

@@ -429,11 +429,19 @@ def unlock_status(
     return status
 
 
+FRAMEWORK_KEY = "kopf"
+"""``status.kopf``: kopf's bookkeeping (diff base, retries), never ours to change."""
+
+
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A merge patch from ``old`` to ``new`` (dropped keys become ``None``); ``None`` if equal."""
-    if dict(old) == dict(new):
+    """A merge patch from ``old`` to ``new`` (dropped keys become ``None``); ``None`` if equal.
+
+    ``status.kopf`` is left alone: it is not part of what we compute.
+    """
+    ours = {k: v for k, v in old.items() if k != FRAMEWORK_KEY}
+    if ours == dict(new):
         return None
-    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    patch: dict[str, Any] = {k: None for k in ours if k not in new}
     patch.update(new)
     return patch
 
