@@ -15,8 +15,9 @@ process under /usr/bin/time (wall time including process start, peak RSS):
   publish (the baseline of the ratio);
 - raw, no fsync: the same without the fsync (a floor, for reference);
 - `loader fetch` (no cache): login, envelope, GET, SHA-256 of the ciphertext,
-  AES-256-CBC decryption, SHA-256 of the plaintext, temporary file, fsync,
-  rename.
+  AES-256-CBC decryption, temporary file, fsync, rename (the record carries
+  the plaintext's SHA-256, registered like `loader upload` does, so fetch
+  does not hash the plaintext).
 
 Medians are reported; RSS is the highest seen.  The output file is removed
 between runs, so every run writes a new file.
@@ -64,6 +65,14 @@ with open(out, "wb") as f:
 """
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def publish(stack: Stack, name: str, mib: int) -> str:
     """Publish ``mib`` MiB of random data as ``bench/<name>``; returns the plaintext SHA-256."""
     key = new_key()
@@ -102,6 +111,7 @@ def publish(stack: Stack, name: str, mib: int) -> str:
             "sha256": digest.hexdigest(),
             "size": size,
             "plain_size": mib << 20,
+            "plain_sha256": plain_digest.hexdigest(),
         },
     )
     return plain_digest.hexdigest()
@@ -160,6 +170,9 @@ def main() -> int:
                 )
                 if f'"sha256":"{plain_sha}"' not in run.stdout:
                     raise SystemExit(f"fetch of {name} returned the wrong digest: {run.stdout}")
+                # Untimed: the file itself, as `loader verify` checks it in a Job.
+                if file_sha256(out) != plain_sha:
+                    raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
                 fetch.append(run)
                 out.unlink()
                 print(

@@ -61,6 +61,10 @@ def _digest(doc: Mapping[str, Any], key: str, what: str) -> str:
     return str(value)
 
 
+def _optional_digest(doc: Mapping[str, Any], key: str, what: str) -> str | None:
+    return None if doc.get(key) is None else _digest(doc, key, what)
+
+
 @dataclass(frozen=True)
 class CdnKeys:
     """One S3 key pair."""
@@ -103,7 +107,11 @@ class CdnConfig:
 
 @dataclass(frozen=True)
 class ResourceRecord:
-    """The decrypted ``resource`` envelope: everything but the big part."""
+    """The decrypted ``resource`` envelope: everything but the big part.
+
+    ``plain_sha256`` is the plaintext's digest registered at upload, or
+    ``None`` for records registered without it (docs/protocol.md §5).
+    """
 
     folder: str
     name: str
@@ -114,6 +122,7 @@ class ResourceRecord:
     size: int
     plain_size: int
     big_key: str
+    plain_sha256: str | None = None
 
     @property
     def big_size(self) -> int:
@@ -136,6 +145,7 @@ class ResourceRecord:
             size=_get(doc, "size", int, what),
             plain_size=_get(doc, "plain_size", int, what),
             big_key=str(doc.get("big_key") or f"{doc.get('name')}.big"),
+            plain_sha256=_optional_digest(doc, "plain_sha256", what),
         )
         if len(rec.key) != 32:
             raise ProtocolError("the resource key is not 32 bytes")
@@ -196,7 +206,12 @@ class KeyFragment:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """Outcome of ``loader fetch``; ``sha256`` is the plaintext's digest."""
+    """Outcome of ``loader fetch``; ``sha256`` is the plaintext's digest.
+
+    That digest is the one registered at upload when the record carries it
+    (``loader verify`` then checks the file against it), else computed while
+    decrypting.
+    """
 
     path: str
     size: int
@@ -208,7 +223,10 @@ class FetchResult:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """Outcome of ``loader upload`` / ``upload-archive``; ``sha256`` is the ciphertext's."""
+    """Outcome of ``loader upload`` / ``upload-archive``; ``sha256`` is the ciphertext's.
+
+    ``plain_sha256`` is the plaintext's (registered with resources; empty for archives).
+    """
 
     folder: str
     name: str
@@ -217,6 +235,7 @@ class UploadResult:
     sha256: str
     plain_size: int
     images: tuple[str, ...] = ()
+    plain_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Bounded background stages, so that network, hashing and disk overlap.
 
 A transfer runs in up to three threads: a reader (:func:`prefetch`: network
-or disk reads), the caller (ciphertext digest, decryption) and a sink
-(:class:`Sink`: plaintext digest, write).  ``hashlib``, ``cryptography``,
+or disk reads, and in a fetch the ciphertext digest), the caller (decryption)
+and a sink (:class:`Sink`: write, and the plaintext digest when none was
+registered).  ``hashlib``, ``cryptography``,
 socket and file I/O release the GIL on large buffers, so the stages really
 run in parallel.  Every queue is bounded, so memory stays constant; an error
 in any stage stops the others and is re-raised in the caller.

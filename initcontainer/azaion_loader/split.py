@@ -1,21 +1,28 @@
 """The big/small split protocol (docs/protocol.md §5): upload and fetch of resources.
 
-Upload: encrypt the file in one streaming pass (``C = IV || AES-256-CBC``);
-the first ``split_point(len(C))`` bytes are the small part (kept in memory,
-at most 3 KiB), the rest streams to the CDN as a multipart upload (and to the
-local cache).  Only then is the small part, the key and ``SHA-256(C)``
-registered with the API, so the API never points at a missing big part.
+Upload: encrypt the file in one streaming pass (``C = IV || AES-256-CBC``),
+hashing the plaintext and the ciphertext on the way; the first
+``split_point(len(C))`` bytes are the small part (kept in memory, at most
+3 KiB), the rest streams to the CDN as a multipart upload (and to the local
+cache).  Only then is the small part, the key, ``SHA-256(C)`` and the
+plaintext's SHA-256 registered with the API, so the API never points at a
+missing big part.
 
-Fetch: the small part, key and digest come from the API in an authenticated
+Fetch: the small part, key and digests come from the API in an authenticated
 envelope; the big part from the local cache when its sidecar matches, else
 from the CDN.  ``small || big`` streams through SHA-256 and decryption into a
 temporary file beside the target, which is renamed onto the target only when
-the digest matches and the padding is valid.  A cached big part that is stale
-(other version, or failing the digest) is reported, deleted and fetched again:
-the result says ``cache: "stale-refreshed"``.
+the ciphertext's digest matches and the padding is valid.  The plaintext is
+hashed only when the record has no registered plaintext digest (older
+uploads): otherwise the result reports the registered one and ``loader
+verify`` checks the published file against it, so fetch hashes each byte
+once.  A cached big part that is stale (other version, or failing the digest)
+is reported, deleted and fetched again: the result says
+``cache: "stale-refreshed"``.
 
-Memory stays constant: chunks of 2 MiB, bounded queues between the reader,
-decrypting and writing threads (:mod:`azaion_loader.pipeline`).
+Memory stays constant: chunks of 2 MiB, bounded queues between the reader
+(receive, ciphertext digest), decrypting and writing threads
+(:mod:`azaion_loader.pipeline`).
 """
 
 from __future__ import annotations
@@ -157,6 +164,30 @@ def _segment(value: str) -> str:
 # -- fetch -------------------------------------------------------------------------
 
 
+def _hashed(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
+    """``chunks``, each fed to ``digest`` on the way; closing this closes ``chunks``."""
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+
+
+def _hashing(
+    write: Callable[[bytes | memoryview], None], digest: Any
+) -> Callable[[bytes | memoryview], None]:
+    """``write``, feeding each piece to ``digest`` first."""
+
+    def run(data: bytes | memoryview) -> None:
+        digest.update(data)
+        write(data)
+
+    return run
+
+
 def _decode(
     rec: ResourceRecord,
     big_chunks: Iterable[bytes],
@@ -168,31 +199,33 @@ def _decode(
 ) -> str:
     """Stream ``small || big`` through SHA-256 and decryption into ``out``.
 
-    Three threads overlap: the reader (``big_chunks``, read ahead), this one
-    (ciphertext digest, cache copy, decryption into reusable buffers) and a
-    writer (plaintext digest, write).  Returns the plaintext's SHA-256;
-    raises :class:`IntegrityError` when the ciphertext's digest differs from
-    the API's or the padding is invalid.
+    Three threads overlap: the reader (``big_chunks`` read ahead, and the
+    ciphertext digest), this one (cache copy, decryption into reusable
+    buffers) and a writer (the write, plus the plaintext digest when the
+    record has none).  Returns the plaintext's SHA-256: the registered one
+    when the record carries it, else the computed one.  Raises
+    :class:`IntegrityError` when the ciphertext's digest differs from the
+    API's or the padding is invalid.
     """
     digest = hashlib.sha256(rec.small)
-    plain_digest = hashlib.sha256()
     dec = Decryptor(rec.key)
-
-    def write(plain: bytes | memoryview) -> None:
-        plain_digest.update(plain)
-        out.write(plain)
-
+    # With a registered plaintext digest, hashing the plaintext again here
+    # would only repeat what `loader verify` checks end to end on the file.
+    registered = rec.plain_sha256
+    plain_digest = hashlib.sha256()
+    write = out.write if registered is not None else _hashing(out.write, plain_digest)
     received = 0
     with Sink(write, depth=WRITE_AHEAD, name="loader-write") as writer:
         ring = writer.ring(Decryptor.buffer_size(FETCH_CHUNK))
         writer.put(dec.update_into(rec.small, ring.next(Decryptor.buffer_size(len(rec.small)))))
-        for chunk in prefetch(big_chunks, READ_AHEAD):
+        # The reader thread hashes each chunk before handing it over; the
+        # digest is read only after the reader's end marker, so it is complete.
+        for chunk in prefetch(_hashed(big_chunks, digest), READ_AHEAD):
             received += len(chunk)
             if received > rec.big_size:
                 raise IntegrityError(
                     f"the big part from {source} is longer than the {rec.big_size} bytes expected"
                 )
-            digest.update(chunk)
             if tee is not None:
                 tee.write(chunk)
             writer.put(dec.update_into(chunk, ring.next(Decryptor.buffer_size(len(chunk)))))
@@ -209,7 +242,7 @@ def _decode(
             )
         writer.put(dec.finalize())
         writer.close()
-    return plain_digest.hexdigest()
+    return registered if registered is not None else plain_digest.hexdigest()
 
 
 def _iter_file(path: Path) -> Iterator[bytes]:
@@ -362,10 +395,13 @@ def upload_resource(
         small_size = split_point(cipher_size)
         key = new_key()
         tee = cache.open_writer() if cache is not None else None
+        # Hashed in the encryption thread, from the chunks it reads anyway.
+        plain_digest = hashlib.sha256()
         reader = EncryptingReader(
             src,
             key,
             small_size=small_size,
+            on_plain=plain_digest.update,
             on_big=tee.write if tee is not None else None,
             progress=progress,
             read_ahead=UPLOAD_READ_AHEAD,
@@ -383,6 +419,7 @@ def upload_resource(
                     hint="upload a file that is not being written to",
                 )
             sha = reader.digest.hexdigest()
+            plain_sha = plain_digest.hexdigest()
             record = {
                 "version": version or sha[:16],
                 "small": b64encode(bytes(reader.small)),
@@ -390,6 +427,7 @@ def upload_resource(
                 "sha256": sha,
                 "size": cipher_size,
                 "plain_size": plain_size,
+                "plain_sha256": plain_sha,
             }
             registered = api.put_resource(folder, name, record)
         except BaseException:
@@ -411,6 +449,7 @@ def upload_resource(
                 size=cipher_size,
                 plain_size=plain_size,
                 big_key=big_key,
+                plain_sha256=plain_sha,
             ),
         )
     log.info(
@@ -421,4 +460,6 @@ def upload_resource(
         cipher_size,
         cipher_size - small_size,
     )
-    return UploadResult(folder, name, registered, cipher_size, sha, plain_size)
+    return UploadResult(
+        folder, name, registered, cipher_size, sha, plain_size, plain_sha256=plain_sha
+    )

@@ -226,6 +226,31 @@ def test_upload_then_download_through_an_envelope(uploader: Session) -> None:
     }
 
 
+def test_the_plain_digest_is_delivered_when_registered(uploader: Session) -> None:
+    # Registered: in the envelope.  Not registered (older clients): absent, as before.
+    body = {**resource_body(version="1"), "plain_sha256": "5e" * 32}
+    assert uploader.call("PUT", "/resources/models/m.bin", json=body).status_code == 201
+    assert uploader.call("PUT", "/resources/models/m.bin", json=body).status_code == 200
+    assert uploader.call("PUT", "/resources/models/m.bin", json=resource_body(version="2")).ok
+    got = uploader.open(
+        uploader.call("GET", "/resources/models/m.bin?version=1", fp=FP1), "resource", FP1
+    )
+    assert got["plain_sha256"] == "5e" * 32
+    got = uploader.open(uploader.call("GET", "/resources/models/m.bin", fp=FP1), "resource", FP1)
+    assert "plain_sha256" not in got
+
+
+def test_a_malformed_or_conflicting_plain_digest_is_refused(uploader: Session) -> None:
+    body = resource_body(version="1")
+    for bad in ("5E" * 32, "5e" * 31, "not hex" * 8, 7):
+        resp = uploader.call("PUT", "/resources/models/m.bin", json={**body, "plain_sha256": bad})
+        assert "plain_sha256" in assert_error(resp, 400, 40)
+    good = {**body, "plain_sha256": "5e" * 32}
+    assert uploader.call("PUT", "/resources/models/m.bin", json=good).status_code == 201
+    other = {**body, "plain_sha256": "6f" * 32}
+    assert_error(uploader.call("PUT", "/resources/models/m.bin", json=other), 409, 31)
+
+
 def test_latest_and_explicit_versions(uploader: Session) -> None:
     first, second = resource_body(version="1"), resource_body(version="2")
     assert uploader.call("PUT", "/resources/models/m.bin", json=first).status_code == 201

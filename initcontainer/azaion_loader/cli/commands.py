@@ -147,7 +147,7 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         progress=bar.advance,
     )
     bar.finish()
-    return _upload_doc(result, plain_size=result.plain_size), (
+    return _upload_doc(result, plain_size=result.plain_size, plain_sha256=result.plain_sha256), (
         f"uploaded {result.folder}/{result.name} version {result.version} "
         f"({result.plain_size} bytes)"
     )

@@ -285,6 +285,8 @@ def create_app(config: ServerConfig) -> Flask:
             "plain_size": record.plain_size,
             "big_key": f"{name}.big",
         }
+        if record.plain_sha256 is not None:  # absent for versions registered without it
+            payload["plain_sha256"] = record.plain_sha256
         return sealed(user, "resource", payload)
 
     @app.get("/archives")

@@ -35,7 +35,10 @@ class User:
 
 @dataclass(frozen=True)
 class ResourceVersion:
-    """One version of a split resource: what the API keeps (protocol §5)."""
+    """One version of a split resource: what the API keeps (protocol §5).
+
+    ``plain_sha256`` is ``None`` for versions registered without it (older clients).
+    """
 
     version: str
     small: str
@@ -44,16 +47,12 @@ class ResourceVersion:
     size: int
     plain_size: int
     created: float = 0.0
+    plain_sha256: str | None = None
 
     def same_content(self, other: ResourceVersion) -> bool:
         """Whether ``other`` carries the same content (``created`` aside)."""
-        return (self.small, self.key, self.sha256, self.size, self.plain_size) == (
-            other.small,
-            other.key,
-            other.sha256,
-            other.size,
-            other.plain_size,
-        )
+        fields = ("small", "key", "sha256", "size", "plain_size", "plain_sha256")
+        return all(getattr(self, f) == getattr(other, f) for f in fields)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored on disk."""

@@ -101,6 +101,10 @@ def _hex64(body: dict[str, Any], field: str) -> str:
     return value
 
 
+def _optional_hex64(body: dict[str, Any], field: str) -> str | None:
+    return None if body.get(field) is None else _hex64(body, field)
+
+
 def _str(body: dict[str, Any], field: str) -> str:
     value = body.get(field)
     if not isinstance(value, str) or not value:
@@ -142,6 +146,7 @@ def parse_resource_put(body: object, *, created: float) -> ResourceVersion:
         size=size,
         plain_size=plain_size,
         created=created,
+        plain_sha256=_optional_hex64(data, "plain_sha256"),
     )
 
 

@@ -125,3 +125,10 @@ def test_envelope_responses_name_their_purpose_and_plaintext(doc: dict[str, Any]
             ["folder", "name", "version", "fragment", "sha256", "size", "images", "object_key"],
         ),
     }
+
+
+def test_the_plain_digest_is_documented_and_optional(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    for name in ("ResourcePut", "ResourcePlain"):
+        assert "plain_sha256" in schemas[name]["properties"], name
+        assert "plain_sha256" not in schemas[name]["required"], name

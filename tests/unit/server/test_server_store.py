@@ -23,9 +23,17 @@ def _user(store: Store, email: str = "A@Example.com", max_devices: int = 1) -> s
     ).id
 
 
-def _resource(version: str, small: str = "c21hbGw=") -> ResourceVersion:
+def _resource(
+    version: str, small: str = "c21hbGw=", plain_sha256: str | None = None
+) -> ResourceVersion:
     return ResourceVersion(
-        version=version, small=small, key="a2V5", sha256="d" * 64, size=48, plain_size=20
+        version=version,
+        small=small,
+        key="a2V5",
+        sha256="d" * 64,
+        size=48,
+        plain_size=20,
+        plain_sha256=plain_sha256,
     )
 
 
@@ -72,6 +80,28 @@ def test_same_version_same_content_is_idempotent_other_content_conflicts(tmp_pat
     with pytest.raises(VersionConflict) as caught:
         store.put_resource("models", "m.bin", _resource("1", small="b3RoZXI="))
     assert (caught.value.status, caught.value.error_code) == (409, 31)
+
+
+def test_plain_digest_is_stored_and_part_of_the_content(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.put_resource("models", "m.bin", _resource("1", plain_sha256="e" * 64))
+    assert not store.put_resource("models", "m.bin", _resource("1", plain_sha256="e" * 64))
+    with pytest.raises(VersionConflict):
+        store.put_resource("models", "m.bin", _resource("1", plain_sha256="f" * 64))
+    with pytest.raises(VersionConflict):
+        store.put_resource("models", "m.bin", _resource("1"))
+    assert Store(tmp_path).get_resource("models", "m.bin", "1").plain_sha256 == "e" * 64
+
+
+def test_versions_stored_without_a_plain_digest_still_load(tmp_path: Path) -> None:
+    # A resources.json written before `plain_sha256` existed.
+    Store(tmp_path)  # creates the directory layout
+    old = _resource("1").to_json()
+    del old["plain_sha256"]
+    doc = {"resources": {"models/m.bin": {"folder": "models", "name": "m.bin", "versions": [old]}}}
+    (tmp_path / "resources.json").write_text(json.dumps(doc))
+    record = Store(tmp_path).get_resource("models", "m.bin", None)
+    assert record.plain_sha256 is None and record.sha256 == "d" * 64
 
 
 def test_latest_is_the_last_registered_version(tmp_path: Path) -> None:

@@ -71,6 +71,10 @@ def test_version_defaults_to_the_digest_prefix() -> None:
         ({"plain_size": -1}, "plain_size"),
         ({"plain_size": True}, "plain_size"),
         ({"version": "../x"}, "version"),
+        ({"plain_sha256": "AB" * 32}, "plain_sha256"),
+        ({"plain_sha256": "ab" * 31}, "plain_sha256"),
+        ({"plain_sha256": "g" * 64}, "plain_sha256"),
+        ({"plain_sha256": 12}, "plain_sha256"),
     ],
 )
 def test_inconsistent_resource_bodies_name_the_field(
@@ -81,6 +85,14 @@ def test_inconsistent_resource_bodies_name_the_field(
     assert caught.value.status == 400
     assert caught.value.error_code == 40
     assert field in caught.value.message
+
+
+def test_plain_digest_is_optional_and_kept_when_given() -> None:
+    assert parse_resource_put(_resource_body(100), created=0).plain_sha256 is None
+    body = _resource_body(100, {"plain_sha256": None})
+    assert parse_resource_put(body, created=0).plain_sha256 is None
+    body = _resource_body(100, {"plain_sha256": "cd" * 32})
+    assert parse_resource_put(body, created=0).plain_sha256 == "cd" * 32
 
 
 def test_archive_body_checks_fragment_and_images() -> None:
