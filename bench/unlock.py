@@ -13,6 +13,9 @@ directory.  Then, ``--repeat`` times in turn, each as a separate process under
 removed from the engine before every run:
 
 - baseline: ``docker load -i plain.tar`` (the plaintext archive);
+- for reference, ``cat plain.tar | docker load``: what feeding ``docker load``
+  through a pipe costs by itself (the loader must use a pipe: no plaintext on
+  disk);
 - `loader unlock-load --workdir W`: SHA-256 of ``archive.enc`` checked again,
   then AES-256-CBC decryption streamed into ``docker load`` on its standard
   input (no plaintext on disk), then ``docker image inspect`` of the image.
@@ -92,11 +95,14 @@ def main() -> int:
             timed([*LOADER, *cmd, "--no-progress"], stack.env)
         bare = {k: v for k, v in stack.env.items() if not k.startswith("LOADER_")}
         base: list[Run] = []
+        piped: list[Run] = []
         load: list[Run] = []
         try:
             for _ in range(args.repeat):
                 docker.remove_image(ref, force=True)
                 base.append(timed(["docker", "load", "-i", str(plain)], bare, stdin=None))
+                docker.remove_image(ref, force=True)
+                piped.append(timed(["sh", "-c", 'cat "$0" | docker load', str(plain)], bare))
                 docker.remove_image(ref, force=True)
                 run = timed(
                     [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"],
@@ -107,12 +113,13 @@ def main() -> int:
                 load.append(run)
                 print(
                     f"  {size_mib:.0f} MiB: docker load {base[-1].wall:.2f}s "
-                    f"unlock-load {run.wall:.2f}s",
+                    f"(piped {piped[-1].wall:.2f}s) unlock-load {run.wall:.2f}s",
                     flush=True,
                 )
         finally:
             docker.remove_image(ref, force=True)
         b_wall, b_rss = summary(base)
+        p_wall, _ = summary(piped)
         l_wall, l_rss = summary(load)
     print(f"after: {uptime()}")
     print()
@@ -121,6 +128,7 @@ def main() -> int:
             [
                 "archive",
                 "`docker load -i plain.tar`",
+                "`cat plain.tar \\| docker load`",
                 "`loader unlock-load`",
                 "ratio",
                 "docker CLI peak RSS",
@@ -131,6 +139,7 @@ def main() -> int:
                 [
                     f"{size_mib:.0f} MiB",
                     f"{b_wall:.2f} s",
+                    f"{p_wall:.2f} s ({p_wall / b_wall:.2f}x)",
                     f"{l_wall:.2f} s",
                     f"**{l_wall / b_wall:.2f}x**",
                     f"{b_rss:.0f} MiB",

@@ -136,8 +136,13 @@ class DockerCli:
             )
         return [ref for ref in wanted if not self.image_exists(ref)]
 
-    def _feed(self, args: Sequence[str], chunks: Iterable[bytes]) -> tuple[int, bytes, bytes]:
+    def _feed(
+        self, args: Sequence[str], chunks: Iterable[bytes | memoryview]
+    ) -> tuple[int, bytes, bytes]:
         """Run ``docker ARGS`` with ``chunks`` on its standard input; exit code, stdout, stderr.
+
+        Each chunk is written before the next is asked for, so a producer may
+        reuse the buffer behind a chunk once it hands out a later one.
 
         If ``chunks`` raises, the process is killed and the error re-raised.
         A process that stops reading early does not stop the iteration, so
@@ -186,7 +191,7 @@ class DockerCli:
             t.join(timeout=10)
         return code, out.get("stdout", b""), out.get("stderr", b"")
 
-    def load(self, chunks: Iterable[bytes]) -> list[str]:
+    def load(self, chunks: Iterable[bytes | memoryview]) -> list[str]:
         """Stream ``chunks`` (a ``docker save`` tar) into ``docker load``; returns what it loaded.
 
         If ``chunks`` raises, ``docker load`` is stopped and the error re-raised.
@@ -205,7 +210,7 @@ class DockerCli:
         log.info("docker load: %s", ", ".join(loaded) or "nothing reported")
         return loaded
 
-    def import_image(self, ref: str, chunks: Iterable[bytes]) -> str:
+    def import_image(self, ref: str, chunks: Iterable[bytes | memoryview]) -> str:
         """``docker import - REF`` of a root filesystem tar streamed as ``chunks``; the image id."""
         code, stdout, stderr = self._feed(["import", "-", ref], chunks)
         if code != 0:
