@@ -163,6 +163,17 @@ class KubeClient:
             ),
         )
 
+    def persistent_volume(self, name: str) -> dict[str, Any]:
+        """One PersistentVolume (cluster-scoped); raises ``KubeNotFoundError``."""
+        return _wrap(
+            f"get PersistentVolume {name}",
+            lambda: _json(
+                self._core.read_persistent_volume(
+                    name, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            ),
+        )
+
     def list_nodes(self) -> list[dict[str, Any]]:
         """All Nodes."""
         body = _wrap(

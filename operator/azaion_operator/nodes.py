@@ -12,7 +12,15 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["NodeInfo", "eligible_nodes", "node_info", "pick_node", "tolerates"]
+__all__ = [
+    "NodeInfo",
+    "eligible_nodes",
+    "matches_node_selector",
+    "node_info",
+    "nodes_matching",
+    "pick_node",
+    "tolerates",
+]
 
 _BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -107,6 +115,68 @@ def eligible_nodes(
         and tolerates(tolerations, node.taints)
     ]
     return sorted(chosen, key=lambda n: n.name)
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(str(text))
+    except ValueError:
+        return None
+
+
+def _expression_matches(labels: Mapping[str, str], expression: Mapping[str, Any]) -> bool:
+    """One ``matchExpressions`` requirement on the node's labels (the scheduler's rules)."""
+    key = str(expression.get("key") or "")
+    operator = expression.get("operator")
+    values = [str(v) for v in expression.get("values") or ()]
+    present = key in labels
+    value = labels.get(key)
+    if operator == "In":
+        return present and value in values
+    if operator == "NotIn":
+        return not present or value not in values
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt") and present and len(values) == 1:
+        have, bound = _int(value), _int(values[0])
+        if have is None or bound is None:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False  # an unknown operator or a malformed Gt/Lt matches nothing
+
+
+def _field_matches(node: NodeInfo, field: Mapping[str, Any]) -> bool:
+    """One ``matchFields`` requirement: only ``metadata.name`` In/NotIn exists in v1."""
+    if field.get("key") != "metadata.name":
+        return False
+    values = [str(v) for v in field.get("values") or ()]
+    if field.get("operator") == "In":
+        return node.name in values
+    if field.get("operator") == "NotIn":
+        return node.name not in values
+    return False
+
+
+def _term_matches(node: NodeInfo, term: Mapping[str, Any]) -> bool:
+    expressions = term.get("matchExpressions") or ()
+    fields = term.get("matchFields") or ()
+    if not expressions and not fields:
+        return False  # an empty term matches no node (API semantics)
+    return all(_expression_matches(node.labels, e) for e in expressions) and all(
+        _field_matches(node, f) for f in fields
+    )
+
+
+def matches_node_selector(node: NodeInfo, selector: Mapping[str, Any]) -> bool:
+    """Whether ``node`` satisfies a v1 ``NodeSelector``: its terms ORed, each term ANDed."""
+    return any(_term_matches(node, t) for t in selector.get("nodeSelectorTerms") or ())
+
+
+def nodes_matching(nodes: Iterable[NodeInfo], selector: Mapping[str, Any]) -> list[NodeInfo]:
+    """The ``nodes`` (order kept) that satisfy a v1 ``NodeSelector``, e.g. a PV's node affinity."""
+    return [n for n in nodes if matches_node_selector(n, selector)]
 
 
 def pick_node(candidates: Sequence[NodeInfo], key: str) -> NodeInfo | None:

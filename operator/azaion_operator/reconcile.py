@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,9 +24,14 @@ from azaion_operator.builders import (
     build_unlock_job,
     credentials_secret_name,
 )
-from azaion_operator.errors import KubeConflictError, KubeNotFoundError, SpecError
+from azaion_operator.errors import (
+    KubeConflictError,
+    KubeForbiddenError,
+    KubeNotFoundError,
+    SpecError,
+)
 from azaion_operator.kube import KubeClient
-from azaion_operator.nodes import NodeInfo, eligible_nodes, pick_node
+from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
 from azaion_operator.settings import OperatorSettings
 from azaion_operator.status import (
     FAILED,
@@ -46,6 +52,11 @@ log = logging.getLogger(__name__)
 RESOURCE_STEPS = {"fetch": "Fetching", "verify": "Verifying"}
 UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+
+# A 403 on PersistentVolumes is an RBAC gap (rbac.create=false with the old
+# rules): warn once per process, not on every reconcile of every Resource.
+_pv_forbidden_warned = False
+_pv_forbidden_guard = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,19 +172,49 @@ def _transition_events(old_phase: str | None, outcome: JobOutcome, what: str) ->
     return []
 
 
+def _volume_affinity(kube: KubeClient, volume: str) -> Mapping[str, Any] | None:
+    """The required node affinity (a v1 NodeSelector) of PersistentVolume ``volume``, if any.
+
+    A volume that is gone or that we may not read gives ``None``: the claim's
+    own hints and rendezvous hashing then decide, as they did before.
+    """
+    global _pv_forbidden_warned
+    try:
+        pv = kube.persistent_volume(volume)
+    except KubeNotFoundError:
+        return None
+    except KubeForbiddenError as error:
+        with _pv_forbidden_guard:
+            first, _pv_forbidden_warned = not _pv_forbidden_warned, True
+        if first:
+            log.warning(
+                "%s: node affinity of bound volumes is ignored until the operator may "
+                "get persistentvolumes (cluster-wide)",
+                error.message,
+            )
+        return None
+    required = ((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}
+    return required if required.get("nodeSelectorTerms") else None
+
+
 def _resource_node(
     kube: KubeClient,
     body: Mapping[str, Any],
     nodes: Sequence[NodeInfo],
 ) -> NodeInfo:
-    """The node a Resource's Job runs on: sticky, then the claim's node, then rendezvous."""
+    """The node a Resource's Job runs on.
+
+    Among the eligible nodes (restricted, for a claim bound to a volume with
+    node affinity, to the nodes that volume can be mounted on): the claim's
+    selected node, then the sticky ``status.node``, then rendezvous hashing.
+    """
     meta, spec = body["metadata"], body["spec"]
     status = body.get("status") or {}
     candidates = eligible_nodes(
         nodes, selector=spec.get("nodeSelector") or {}, tolerations=spec.get("tolerations") or []
     )
-    by_name = {n.name: n for n in candidates}
     target = spec["target"]
+    selected = None
     if "persistentVolumeClaim" in target:
         claim = target["persistentVolumeClaim"]["claimName"]
         try:
@@ -185,8 +226,23 @@ def _resource_node(
                 reason="MissingVolumeClaim",
             ) from None
         selected = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
-        if selected in by_name:
-            return by_name[selected]
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        affinity = _volume_affinity(kube, volume) if volume and candidates else None
+        if affinity is not None:
+            mountable = nodes_matching(candidates, affinity)
+            if not mountable:
+                raise SpecError(
+                    f"PersistentVolume {volume} (bound to claim {meta['namespace']}/{claim}) "
+                    "can be mounted only on nodes matching its spec.nodeAffinity, and none of "
+                    f"the {len(candidates)} eligible nodes does: let spec.nodeSelector and "
+                    "spec.tolerations admit such a node, make it Ready and schedulable, "
+                    "or use a claim on another volume",
+                    reason="NoMatchingNode",
+                )
+            candidates = mountable
+    by_name = {n.name: n for n in candidates}
+    if selected in by_name:
+        return by_name[selected]
     if status.get("node") in by_name:
         return by_name[status["node"]]
     chosen = pick_node(candidates, f"{meta['namespace']}/{meta['name']}")

@@ -364,3 +364,114 @@ def test_unlock_fans_out_per_node_with_parallelism(
 
     status = wait_for("Succeeded", done)
     assert status["succeeded"] == 3 and status["progress"] == "3/3" and status["failedNodes"] == []
+
+
+def _bound_claim(
+    api: Any, namespace: str, claim: str, affinity: dict, *, selected_node: str = ""
+) -> str:
+    """A claim pre-bound (``spec.volumeName``) to a new hostPath PV with ``affinity``; its name."""
+    core = kubernetes.client.CoreV1Api(api)
+    pv_name = f"{namespace}-{claim}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": f"/var/lib/azaion-loader-e2e/{pv_name}"},
+                "nodeAffinity": {"required": affinity},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+    )
+    annotations = {"volume.kubernetes.io/selected-node": selected_node} if selected_node else {}
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": claim, "annotations": annotations},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Mi"}},
+            },
+        },
+    )
+    return pv_name
+
+
+@pytest.fixture
+def volumes(api: Any) -> Any:
+    """PersistentVolumes a test creates (cluster-scoped: the namespace does not take them)."""
+    names: list[str] = []
+    yield names
+    core = kubernetes.client.CoreV1Api(api)
+    for name in names:
+        try:
+            core.delete_persistent_volume(name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def test_resource_job_goes_to_a_node_its_bound_volume_can_be_mounted_on(
+    api: Any, namespace: str, operator: Operator, fake_nodes: Any, volumes: list[str]
+) -> None:
+    label, names = fake_nodes
+    _secret(api, namespace)
+    # Terms are ORed (the second matches no node); within the first, the label
+    # expression and the name field are ANDed. The claim's selected-node hint
+    # names a node the volume cannot be mounted on: it must lose.
+    affinity = {
+        "nodeSelectorTerms": [
+            {
+                "matchExpressions": [{"key": "e2e-group", "operator": "In", "values": [label]}],
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": [names[1]]}],
+            },
+            {"matchExpressions": [{"key": "e2e-no-such-label", "operator": "Exists"}]},
+        ]
+    }
+    volumes.append(_bound_claim(api, namespace, "local", affinity, selected_node=names[0]))
+    body = _resource("pinned", nodeSelector={"e2e-group": label})
+    body["spec"]["target"]["persistentVolumeClaim"]["claimName"] = "local"
+    created = _custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "resources", body
+    )
+    (job,) = wait_for("the Job", lambda: _jobs(api, namespace, created["metadata"]["uid"]))
+    assert job.metadata.annotations["loader.azaion.com/node-name"] == names[1]
+    status = wait_for(
+        "status.node", lambda: _get(api, namespace, "resources", "pinned").get("status")
+    )
+    assert status["node"] == names[1]
+
+
+def test_resource_fails_when_no_eligible_node_can_mount_its_bound_volume(
+    api: Any, namespace: str, operator: Operator, fake_nodes: Any, volumes: list[str]
+) -> None:
+    label, _ = fake_nodes
+    _secret(api, namespace)
+    affinity = {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gone-node"]}]}
+        ]
+    }
+    pv_name = _bound_claim(api, namespace, "elsewhere", affinity)
+    volumes.append(pv_name)
+    body = _resource("stranded", nodeSelector={"e2e-group": label})
+    body["spec"]["target"]["persistentVolumeClaim"]["claimName"] = "elsewhere"
+    created = _custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "resources", body
+    )
+
+    def failed() -> dict:
+        status = _get(api, namespace, "resources", "stranded").get("status") or {}
+        return status if status.get("phase") == "Failed" else {}
+
+    status = wait_for("Failed", failed)
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Failed"]["reason"] == "NoMatchingNode"
+    assert f"PersistentVolume {pv_name}" in status["message"]
+    assert "\n" not in status["message"]
+    assert not _jobs(api, namespace, created["metadata"]["uid"])

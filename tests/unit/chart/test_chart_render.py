@@ -187,8 +187,11 @@ def test_cluster_wide_rbac_is_a_cluster_role_without_wildcards(render: Render) -
     assert verbs_for(main, "", "persistentvolumeclaims") == {"get"}
     assert verbs_for(main, "", "configmaps") == set()
     assert verbs_for(main, "", "nodes") == set()
+    assert verbs_for(main, "", "persistentvolumes") == set()
     nodes = roles["rel-azaion-loader-cluster"]
     assert verbs_for(nodes, "", "nodes") == {"get", "list", "watch"}
+    # A target claim's bound volume, for its node affinity (cluster-scoped).
+    assert verbs_for(nodes, "", "persistentvolumes") == {"get"}
     assert verbs_for(nodes, "apiextensions.k8s.io", "customresourcedefinitions") == {
         "list",
         "watch",
@@ -226,8 +229,9 @@ def test_watched_namespaces_get_a_role_each_and_nothing_namespaced_cluster_wide(
         }
     (cluster_role,) = only(docs, "ClusterRole")
     granted = {res for rule in rules_of(cluster_role) for res in rule["resources"]}
-    assert granted == {"nodes", "customresourcedefinitions", "namespaces"}
+    assert granted == {"nodes", "persistentvolumes", "customresourcedefinitions", "namespaces"}
     assert verbs_for(rules_of(cluster_role), "", "namespaces") == {"list", "watch"}
+    assert verbs_for(rules_of(cluster_role), "", "persistentvolumes") == {"get"}
     assert OperatorSettings.from_env(env_of(docs)).namespaces == ("edge-a", "edge-b")
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import copy
 
-from azaion_operator.nodes import eligible_nodes, node_info, pick_node, tolerates
+import pytest
+
+from azaion_operator.nodes import (
+    eligible_nodes,
+    matches_node_selector,
+    node_info,
+    nodes_matching,
+    pick_node,
+    tolerates,
+)
 
 
 def _node(name: str, *, ready: bool = True, labels: dict | None = None, taints: list | None = None):
@@ -64,3 +73,77 @@ def test_pick_node_moves_only_keys_of_a_leaving_node() -> None:
     after = {k: pick_node(rest, k).name for k in before}  # type: ignore[union-attr]
     moved = {k for k in before if before[k] != after[k]}
     assert all(before[k] == "n0" for k in moved)
+
+
+def _selector(*terms: dict) -> dict:
+    return {"nodeSelectorTerms": list(terms)}
+
+
+def _expr(key: str, operator: str, *values: str) -> dict:
+    expression: dict = {"key": key, "operator": operator}
+    if values:
+        expression["values"] = list(values)
+    return expression
+
+
+ZONED = _node("a", labels={"zone": "z1", "disks": "4"})
+BARE = _node("b")
+
+
+@pytest.mark.parametrize(
+    ("expression", "zoned", "bare"),
+    [
+        (_expr("zone", "In", "z0", "z1"), True, False),
+        (_expr("zone", "In", "z2"), False, False),
+        (_expr("zone", "NotIn", "z2"), True, True),  # an absent label is "not in"
+        (_expr("zone", "NotIn", "z1"), False, True),
+        (_expr("zone", "Exists"), True, False),
+        (_expr("zone", "DoesNotExist"), False, True),
+        (_expr("disks", "Gt", "3"), True, False),
+        (_expr("disks", "Gt", "4"), False, False),
+        (_expr("disks", "Lt", "5"), True, False),
+        (_expr("disks", "Lt", "4"), False, False),
+        (_expr("zone", "Gt", "1"), False, False),  # not an integer label
+        (_expr("disks", "Gt", "many"), False, False),  # not an integer bound
+        (_expr("disks", "Gt", "1", "2"), False, False),  # Gt takes exactly one value
+        (_expr("zone", "Near", "z1"), False, False),  # unknown operator
+    ],
+    ids=lambda v: v if isinstance(v, bool) else f"{v['key']}-{v['operator']}-{v.get('values')}",
+)
+def test_node_selector_operators(expression: dict, zoned: bool, bare: bool) -> None:
+    selector = _selector({"matchExpressions": [expression]})
+    assert matches_node_selector(ZONED, selector) is zoned
+    assert matches_node_selector(BARE, selector) is bare
+
+
+def test_node_selector_match_fields_on_the_node_name() -> None:
+    by_name = _selector({"matchFields": [_expr("metadata.name", "In", "a")]})
+    assert matches_node_selector(ZONED, by_name) and not matches_node_selector(BARE, by_name)
+    not_named = _selector({"matchFields": [_expr("metadata.name", "NotIn", "a")]})
+    assert not matches_node_selector(ZONED, not_named) and matches_node_selector(BARE, not_named)
+    other_field = _selector({"matchFields": [_expr("spec.unschedulable", "In", "false")]})
+    assert not matches_node_selector(ZONED, other_field)
+
+
+def test_node_selector_ands_within_a_term_and_ors_terms() -> None:
+    both = {"matchExpressions": [_expr("zone", "In", "z1")]}
+    both["matchFields"] = [_expr("metadata.name", "In", "b")]
+    assert not matches_node_selector(ZONED, _selector(both))  # label fits, name does not
+    assert not matches_node_selector(BARE, _selector(both))  # name fits, label does not
+    either = _selector(
+        {"matchExpressions": [_expr("zone", "In", "z1"), _expr("disks", "Exists")]},
+        {"matchFields": [_expr("metadata.name", "In", "b")]},
+    )
+    assert matches_node_selector(ZONED, either) and matches_node_selector(BARE, either)
+
+
+def test_node_selector_empty_terms_match_nothing() -> None:
+    assert not matches_node_selector(ZONED, _selector({}))
+    assert not matches_node_selector(ZONED, _selector())
+    assert not matches_node_selector(ZONED, {})
+
+
+def test_nodes_matching_keeps_the_order() -> None:
+    nodes = [_node("c", labels={"zone": "z1"}), BARE, ZONED]
+    selector = _selector({"matchExpressions": [_expr("zone", "Exists")]})
+    assert [n.name for n in nodes_matching(nodes, selector)] == ["c", "a"]
