@@ -32,6 +32,17 @@ from azaion_loader.server.app import register_user
 SCRATCH = Path("/var/cache/azaion-loader/bench")
 READ = {"access_key_id": "bench-read", "secret_access_key": "bench-read-secret"}
 WRITE = {"access_key_id": "bench-write", "secret_access_key": "bench-write-secret"}
+
+RAW_S3_CLIENT = r"""
+import os, sys, boto3
+from botocore.config import Config
+# argv[1] is the endpoint; the keys come from AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY (Stack.raw_env), like any boto3 program's.
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+    config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                  response_checksum_validation="when_required", read_timeout=300))
+"""
+"""The start of a raw baseline script (``python -c``): a plain boto3 client named ``s3``."""
 EMAIL = "bench@example.test"
 LOADER = [sys.executable, "-m", "azaion_loader"]
 
@@ -162,6 +173,14 @@ class Stack:
             "LOADER_TIMEOUT": "300",
         }
         return self
+
+    def raw_env(self, keys: dict[str, str]) -> dict[str, str]:
+        """The environment of a raw baseline script (:data:`RAW_S3_CLIENT`) using ``keys``."""
+        return {
+            **self.env,
+            "AWS_ACCESS_KEY_ID": keys["access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": keys["secret_access_key"],
+        }
 
     def s3_client(self, keys: dict[str, str] = WRITE) -> Any:
         """A boto3 client on the S3 server (no checksums, path style, long timeouts)."""

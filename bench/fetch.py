@@ -38,6 +38,8 @@ from azaion_loader.models import b64encode
 from azaion_loader.settings import Credentials
 from benchstack import (
     LOADER,
+    RAW_S3_CLIENT,
+    READ,
     Run,
     Stack,
     command_line,
@@ -48,14 +50,10 @@ from benchstack import (
     uptime,
 )
 
-BASELINE = r"""
-import os, sys, boto3
-from botocore.config import Config
-url, bucket, key, out, sync = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-    aws_access_key_id="bench-read", aws_secret_access_key="bench-read-secret",
-    config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                  response_checksum_validation="when_required", read_timeout=300))
+BASELINE = (
+    RAW_S3_CLIENT
+    + r"""
+bucket, key, out, sync = sys.argv[2:6]
 body = s3.get_object(Bucket=bucket, Key=key)["Body"]  # one stream, like the loader
 with open(out, "wb") as f:
     while chunk := body.read(1 << 20):
@@ -63,6 +61,7 @@ with open(out, "wb") as f:
     if sync == "1":
         os.fsync(f.fileno())
 """
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -149,7 +148,7 @@ def main() -> int:
                                 str(out),
                                 sync,
                             ],
-                            stack.env,
+                            stack.raw_env(READ),
                         )
                     )
                     out.unlink()

@@ -27,6 +27,8 @@ import sys
 from azaion_loader.cdn import PART_SIZE
 from benchstack import (
     LOADER,
+    RAW_S3_CLIENT,
+    WRITE,
     Run,
     Stack,
     command_line,
@@ -38,19 +40,16 @@ from benchstack import (
     uptime,
 )
 
-BASELINE = r"""
-import sys, boto3
+BASELINE = (
+    RAW_S3_CLIENT
+    + r"""
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-url, bucket, key, path, part = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-    aws_access_key_id="bench-write", aws_secret_access_key="bench-write-secret",
-    config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
-                  response_checksum_validation="when_required", read_timeout=300))
+bucket, key, path, part = sys.argv[2:6]
 cfg = TransferConfig(multipart_threshold=int(part), multipart_chunksize=int(part),
                      max_concurrency=3)
 s3.upload_file(path, bucket, key, Config=cfg)
 """
+)
 
 
 def main() -> int:
@@ -83,7 +82,7 @@ def main() -> int:
                             str(src),
                             str(PART_SIZE),
                         ],
-                        stack.env,
+                        stack.raw_env(WRITE),
                     )
                 )
                 run = timed(

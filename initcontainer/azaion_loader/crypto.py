@@ -136,8 +136,8 @@ class Decryptor:
         self._cipher_len = 0
         self._done = False
 
-    def update(self, data: bytes | memoryview) -> bytes:
-        """Decrypt the next chunk of ``IV || ciphertext``; returns plaintext ready so far."""
+    def _after_iv(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Take the IV from the stream's first bytes; what follows it (empty until then)."""
         if self._done:
             raise ValueError("update() after finalize()")
         if self._ctx is None:
@@ -147,10 +147,15 @@ class Decryptor:
             if len(self._iv) < IV_SIZE:
                 return b""
             self._ctx = Cipher(algorithms.AES(self._key), modes.CBC(self._iv)).decryptor()
+        return data
+
+    def update(self, data: bytes | memoryview) -> bytes:
+        """Decrypt the next chunk of ``IV || ciphertext``; returns plaintext ready so far."""
+        data = self._after_iv(data)
         if not data:
             return b""
         self._cipher_len += len(data)
-        out = self._ctx.update(data)  # type: ignore[attr-defined]
+        out = self._ctx.update(data)  # type: ignore[union-attr]
         if not out:
             return b""
         joined = self._tail + out if self._tail else out
@@ -169,25 +174,17 @@ class Decryptor:
         ``out`` needs at least :meth:`buffer_size` bytes.  The view is valid
         until ``out`` is reused; only the 16-byte held-back block is copied.
         """
-        if self._done:
-            raise ValueError("update() after finalize()")
         view = memoryview(out)
         if len(view) < self.buffer_size(len(data)):
             raise ValueError("the output buffer is too small")
-        if self._ctx is None:
-            need = IV_SIZE - len(self._iv)
-            self._iv += bytes(data[:need])
-            data = data[need:]
-            if len(self._iv) < IV_SIZE:
-                return view[:0]
-            self._ctx = Cipher(algorithms.AES(self._key), modes.CBC(self._iv)).decryptor()
+        data = self._after_iv(data)
         if not data:
             return view[:0]
         self._cipher_len += len(data)
         # The held-back block goes first, the new plaintext right behind it.
         held = len(self._tail)
         view[:held] = self._tail
-        n = self._ctx.update_into(data, view[held:])  # type: ignore[attr-defined]
+        n = self._ctx.update_into(data, view[held:])  # type: ignore[union-attr]
         if not n:
             return view[:0]
         end = held + n

@@ -44,6 +44,7 @@ from typing import Any
 
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ConfigError, LoaderError
+from azaion_loader.publish import publish_bytes
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
 from azaion_loader.server.app import register_user
 from azaion_loader.server.serving import StopSignals
@@ -241,19 +242,9 @@ def _export_lines(settings: dict[str, str], notes: list[str]) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """The settings (a password among them), atomically and readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    publish_bytes(path, text.encode("utf-8"), mode=0o600)
 
 
 @contextlib.contextmanager

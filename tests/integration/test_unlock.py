@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import run_loader
+from loader_cli import LoaderRun, run_loader
 
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ImageLoadError
@@ -65,6 +65,20 @@ def _publish(dev_env: Any, archive: Path, name: str = "app", *extra: str) -> dic
     return result
 
 
+def _unlock_fetch(dev_env: Any, work: Path) -> LoaderRun:
+    """``loader unlock-fetch`` of images/app into ``work``: exit code, result, stdout, stderr."""
+    return run_loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
+    )
+
+
 def _exists(ref: str) -> bool:
     return docker("image", "inspect", ref).returncode == 0
 
@@ -76,16 +90,7 @@ def test_split_unlock_loads_the_manifest_images(
     published = _publish(dev_env, archive)
     assert published["images"] == [ref]
     work = tmp_path / "work"
-    code, result, _, err = run_loader(
-        dev_env.merged(),
-        "unlock-fetch",
-        "--archive-folder",
-        "images",
-        "--archive-name",
-        "app",
-        "--workdir",
-        str(work),
-    )
+    code, result, _, err = _unlock_fetch(dev_env, work)
     assert code == 0, err
     assert sorted(p.name for p in work.iterdir()) == ["archive.enc", "fragment.json"]
     assert oct((work / "fragment.json").stat().st_mode & 0o777) == "0o640"
@@ -145,16 +150,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
     ref, archive = image_archive
     _publish(dev_env, archive)
     work = tmp_path / "work"
-    code, _, _, err = run_loader(
-        dev_env.merged(),
-        "unlock-fetch",
-        "--archive-folder",
-        "images",
-        "--archive-name",
-        "app",
-        "--workdir",
-        str(work),
-    )
+    code, _, _, err = _unlock_fetch(dev_env, work)
     assert code == 0, err
     env = dev_env.merged(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     code, result, _, err = run_loader(env, "unlock-load", "--workdir", str(work))
@@ -219,16 +215,7 @@ def test_tampered_workdir_archive_is_not_loaded(
     ref, archive = image_archive
     _publish(dev_env, archive)
     work = tmp_path / "work"
-    code, _, _, err = run_loader(
-        dev_env.merged(),
-        "unlock-fetch",
-        "--archive-folder",
-        "images",
-        "--archive-name",
-        "app",
-        "--workdir",
-        str(work),
-    )
+    code, _, _, err = _unlock_fetch(dev_env, work)
     assert code == 0, err
     enc = work / "archive.enc"
     data = bytearray(enc.read_bytes())
@@ -250,16 +237,7 @@ def test_flipped_byte_on_cdn_leaves_empty_workdir(
     data[-5] ^= 0x01
     s3.put_object(Bucket="images", Key="app.enc", Body=bytes(data))
     work = tmp_path / "work"
-    code, _result, _, err = run_loader(
-        dev_env.merged(),
-        "unlock-fetch",
-        "--archive-folder",
-        "images",
-        "--archive-name",
-        "app",
-        "--workdir",
-        str(work),
-    )
+    code, _result, _, err = _unlock_fetch(dev_env, work)
     assert code == 30, err
     assert list(work.iterdir()) == []
 

@@ -14,7 +14,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from azaion_loader.publish import publish_bytes
 from azaion_loader.server.failures import HardwareMismatch, UnknownEntry, VersionConflict
 from azaion_loader.server.records import ArchiveVersion, ResourceVersion, User
 
@@ -36,22 +36,9 @@ _CDN = "cdn.json"
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # Keys, digests and password hashes: owner-only, never half-written.
+    text = json.dumps(data, indent=1, sort_keys=True)
+    publish_bytes(path, text.encode("utf-8"), mode=0o600)
 
 
 class Store:
