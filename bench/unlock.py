@@ -1,6 +1,7 @@
 """Benchmark: `loader unlock-load` against plain `docker load` of the plaintext archive, in one run.
 
     .venv/bin/python bench/unlock.py --mib 256 --repeat 3
+    .venv/bin/python bench/unlock.py --compare-source /tmp/head/initcontainer
 
 Needs a Docker engine that answers (``scripts/dockerd start``).  Starts moto's
 S3 server and the reference API server on 127.0.0.1 (bench/benchstack.py),
@@ -10,7 +11,7 @@ filesystem of random (incompressible) files, ``docker save``, image removed
 upload-archive`` and fetches it once with ``loader unlock-fetch`` into a work
 directory.  Then, ``--repeat`` times in turn, each as a separate process under
 /usr/bin/time (wall time including process start, peak RSS), with the image
-removed from the engine before every run:
+removed from the engine and ``sync`` run before every run:
 
 - baseline: ``docker load -i plain.tar`` (the plaintext archive);
 - for reference, ``cat plain.tar | docker load``: what feeding ``docker load``
@@ -19,6 +20,10 @@ removed from the engine before every run:
 - `loader unlock-load --workdir W`: SHA-256 of ``archive.enc`` checked again,
   then AES-256-CBC decryption streamed into ``docker load`` on its standard
   input (no plaintext on disk), then ``docker image inspect`` of the image.
+
+With ``--compare-source DIR``, ``loader unlock-load`` from another checkout's
+``initcontainer`` (put first on ``PYTHONPATH``) runs in turn with the others,
+for an A/B in one run.
 
 Medians are reported; RSS is the highest seen (for the baseline, the docker
 CLI's; the engine's own work is in the wall time of both).
@@ -69,6 +74,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256, help="archive size in MiB")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--compare-source",
+        metavar="DIR",
+        help="also run unlock-load from this initcontainer/ directory (e.g. of HEAD)",
+    )
     args = parser.parse_args()
 
     docker = DockerCli(timeout=600)
@@ -97,23 +107,34 @@ def main() -> int:
         base: list[Run] = []
         piped: list[Run] = []
         load: list[Run] = []
+        other: list[Run] = []
+        unlock_load = [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"]
+        other_env = dict(bare, PYTHONPATH=args.compare_source) if args.compare_source else bare
+
+        def fresh() -> None:
+            # Same start for every run: no image, and the engine's writes of
+            # the run before (and of the image removal) already on disk.
+            docker.remove_image(ref, force=True)
+            os.sync()
+
         try:
             for _ in range(args.repeat):
-                docker.remove_image(ref, force=True)
+                fresh()
                 base.append(timed(["docker", "load", "-i", str(plain)], bare, stdin=None))
-                docker.remove_image(ref, force=True)
+                fresh()
                 piped.append(timed(["sh", "-c", 'cat "$0" | docker load', str(plain)], bare))
-                docker.remove_image(ref, force=True)
-                run = timed(
-                    [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"],
-                    bare,
-                )
-                if ref not in run.stdout:
-                    raise SystemExit(f"unlock-load did not report {ref}: {run.stdout}")
-                load.append(run)
+                for runs, env in ((load, bare), (other, other_env)):
+                    if runs is other and not args.compare_source:
+                        continue
+                    fresh()
+                    run = timed(unlock_load, env)
+                    if ref not in run.stdout:
+                        raise SystemExit(f"unlock-load did not report {ref}: {run.stdout}")
+                    runs.append(run)
+                compared = f" (from {args.compare_source} {other[-1].wall:.2f}s)" if other else ""
                 print(
                     f"  {size_mib:.0f} MiB: docker load {base[-1].wall:.2f}s "
-                    f"(piped {piped[-1].wall:.2f}s) unlock-load {run.wall:.2f}s",
+                    f"(piped {piped[-1].wall:.2f}s) unlock-load {load[-1].wall:.2f}s{compared}",
                     flush=True,
                 )
         finally:
@@ -122,6 +143,12 @@ def main() -> int:
         p_wall, _ = summary(piped)
         l_wall, l_rss = summary(load)
     print(f"after: {uptime()}")
+    if other:
+        o_wall, o_rss = summary(other)
+        print(
+            f"\nunlock-load from {args.compare_source}: {o_wall:.2f} s "
+            f"(**{o_wall / b_wall:.2f}x**), peak RSS {o_rss:.0f} MiB, CPU {median_cpu(other):.2f} s"
+        )
     print()
     print(
         markdown_table(

@@ -8,7 +8,9 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- ImageMissingError       (raised by callers after :meth:`DockerCli.missing_images`)
 
 ``load()`` feeds ``docker load`` through its standard input, so the caller can
-stream a decryption into it without a plaintext file; ``import_image()`` feeds
+stream a decryption into it without a plaintext file; ``start_load()`` starts
+the CLI first and leaves the feeding (or cancelling) for later, so its start-up
+overlaps the caller's checks; ``import_image()`` feeds
 ``docker import`` the same way, ``save_image()`` lets the engine write
 ``docker save`` straight to a file, ``remove_image()`` removes an image.
 """
@@ -30,7 +32,7 @@ from azaion_loader.errors import (
     NotADockerArchiveError,
 )
 
-__all__ = ["DockerCli", "Runner"]
+__all__ = ["DockerCli", "PendingLoad", "Runner", "StdinProcess"]
 
 log = logging.getLogger(__name__)
 
@@ -136,18 +138,7 @@ class DockerCli:
             )
         return [ref for ref in wanted if not self.image_exists(ref)]
 
-    def _feed(
-        self, args: Sequence[str], chunks: Iterable[bytes | memoryview]
-    ) -> tuple[int, bytes, bytes]:
-        """Run ``docker ARGS`` with ``chunks`` on its standard input; exit code, stdout, stderr.
-
-        Each chunk is written before the next is asked for, so a producer may
-        reuse the buffer behind a chunk once it hands out a later one.
-
-        If ``chunks`` raises, the process is killed and the error re-raised.
-        A process that stops reading early does not stop the iteration, so
-        the caller's checks (digests, padding) still run to the end.
-        """
+    def _start(self, args: Sequence[str]) -> StdinProcess:
         try:
             proc = self._popen(
                 [self.docker, *args],
@@ -159,60 +150,27 @@ class DockerCli:
             raise DockerUnavailableError(
                 f"the docker CLI ({self.docker}) is not installed here"
             ) from exc
-        _widen_pipe(proc.stdin)
-        out: dict[str, bytes] = {}
-        readers = [
-            threading.Thread(target=_drain, args=(proc.stdout, out, "stdout"), daemon=True),
-            threading.Thread(target=_drain, args=(proc.stderr, out, "stderr"), daemon=True),
-        ]
-        for t in readers:
-            t.start()
-        stdin: IO[bytes] | Any = proc.stdin
-        broken = False
-        try:
-            for chunk in chunks:
-                if broken:
-                    continue  # keep consuming so the caller's checks still run
-                try:
-                    stdin.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
-                    broken = True
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            try:
-                stdin.close()
-            except OSError:
-                pass
-        code = proc.wait()
-        for t in readers:
-            t.join(timeout=10)
-        return code, out.get("stdout", b""), out.get("stderr", b"")
+        return StdinProcess(proc)
+
+    def start_load(self) -> PendingLoad:
+        """Start ``docker load`` with nothing on its standard input yet.
+
+        The CLI starts and connects to the engine while the caller checks the
+        archive; :meth:`PendingLoad.load` then streams it, or
+        :meth:`PendingLoad.cancel` kills the CLI before it got a byte.
+        """
+        return PendingLoad(self._start(["load"]))
 
     def load(self, chunks: Iterable[bytes | memoryview]) -> list[str]:
         """Stream ``chunks`` (a ``docker save`` tar) into ``docker load``; returns what it loaded.
 
         If ``chunks`` raises, ``docker load`` is stopped and the error re-raised.
         """
-        code, stdout, stderr = self._feed(["load"], chunks)
-        if code != 0:
-            detail = _first_line(stderr) or _first_line(stdout) or f"exit status {code}"
-            if _unreachable(detail):
-                raise DockerUnavailableError(f"the Docker daemon does not answer: {detail}")
-            raise NotADockerArchiveError(f"`docker load` rejected the decrypted archive: {detail}")
-        loaded = []
-        for line in stdout.decode("utf-8", "replace").splitlines():
-            for prefix in ("Loaded image: ", "Loaded image ID: "):
-                if line.startswith(prefix):
-                    loaded.append(line[len(prefix) :].strip())
-        log.info("docker load: %s", ", ".join(loaded) or "nothing reported")
-        return loaded
+        return self.start_load().load(chunks)
 
     def import_image(self, ref: str, chunks: Iterable[bytes | memoryview]) -> str:
         """``docker import - REF`` of a root filesystem tar streamed as ``chunks``; the image id."""
-        code, stdout, stderr = self._feed(["import", "-", ref], chunks)
+        code, stdout, stderr = self._start(["import", "-", ref]).feed(chunks)
         if code != 0:
             raise self._failed("import", stderr, code)
         image_id = _first_line(stdout)
@@ -242,6 +200,107 @@ class DockerCli:
         if _unreachable(detail):
             return DockerUnavailableError(f"the Docker daemon does not answer: {detail}")
         return ImageLoadError(f"`docker {command}` failed: {detail}")
+
+
+class StdinProcess:
+    """A ``docker`` process fed by the caller on its standard input; its output is drained."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        _widen_pipe(proc.stdin)
+        self._out: dict[str, bytes] = {}
+        self._readers = [
+            threading.Thread(target=_drain, args=(stream, self._out, name), daemon=True)
+            for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
+        ]
+        for t in self._readers:
+            t.start()
+
+    def exited(self) -> bool:
+        """Whether the process has already ended (it stops reading when it fails early)."""
+        return self.proc.poll() is not None
+
+    def feed(self, chunks: Iterable[bytes | memoryview]) -> tuple[int, bytes, bytes]:
+        """Write ``chunks``, close the input, wait; exit code, stdout, stderr.
+
+        Each chunk is written before the next is asked for, so a producer may
+        reuse the buffer behind a chunk once it hands out a later one.
+
+        If ``chunks`` raises, the process is killed and the error re-raised.
+        A process that stops reading early does not stop the iteration, so
+        the caller's checks (digests, padding) still run to the end.
+        """
+        stdin: IO[bytes] | Any = self.proc.stdin
+        broken = False
+        try:
+            for chunk in chunks:
+                if broken:
+                    continue  # keep consuming so the caller's checks still run
+                try:
+                    stdin.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    broken = True
+        except BaseException:
+            self.kill()
+            raise
+        return self.finish()
+
+    def finish(self) -> tuple[int, bytes, bytes]:
+        """Close the input, wait; exit code, stdout, stderr."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        code = self.proc.wait()
+        for t in self._readers:
+            t.join(timeout=10)
+        return code, self._out.get("stdout", b""), self._out.get("stderr", b"")
+
+    def kill(self) -> None:
+        """Stop the process before it has read everything (what it read is discarded)."""
+        self.proc.kill()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait()
+        for t in self._readers:
+            t.join(timeout=10)
+
+
+class PendingLoad:
+    """A started ``docker load`` waiting for its archive (see :meth:`DockerCli.start_load`)."""
+
+    def __init__(self, process: StdinProcess) -> None:
+        self._process = process
+
+    def check_running(self) -> None:
+        """Raise what the CLI reported if it has already ended (e.g. the engine is unreachable)."""
+        if self._process.exited():
+            code, stdout, stderr = self._process.finish()
+            raise _load_error(code, stdout, stderr)
+
+    def load(self, chunks: Iterable[bytes | memoryview]) -> list[str]:
+        """Stream ``chunks`` into the CLI; what it loaded.  If ``chunks`` raises, it is killed."""
+        code, stdout, stderr = self._process.feed(chunks)
+        if code != 0:
+            raise _load_error(code, stdout, stderr)
+        loaded = []
+        for line in stdout.decode("utf-8", "replace").splitlines():
+            for prefix in ("Loaded image: ", "Loaded image ID: "):
+                if line.startswith(prefix):
+                    loaded.append(line[len(prefix) :].strip())
+        log.info("docker load: %s", ", ".join(loaded) or "nothing reported")
+        return loaded
+
+    def cancel(self) -> None:
+        """Kill the CLI; the engine discards the request, so nothing is loaded."""
+        self._process.kill()
+
+
+def _load_error(code: int, stdout: bytes, stderr: bytes) -> ImageLoadError:
+    detail = _first_line(stderr) or _first_line(stdout) or f"exit status {code}"
+    if _unreachable(detail):
+        return DockerUnavailableError(f"the Docker daemon does not answer: {detail}")
+    if code == 0:
+        return ImageLoadError("`docker load` ended before it was given the archive")
+    return NotADockerArchiveError(f"`docker load` rejected the decrypted archive: {detail}")
 
 
 def _widen_pipe(stream: IO[bytes] | None) -> None:

@@ -11,23 +11,43 @@ in any stage stops the others and is re-raised in the caller.
 :class:`BufferRing` hands out reusable output buffers: with a sink of depth
 ``d``, a ring of ``d + 2`` buffers is never overwritten while the sink still
 holds one (see :meth:`Sink.ring`).
+
+:class:`Background` runs one call in its own thread (the load step's digest
+check, while the CLI imports the rest); :func:`file_sha256` hashes a file in
+reads large enough that the GIL changes hands rarely.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["READ_AHEAD", "BufferRing", "Sink", "prefetch"]
+__all__ = [
+    "HASH_CHUNK",
+    "READ_AHEAD",
+    "Background",
+    "BufferRing",
+    "Sink",
+    "file_sha256",
+    "prefetch",
+]
 
 T = TypeVar("T")
 
 READ_AHEAD = 4
 """Chunks buffered between two stages."""
+
+HASH_CHUNK = 8 * 1024 * 1024
+"""Bytes per read of :func:`file_sha256`.  Each read and each digest update
+releases the GIL and must take it back, waiting up to the interpreter's
+switch interval (5 ms) while another thread runs Python code: big reads
+keep those waits rare."""
 
 _POLL = 0.1
 _END: Any = object()
@@ -183,3 +203,39 @@ class BufferRing:
         if len(self._buffers[i]) < size:
             self._buffers[i] = bytearray(size)
         return self._buffers[i]
+
+
+class Background(Generic[T]):
+    """``fn()`` running in its own thread from construction; :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable[[], T], *, name: str = "loader-background") -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed over to result()
+            self._error = exc
+
+    def result(self) -> T:
+        """What ``fn`` returned; what it raised is raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
+
+
+def file_sha256(path: str | os.PathLike[str], *, chunk_size: int = HASH_CHUNK) -> tuple[str, int]:
+    """The lowercase hex SHA-256 and the size of a file, read into one reused buffer."""
+    digest = hashlib.sha256()
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size

@@ -14,9 +14,8 @@ Failures to create, write or rename become :class:`~azaion_loader.errors.TargetE
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
+import functools
 import logging
 import os
 import sys
@@ -45,21 +44,25 @@ FLUSH_BEHIND = 32 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _load_sync_file_range() -> Any:
-    """libc's ``sync_file_range`` (Linux), or ``None``: Python's ``os`` has no binding."""
+@functools.cache
+def _sync_file_range() -> Any:
+    """libc's ``sync_file_range`` (Linux), or ``None``: Python's ``os`` has no binding.
+
+    Looked up on first use, in the symbols the process already has (libc is
+    among them): ``ctypes.util.find_library`` would run ``ldconfig -p`` at
+    every start of the CLI, even of commands that write nothing.
+    """
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        func = libc.sync_file_range
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     func.restype = ctypes.c_int
     return func
-
-
-_sync_file_range = _load_sync_file_range()
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -68,8 +71,9 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     Best effort (``sync_file_range(SYNC_FILE_RANGE_WRITE)`` where available);
     durability still comes from the fsync at commit.
     """
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    func = _sync_file_range()
+    if func is not None:
+        func(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

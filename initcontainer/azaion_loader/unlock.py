@@ -6,9 +6,10 @@ the Docker socket never share one:
 - :func:`unlock_fetch` (credentials, no Docker): key fragment from the API,
   ``E`` from the CDN with its digest checked while downloading; leaves
   ``archive.enc`` and ``fragment.json`` in the work directory (atomic, 0640).
-- :func:`unlock_load` (Docker, no credentials): checks the digest again,
-  streams the decryption into ``docker load`` on its standard input (no
-  plaintext on disk), then checks every expected image with ``docker image inspect``.
+- :func:`unlock_load` (Docker, no credentials): checks the digest again
+  (while ``docker load`` starts, fed nothing yet), streams the decryption
+  into ``docker load`` on its standard input (no plaintext on disk), then
+  checks every expected image with ``docker image inspect``.
 
 :func:`unlock` runs both in one process; :func:`publish_archive` is the
 publisher's side.  Expected images: the caller's list, else the archive's own
@@ -18,7 +19,6 @@ by :class:`TarManifestScanner`), else the ``images`` the API recorded.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import hmac
 import json
@@ -33,7 +33,6 @@ from azaion_loader.crypto import CHUNK_SIZE, Decryptor, EncryptingReader
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.envelope import derive_archive_key
 from azaion_loader.errors import (
-    ConfigError,
     ImageMissingError,
     IntegrityError,
     LoaderError,
@@ -51,6 +50,13 @@ from azaion_loader.models import (
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.publish import AtomicWriter, publish_bytes
+from azaion_loader.workdir import (
+    ARCHIVE_FILE,
+    FRAGMENT_FILE,
+    WORKDIR_MODE,
+    ArchiveCheck,
+    read_workdir,
+)
 
 if TYPE_CHECKING:
     # Only for annotations: `loader unlock-load` (Docker, no credentials) never
@@ -72,9 +78,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_FILE = "archive.enc"
-FRAGMENT_FILE = "fragment.json"
-WORKDIR_MODE = 0o640
 FRAGMENT_SIZE = 32
 UPLOAD_READ_AHEAD = 8
 """Chunks encrypted ahead of the multipart upload, in their own thread."""
@@ -295,43 +298,6 @@ def unlock_fetch(
 # -- load step -------------------------------------------------------------------
 
 
-def read_workdir(workdir: str | os.PathLike[str]) -> tuple[KeyFragment, Path]:
-    """The fragment and the archive's path left by :func:`unlock_fetch`."""
-    work = Path(workdir)
-    try:
-        doc = json.loads((work / FRAGMENT_FILE).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {work / FRAGMENT_FILE}: {exc.strerror}",
-            hint="run `loader unlock-fetch` with the same --workdir first",
-        ) from exc
-    except ValueError as exc:
-        raise ConfigError(f"{work / FRAGMENT_FILE} is not JSON") from exc
-    try:
-        frag = KeyFragment.from_dict(doc)
-    except ProtocolError as exc:
-        raise ConfigError(f"{work / FRAGMENT_FILE} is not a valid fragment file") from exc
-    archive = work / ARCHIVE_FILE
-    if not archive.is_file():
-        raise ConfigError(
-            f"{archive} is missing", hint="run `loader unlock-fetch` with the same --workdir first"
-        )
-    return frag, archive
-
-
-def _verify_archive(path: Path, frag: KeyFragment) -> None:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    if size != frag.size or not hmac.compare_digest(digest.hexdigest(), frag.sha256):
-        raise IntegrityError(
-            f"{path} does not match the digest from the API ({size} bytes, {frag.size} expected)"
-        )
-
-
 def _decrypted(
     path: Path,
     key: bytes,
@@ -365,15 +331,26 @@ def unlock_load(
     images: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     on_total: Callable[[int], None] | None = None,
+    check: ArchiveCheck | None = None,
 ) -> UnlockLoadResult:
-    """Re-check the digest, decrypt straight into ``docker load``, check the images."""
+    """Re-check the digest, decrypt straight into ``docker load``, check the images.
+
+    ``check``: ``ArchiveCheck.start(workdir)``, if the caller started it
+    already (the CLI does, before it imports this module).
+    """
     progress = progress or _noop
-    frag, archive = read_workdir(workdir)
-    # Ask the engine while the digest is checked: both must pass before loading.
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="loader-ping") as pool:
-        ping = pool.submit(docker.ping)
-        _verify_archive(archive, frag)
-        ping.result()
+    check = check or ArchiveCheck.start(workdir)
+    frag, archive = check.fragment, check.archive
+    # `docker load` starts and connects to the engine while the digest is
+    # computed (it also stands for a ping: an unreachable engine ends it). It
+    # gets no byte before the digest matches, and is killed if it does not.
+    pending = docker.start_load()
+    try:
+        check.wait()
+        pending.check_running()
+    except BaseException:
+        pending.cancel()
+        raise
     if on_total is not None:
         on_total(frag.size)
     scanner = TarManifestScanner()
@@ -383,7 +360,7 @@ def unlock_load(
     # queued chunks, the one being written and the one being decrypted.
     ring = BufferRing(READ_AHEAD + 2, Decryptor.buffer_size(CHUNK_SIZE))
     plain = prefetch(_decrypted(archive, key, scanner, progress, ring), READ_AHEAD)
-    loaded = docker.load(plain)
+    loaded = pending.load(plain)
     if not scanner.valid or scanner.manifest is None:
         log.warning("the decrypted archive has no manifest.json (docker load reported %s)", loaded)
     if images:

@@ -2,29 +2,30 @@
 
 A handler returns ``(result, summary)``: the fields of the JSON result line
 and one human sentence for stdout.  Errors propagate as ``LoaderError``.
+
+Each handler imports the modules it needs (the cipher library, HTTP, S3,
+Docker), so a command pays only for its own: `unlock-load` starts its digest
+check before the rest is imported, on the other core.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from azaion_loader import unlock
-from azaion_loader.crypto import CHUNK_SIZE
-from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import IntegrityError, TargetError
-from azaion_loader.fingerprint import read_inputs
+from azaion_loader.pipeline import file_sha256
 from azaion_loader.progress import Progress
 from azaion_loader.settings import LoaderSettings
+from azaion_loader.workdir import ArchiveCheck
 
 if TYPE_CHECKING:
     from azaion_loader.api_client import ApiClient
     from azaion_loader.cdn import CdnClient
-    from azaion_loader.models import UploadResult
+    from azaion_loader.models import UnlockLoadResult, UploadResult
 
 __all__ = ["HANDLERS", "Outcome"]
 
@@ -33,9 +34,8 @@ Handler = Callable[[argparse.Namespace, LoaderSettings], Outcome]
 
 
 def _api(settings: LoaderSettings) -> ApiClient:
-    # Imported here: the commands that need no API (verify, unlock-load,
-    # fingerprint) start without requests, jwt and boto3.
     from azaion_loader.api_client import ApiClient
+    from azaion_loader.fingerprint import read_inputs
 
     creds = settings.require_credentials()
     fp = read_inputs(settings.hardware).fingerprint
@@ -97,18 +97,12 @@ def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
 def cmd_verify(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader verify``."""
     expected = args.sha256.strip().lower()
-    digest = hashlib.sha256()
-    size = 0
     try:
-        with open(args.file, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
+        actual, size = file_sha256(args.file)
     except OSError as exc:
         raise TargetError(
             f"cannot read {args.file}: {exc.strerror}", hint="check the path to verify"
         ) from exc
-    actual = digest.hexdigest()
     if not hmac.compare_digest(actual, expected):
         raise IntegrityError(
             f"{args.file} has SHA-256 {actual}, expected {expected}",
@@ -158,6 +152,8 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload-archive {args.folder}/{args.name}", _file_size(args.archive))
+    from azaion_loader import unlock
+
     result = unlock.publish_archive(
         api,
         cdn,
@@ -175,7 +171,7 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
     )
 
 
-def _load_doc(result: unlock.UnlockLoadResult) -> dict[str, Any]:
+def _load_doc(result: UnlockLoadResult) -> dict[str, Any]:
     return {
         "images": list(result.images),
         "images_source": result.images_source,
@@ -188,6 +184,9 @@ def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader unlock``."""
     api = _api(settings)
     bar = _progress(args, f"unlock {args.archive_folder}/{args.archive_name}")
+    from azaion_loader import unlock
+    from azaion_loader.docker_cli import DockerCli
+
     result = unlock.unlock(
         api,
         _cdn_factory(api, settings),
@@ -206,6 +205,8 @@ def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outc
     """``loader unlock-fetch``."""
     api = _api(settings)
     bar = _progress(args, f"unlock-fetch {args.archive_folder}/{args.archive_name}")
+    from azaion_loader import unlock
+
     result = unlock.unlock_fetch(
         api,
         _cdn_factory(api, settings),
@@ -228,6 +229,12 @@ def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outc
 
 def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader unlock-load``."""
+    # Hashing the archive takes longer than importing the decryption and the
+    # Docker client, and needs neither: it goes first, in its own thread.
+    check = ArchiveCheck.start(args.workdir)
+    from azaion_loader import unlock
+    from azaion_loader.docker_cli import DockerCli
+
     bar = _progress(args, "unlock-load")
     result = unlock.unlock_load(
         DockerCli(),
@@ -235,6 +242,7 @@ def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outco
         images=args.images or None,
         progress=bar.advance,
         on_total=bar.set_total,
+        check=check,
     )
     bar.finish()
     return _load_doc(result), f"loaded {', '.join(result.images)}"
@@ -242,6 +250,8 @@ def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outco
 
 def cmd_fingerprint(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader fingerprint``."""
+    from azaion_loader.fingerprint import read_inputs
+
     inputs = read_inputs(settings.hardware)
     doc = {
         "fingerprint": inputs.fingerprint,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from azaion_loader import crypto
-from azaion_loader.pipeline import BufferRing, Sink, prefetch
+from azaion_loader.pipeline import Background, BufferRing, Sink, file_sha256, prefetch
 from azaion_loader.publish import AtomicWriter
 
 KEY = bytes(range(32))
@@ -178,3 +179,31 @@ def test_encrypting_reader_close_stops_the_read_ahead() -> None:
     assert reader.read(10)
     reader.close()
     assert not any(t.name == "loader-read" and t.is_alive() for t in threading.enumerate())
+
+
+def test_background_returns_the_value_and_reraises() -> None:
+    started = threading.Event()
+
+    def work() -> int:
+        started.set()
+        return 42
+
+    job = Background(work)
+    assert started.wait(5)
+    assert job.result() == 42
+
+    def fail() -> int:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        Background(fail).result()
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 4096, 3 * 4096 + 5])
+def test_file_sha256_matches_hashlib(tmp_path: os.PathLike[str], size: int) -> None:
+    data = os.urandom(size)
+    path = os.path.join(tmp_path, "f")
+    with open(path, "wb") as f:
+        f.write(data)
+    # A small chunk size crosses chunk boundaries at every size above.
+    assert file_sha256(path, chunk_size=4096) == (hashlib.sha256(data).hexdigest(), size)

@@ -1,0 +1,156 @@
+"""The load step's order: `docker load` starts early, is fed only after the digest matches.
+
+The `docker` here is a small script (a real process on a real pipe) that
+records how many bytes reached its standard input; the engine itself is in
+tests/integration/test_unlock.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from azaion_loader.crypto import encrypt_bytes
+from azaion_loader.docker_cli import DockerCli, StdinProcess
+from azaion_loader.envelope import derive_archive_key
+from azaion_loader.errors import ConfigError, DockerUnavailableError, IntegrityError
+from azaion_loader.models import KeyFragment
+from azaion_loader.unlock import unlock_load
+from azaion_loader.workdir import ARCHIVE_FILE, FRAGMENT_FILE, ArchiveCheck
+
+REF = "azaion-test/order:1.0"
+
+RECORDING_DOCKER = """#!{python}
+import os, sys
+record = os.environ["RECORD"]
+received = 0
+if sys.argv[1:] == ["load"]:
+    with open(record, "w") as f:
+        f.write("0")
+    while chunk := sys.stdin.buffer.read(65536):
+        received += len(chunk)
+        with open(record, "w") as f:
+            f.write(str(received))
+    print("Loaded image: {ref}")
+else:  # image inspect
+    print("sha256:0")
+"""
+
+UNREACHABLE_DOCKER = """#!/bin/sh
+echo "Cannot connect to the Docker daemon at unix:///no.sock. Is the docker daemon running?" >&2
+exit 1
+"""
+
+
+def _script(path: Path, text: str) -> str:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def _docker_save_tar() -> bytes:
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": [REF], "Layers": []}]).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    return buf.getvalue()
+
+
+def _workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    fragment = os.urandom(32)
+    encrypted = encrypt_bytes(derive_archive_key(fragment), _docker_save_tar())
+    (work / ARCHIVE_FILE).write_bytes(encrypted)
+    frag = KeyFragment(
+        folder="images",
+        name="order",
+        version="1",
+        fragment=fragment,
+        sha256=hashlib.sha256(encrypted).hexdigest(),
+        size=len(encrypted),
+    )
+    (work / FRAGMENT_FILE).write_text(json.dumps(frag.to_dict()))
+    return work
+
+
+@pytest.fixture
+def recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DockerCli, Path]:
+    record = tmp_path / "received"
+    monkeypatch.setenv("RECORD", str(record))
+    text = RECORDING_DOCKER.format(python=sys.executable, ref=REF)
+    return DockerCli(_script(tmp_path / "docker", text)), record
+
+
+def test_matching_archive_is_fed_whole(tmp_path: Path, recording: tuple[DockerCli, Path]) -> None:
+    docker, record = recording
+    work = _workdir(tmp_path)
+    result = unlock_load(docker, workdir=work)
+    assert result.images == (REF,)
+    assert result.images_source == "manifest"
+    assert int(record.read_text()) == len(_docker_save_tar())
+
+
+def test_tampered_archive_kills_docker_load_before_a_byte(
+    tmp_path: Path, recording: tuple[DockerCli, Path]
+) -> None:
+    docker, record = recording
+    work = _workdir(tmp_path)
+    data = bytearray((work / ARCHIVE_FILE).read_bytes())
+    data[20] ^= 0x01
+    (work / ARCHIVE_FILE).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="does not match the digest from the API"):
+        unlock_load(docker, workdir=work)
+    # Killed: the script never reached the end of its input (no "Loaded"), and
+    # if it started at all it recorded nothing received.
+    time.sleep(0.2)
+    assert not record.exists() or record.read_text() == "0"
+
+
+def test_unreachable_engine_is_reported_before_decryption(tmp_path: Path) -> None:
+    docker = DockerCli(_script(tmp_path / "docker", UNREACHABLE_DOCKER))
+    pending = docker.start_load()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and pending._process.proc.poll() is None:
+        time.sleep(0.01)
+    with pytest.raises(DockerUnavailableError, match="does not answer: Cannot connect"):
+        pending.check_running()
+
+
+def test_unreachable_engine_fails_the_load(tmp_path: Path) -> None:
+    docker = DockerCli(_script(tmp_path / "docker", UNREACHABLE_DOCKER))
+    with pytest.raises(DockerUnavailableError, match="does not answer"):
+        unlock_load(docker, workdir=_workdir(tmp_path))
+
+
+def test_stdout_and_stderr_are_kept_apart(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.Popen(
+        ["sh", "-c", "wc -c; echo oops >&2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    code, out, err = StdinProcess(proc).feed([b"abc", memoryview(b"defg")])
+    assert (code, out.split(), err) == (0, [b"7"], b"oops\n")
+
+
+def test_archive_check_reports_a_missing_archive_as_config(tmp_path: Path) -> None:
+    work = _workdir(tmp_path)
+    check = ArchiveCheck.start(work)
+    assert check.wait().name == "order"
+    (work / ARCHIVE_FILE).unlink()
+    with pytest.raises(ConfigError, match=r"archive\.enc is missing"):
+        ArchiveCheck.start(work)
