@@ -15,12 +15,13 @@ import stat
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from azaion_loader.crypto import encrypt_bytes
-from azaion_loader.docker_cli import DockerCli, StdinProcess
+from azaion_loader.docker_cli import DockerCli
 from azaion_loader.envelope import derive_archive_key
 from azaion_loader.errors import ConfigError, DockerUnavailableError, IntegrityError
 from azaion_loader.models import KeyFragment
@@ -134,17 +135,33 @@ def test_unreachable_engine_fails_the_load(tmp_path: Path) -> None:
         unlock_load(docker, workdir=_workdir(tmp_path))
 
 
-def test_stdout_and_stderr_are_kept_apart(tmp_path: Path) -> None:
-    import subprocess
-
-    proc = subprocess.Popen(
-        ["sh", "-c", "wc -c; echo oops >&2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    code, out, err = StdinProcess(proc).feed([b"abc", memoryview(b"defg")])
+def test_stdout_and_stderr_are_kept_apart() -> None:
+    process = DockerCli("sh")._start(["-c", "wc -c; echo oops >&2"])
+    code, out, err = process.feed([b"abc", memoryview(b"defg")])
     assert (code, out.split(), err) == (0, [b"7"], b"oops\n")
+
+
+def test_a_large_stream_arrives_whole_and_in_order() -> None:
+    block = os.urandom(1 << 20)
+    chunks = [block[i:] + block[:i] for i in range(12)]
+    process = DockerCli("sh")._start(["-c", "sha256sum"])
+    code, out, _ = process.feed(chunks)
+    assert code == 0
+    assert out.split()[0].decode() == hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_a_reader_that_stops_early_does_not_stop_the_feed() -> None:
+    fed = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(64):
+            fed.append(i)
+            yield bytes(1 << 20)
+
+    process = DockerCli("sh")._start(["-c", "head -c 10 >/dev/null; exit 3"])
+    code, _, _ = process.feed(chunks())
+    assert code == 3
+    assert len(fed) == 64
 
 
 def test_archive_check_reports_a_missing_archive_as_config(tmp_path: Path) -> None:
