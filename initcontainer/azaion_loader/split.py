@@ -36,10 +36,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azaion_loader.api_client import ApiClient
-from azaion_loader.cdn import CdnClient
 from azaion_loader.crypto import (
     CHUNK_SIZE,
     Decryptor,
@@ -54,6 +52,12 @@ from azaion_loader.pipeline import Sink, prefetch
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.publish import AtomicWriter
 
+if TYPE_CHECKING:
+    # Annotations only: boto3 (~0.2 s to import) loads when the caller makes
+    # the CdnClient, so a fetch served from the cache never pays for it.
+    from azaion_loader.api_client import ApiClient
+    from azaion_loader.cdn import CdnClient
+
 __all__ = [
     "CacheEntry",
     "fetch_resource",
@@ -63,7 +67,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CdnFactory = Callable[[], CdnClient]
+CdnFactory = Callable[[], "CdnClient"]
 
 FETCH_CHUNK = 2 * CHUNK_SIZE
 """Bytes per network or cache read when fetching: large buffers release the GIL longer."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,10 +80,31 @@ def sealed(purpose: str, payload: Any) -> dict[str, str]:
 
 
 def test_decode_claims_without_verification() -> None:
-    claims = decode_claims(token(role="user"))
+    signed = token(role="user")
+    claims = decode_claims(signed)
     assert claims["role"] == "user"
-    with pytest.raises(ProtocolError):
-        decode_claims("not-a-jwt")
+    # The same claims PyJWT reads (the server signs with it).
+    assert claims == jwt.decode(signed, options={"verify_signature": False})
+
+
+def _b64(doc: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not-a-jwt",
+        f"{_b64({'alg': 'HS256'})}.{_b64({'role': 'user'})}",  # no signature segment
+        f"{_b64({'alg': 'HS256'})}.%%%.sig",  # claims not base64url
+        f"{_b64({'alg': 'HS256'})}.{_b64('x')[:-1]}x.sig",  # claims not JSON
+        f"{_b64(['header'])}.{_b64({'role': 'user'})}.sig",  # header not an object
+        f"{_b64({'alg': 'HS256'})}.{_b64(['claims'])}.sig",  # claims not an object
+    ],
+)
+def test_decode_claims_rejects_malformed_tokens(bad: str) -> None:
+    with pytest.raises(ProtocolError, match="login token"):
+        decode_claims(bad)
 
 
 def test_login_then_authorized_request_with_fingerprint() -> None:
