@@ -98,7 +98,6 @@ class ApiClient:
         self._clock = clock
         self._token: str | None = None
         self._claims: dict[str, Any] = {}
-        self._envelope_key: bytes | None = None
         self._kdf: Background[bytes] | None = None
 
     # -- authentication -----------------------------------------------------
@@ -121,8 +120,7 @@ class ApiClient:
         needs only the credentials and the fingerprint: it starts first, in
         its own thread, and runs while the request is in flight.
         """
-        if self._envelope_key is None:
-            self._key_derivation()
+        self._key_derivation()
         creds = self._credentials
         resp = self._send("POST", "/login", json={"email": creds.email, "password": creds.password})
         if resp.status_code == 401 or resp.status_code == 403:
@@ -149,11 +147,10 @@ class ApiClient:
 
     def envelope_key(self) -> bytes:
         """``K_env`` for this user and fingerprint (derived once)."""
-        if self._envelope_key is None:
-            self._envelope_key = self._key_derivation().result()
-        return self._envelope_key
+        return self._key_derivation().result()
 
     def _key_derivation(self) -> Background[bytes]:
+        """The derivation of ``K_env``, started on first call (its result is kept)."""
         if self._kdf is None:
             self._kdf = Background(self._derive_envelope_key, name="loader-kdf")
         return self._kdf

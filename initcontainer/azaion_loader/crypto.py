@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from azaion_loader.errors import IntegrityError
-from azaion_loader.pipeline import prefetch
+from azaion_loader.pipeline import file_sha256, prefetch
 
 __all__ = [
     "BLOCK_SIZE",
@@ -289,12 +289,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | os.PathLike[str], *, chunk_size: int = CHUNK_SIZE) -> str:
-    """Lowercase hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter_chunks(f, chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
+    """Lowercase hex SHA-256 of a file, read in chunks (see :func:`pipeline.file_sha256`)."""
+    return file_sha256(path, chunk_size=chunk_size)[0]
 
 
 class EncryptingReader:

@@ -2,6 +2,9 @@
 
     code, result, stdout, stderr = run_loader(dev_env.merged(), "fetch", "--folder", ...)
 
+``fetch_model`` and ``upload_model`` run ``loader fetch`` / ``loader upload``
+of the tests' resource (folder ``models``, default name ``model.bin``).
+
 ``run_loader`` appends ``--json`` (unless ``json=False``), ``--no-progress`` to
 the commands that report progress (unless ``progress=True``) and
 ``--result-file`` when given.  It returns the exit code, the parsed JSON
@@ -17,7 +20,7 @@ import subprocess
 import sys
 from typing import Any, NamedTuple
 
-__all__ = ["PROGRESS_COMMANDS", "LoaderRun", "run_loader"]
+__all__ = ["PROGRESS_COMMANDS", "LoaderRun", "fetch_model", "run_loader", "upload_model"]
 
 PROGRESS_COMMANDS = frozenset(
     {"fetch", "upload", "upload-archive", "unlock", "unlock-fetch", "unlock-load"}
@@ -60,3 +63,21 @@ def run_loader(
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     result = jsonlib.loads(lines[-1]) if lines else None
     return LoaderRun(proc.returncode, result, proc.stdout, proc.stderr)
+
+
+def fetch_model(
+    env: dict[str, str] | None, out: Any, *extra: str, name: str = "model.bin", **kwargs: Any
+) -> LoaderRun:
+    """``loader fetch --folder models --name NAME --out OUT EXTRA...``."""
+    return run_loader(
+        env, "fetch", "--folder", "models", "--name", name, "--out", str(out), *extra, **kwargs
+    )
+
+
+def upload_model(
+    env: dict[str, str] | None, path: Any, *extra: str, name: str = "model.bin", **kwargs: Any
+) -> LoaderRun:
+    """``loader upload --folder models --name NAME PATH EXTRA...``."""
+    return run_loader(
+        env, "upload", "--folder", "models", "--name", name, str(path), *extra, **kwargs
+    )

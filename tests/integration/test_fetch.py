@@ -8,24 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import run_loader
+from loader_cli import fetch_model, run_loader, upload_model
 
 from azaion_loader.crypto import ciphertext_size, split_point
 
 
 def upload(dev_env: Any, path: Path, name: str = "model.bin", *extra: str) -> dict[str, Any]:
-    code, result, _, err = run_loader(
-        dev_env.merged(), "upload", "--folder", "models", "--name", name, str(path), *extra
-    )
+    code, result, _, err = upload_model(dev_env.merged(), path, *extra, name=name)
     assert code == 0, err
     assert result is not None and result["ok"]
     return result
 
 
 def fetch(dev_env: Any, out: Path, name: str = "model.bin", **env: str) -> tuple[int, Any, str]:
-    code, result, _, err = run_loader(
-        dev_env.merged(**env), "fetch", "--folder", "models", "--name", name, "--out", str(out)
-    )
+    code, result, _, err = fetch_model(dev_env.merged(**env), out, name=name)
     return code, result, err
 
 
@@ -102,17 +98,7 @@ def test_stale_cache_version_change_is_refreshed_and_reported(dev_env: Any, tmp_
     out = tmp_path / "model.bin"
     assert fetch(dev_env, out)[1]["cache"] == "hit"
     # a second publisher (no cache) uploads version 2
-    code, _, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR=""),
-        "upload",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--version",
-        "2",
-        str(v2),
-    )
+    code, _, _, err = upload_model(dev_env.merged(LOADER_CACHE_DIR=""), v2, "--version", "2")
     assert code == 0, err
     code, result, err = fetch(dev_env, out)
     assert code == 0, err
@@ -150,18 +136,7 @@ def test_fetch_a_specific_version(dev_env: Any, tmp_path: Path) -> None:
     v2.write_bytes(b"two" * 1000)
     upload(dev_env, v2, "model.bin", "--version", "2")
     out = tmp_path / "model.bin"
-    code, _result, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR=""),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--version",
-        "2",
-        "--out",
-        str(out),
-    )
+    code, _result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out, "--version", "2")
     assert code == 0, err
     assert out.read_bytes() == v2.read_bytes()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import run_loader
+from loader_cli import fetch_model, upload_model
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint
@@ -20,15 +20,7 @@ def published(dev_env: Any, tmp_path: Path) -> bytes:
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    code, _result, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR=""),
-        "upload",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        str(src),
-    )
+    code, _result, _, err = upload_model(dev_env.merged(LOADER_CACHE_DIR=""), src)
     assert code == 0, err
     return data
 
@@ -48,9 +40,7 @@ def fetch_fails(
     target_dir.mkdir(exist_ok=True)
     out = out or target_dir / "model.bin"
     env.setdefault("LOADER_CACHE_DIR", "")
-    code, result, _, err = run_loader(
-        dev_env.merged(**env), "fetch", "--folder", "models", "--name", name, "--out", str(out)
-    )
+    code, result, _, err = fetch_model(dev_env.merged(**env), out, name=name)
     assert code == exit_code, err
     assert result is not None and result["ok"] is False
     assert result["error"] == error and result["exit_code"] == exit_code
@@ -185,16 +175,7 @@ def test_target_not_writable(dev_env: Any, published: bytes, tmp_path: Path) -> 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     out = blocker / "model.bin"  # parent is a file: ENOTDIR even for root
-    code, result, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR=""),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--out",
-        str(out),
-    )
+    code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out)
     assert code == 50, err
     assert result is not None and result["error"] == "TargetError"
     assert blocker.read_text() == "x"
@@ -208,16 +189,7 @@ def test_target_keeps_old_content_on_failure(
     out = target_dir / "model.bin"
     out.write_bytes(b"old content")
     _put_big(dev_env, _big(dev_env)[:-16])
-    code, _result, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR=""),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--out",
-        str(out),
-    )
+    code, _result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out)
     assert code == 30, err
     assert out.read_bytes() == b"old content"
     assert [p.name for p in target_dir.iterdir()] == ["model.bin"]
@@ -226,15 +198,8 @@ def test_target_keeps_old_content_on_failure(
 def test_other_hardware_is_a_conflict(dev_env: Any, published: bytes, tmp_path: Path) -> None:
     # dev_env's user may bind 2 devices: the upload used one, a second binds, a third conflicts
     out = tmp_path / "ok.bin"
-    code, _, _, err = run_loader(
-        dev_env.merged(LOADER_CACHE_DIR="", LOADER_HW_MACHINE_ID="aa" * 16),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--out",
-        str(out),
+    code, _, _, err = fetch_model(
+        dev_env.merged(LOADER_CACHE_DIR="", LOADER_HW_MACHINE_ID="aa" * 16), out
     )
     assert code == 0, err
     msg = fetch_fails(dev_env, tmp_path, "ConflictError", 13, LOADER_HW_MACHINE_ID="bb" * 16)
@@ -243,15 +208,9 @@ def test_other_hardware_is_a_conflict(dev_env: Any, published: bytes, tmp_path: 
 
 def test_result_file(dev_env: Any, published: bytes, tmp_path: Path) -> None:
     result_file = tmp_path / "termination-log"
-    code, result, _, _err = run_loader(
+    code, result, _, _err = fetch_model(
         dev_env.merged(LOADER_CACHE_DIR="", LOADER_PASSWORD="wrong"),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--out",
-        str(tmp_path / "x"),
+        tmp_path / "x",
         "--result-file",
         str(result_file),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import run_loader
+from loader_cli import fetch_model, run_loader, upload_model
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint
@@ -39,26 +39,14 @@ def _client(dev_env: Any) -> ApiClient:
 
 
 def _upload(dev_env: Any, path: Path) -> dict[str, Any]:
-    code, result, _, err = run_loader(
-        dev_env.merged(), "upload", "--folder", "models", "--name", "model.bin", str(path)
-    )
+    code, result, _, err = upload_model(dev_env.merged(), path)
     assert code == 0, err
     assert result is not None
     return result
 
 
 def _fetch(dev_env: Any, out: Path, *extra: str, **env: str) -> dict[str, Any]:
-    code, result, _, err = run_loader(
-        dev_env.merged(**env),
-        "fetch",
-        "--folder",
-        "models",
-        "--name",
-        "model.bin",
-        "--out",
-        str(out),
-        *extra,
-    )
+    code, result, _, err = fetch_model(dev_env.merged(**env), out, *extra)
     assert code == 0, err
     assert result is not None
     return result

@@ -31,7 +31,7 @@ def _custom(api: Any) -> Any:
 
 
 def _resource(name: str, **spec: Any) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Resource",
         "metadata": {"name": name},
@@ -48,7 +48,7 @@ def _resource(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def _unlock(name: str, **spec: Any) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ImageUnlock",
         "metadata": {"name": name},
@@ -402,6 +402,15 @@ def _bound_claim(
     return pv_name
 
 
+def _create_on_claim(api: Any, namespace: str, name: str, claim: str, group: str) -> Any:
+    """A Resource writing into ``claim``, restricted to the fake nodes of ``group``."""
+    body = _resource(name, nodeSelector={"e2e-group": group})
+    body["spec"]["target"]["persistentVolumeClaim"]["claimName"] = claim
+    return _custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "resources", body
+    )
+
+
 @pytest.fixture
 def volumes(api: Any) -> Any:
     """PersistentVolumes a test creates (cluster-scoped: the namespace does not take them)."""
@@ -434,11 +443,7 @@ def test_resource_job_goes_to_a_node_its_bound_volume_can_be_mounted_on(
         ]
     }
     volumes.append(_bound_claim(api, namespace, "local", affinity, selected_node=names[0]))
-    body = _resource("pinned", nodeSelector={"e2e-group": label})
-    body["spec"]["target"]["persistentVolumeClaim"]["claimName"] = "local"
-    created = _custom(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "resources", body
-    )
+    created = _create_on_claim(api, namespace, "pinned", "local", label)
     (job,) = wait_for("the Job", lambda: _jobs(api, namespace, created["metadata"]["uid"]))
     assert job.metadata.annotations["loader.azaion.com/node-name"] == names[1]
     status = wait_for(
@@ -459,11 +464,7 @@ def test_resource_fails_when_no_eligible_node_can_mount_its_bound_volume(
     }
     pv_name = _bound_claim(api, namespace, "elsewhere", affinity)
     volumes.append(pv_name)
-    body = _resource("stranded", nodeSelector={"e2e-group": label})
-    body["spec"]["target"]["persistentVolumeClaim"]["claimName"] = "elsewhere"
-    created = _custom(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "resources", body
-    )
+    created = _create_on_claim(api, namespace, "stranded", "elsewhere", label)
 
     def failed() -> dict:
         status = _get(api, namespace, "resources", "stranded").get("status") or {}
