@@ -15,10 +15,11 @@
     |   +-- CdnNotFoundError          (22) missing bucket or object
     |   +-- CdnAccessError            (23) credentials refused
     +-- IntegrityError                (30) digest or padding mismatch: nothing published
-    +-- ImageLoadError                (40) Docker
+    +-- ImageLoadError                (40) the node's container runtime (Docker or containerd)
     |   +-- DockerUnavailableError    (41)
     |   +-- NotADockerArchiveError    (42)
     |   +-- ImageMissingError         (43)
+    |   +-- ContainerdUnavailableError (44)
     +-- TargetError                   (50) the output path cannot be written
 
 Every error carries a one-line ``message`` that names the cause and ``hint``
@@ -39,6 +40,7 @@ __all__ = [
     "CdnUnavailableError",
     "ConfigError",
     "ConflictError",
+    "ContainerdUnavailableError",
     "CredentialsMissingError",
     "DockerUnavailableError",
     "FingerprintError",
@@ -165,7 +167,7 @@ class IntegrityError(LoaderError):
 
 class ImageLoadError(LoaderError):
     exit_code = 40
-    default_hint = "check `docker load` output on the node"
+    default_hint = "check the container runtime's log on the node"
 
 
 class DockerUnavailableError(ImageLoadError):
@@ -181,6 +183,14 @@ class NotADockerArchiveError(ImageLoadError):
 class ImageMissingError(ImageLoadError):
     exit_code = 43
     default_hint = "check the expected image names against the archive's manifest.json"
+
+
+class ContainerdUnavailableError(ImageLoadError):
+    exit_code = 44
+    default_hint = (
+        "start containerd or point --socket (LOADER_RUNTIME_SOCKET) at its socket, "
+        "e.g. /run/containerd/containerd.sock or /run/k3s/containerd/containerd.sock"
+    )
 
 
 class TargetError(LoaderError):

@@ -257,3 +257,5 @@ class UnlockLoadResult:
     version: str
     images_source: str
     """Where the expected images came from: ``argument``, ``manifest`` or ``api``."""
+    runtime: str = "docker"
+    """The engine the images were loaded into: ``docker`` or ``containerd``."""

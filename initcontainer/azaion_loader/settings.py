@@ -10,14 +10,17 @@ Credentials come from ``LOADER_CREDENTIALS_DIR`` (files ``email`` and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from azaion_loader.engine import DEFAULT_CONTAINERD_NAMESPACE, DOCKER, RUNTIMES
 from azaion_loader.errors import ConfigError, CredentialsMissingError
 
 __all__ = [
     "Credentials",
+    "EngineSettings",
     "HardwareSettings",
     "HttpSettings",
     "LoaderSettings",
@@ -25,6 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
+# containerd's own rule for namespace names.
+_NAMESPACE = re.compile(r"^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,53 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """Which container runtime the image commands load into, and where it is."""
+
+    runtime: str = DOCKER
+    """``docker`` or ``containerd``, ``LOADER_RUNTIME`` (flag ``--runtime``)."""
+    socket: str | None = None
+    """The runtime's socket, ``LOADER_RUNTIME_SOCKET`` (flag ``--socket``); ``None``: the
+    runtime's default (for Docker, ``DOCKER_HOST`` or ``/var/run/docker.sock``)."""
+    namespace: str = DEFAULT_CONTAINERD_NAMESPACE
+    """containerd namespace, ``LOADER_CONTAINERD_NAMESPACE``: the kubelet reads ``k8s.io``."""
+    pin: bool = False
+    """Label loaded images as pinned (containerd), ``LOADER_PIN_IMAGES=1`` (flag ``--pin``)."""
+
+    def with_flags(
+        self,
+        *,
+        runtime: str | None = None,
+        socket: str | None = None,
+        namespace: str | None = None,
+        pin: bool = False,
+    ) -> EngineSettings:
+        """These settings with the command line's flags applied (a flag beats the environment)."""
+        merged = EngineSettings(
+            runtime=runtime or self.runtime,
+            socket=socket or self.socket,
+            namespace=namespace or self.namespace,
+            pin=pin or self.pin,
+        )
+        merged.validate()
+        return merged
+
+    def validate(self) -> None:
+        """:class:`ConfigError` for a runtime, socket or namespace that cannot work."""
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(
+                f"container runtime {self.runtime!r} is not supported: use " + " or ".join(RUNTIMES)
+            )
+        if self.socket is not None and not self.socket.startswith("/"):
+            raise ConfigError(f"the runtime socket {self.socket!r} must be an absolute path")
+        if not _NAMESPACE.match(self.namespace):
+            raise ConfigError(
+                f"{self.namespace!r} is not a containerd namespace name "
+                "(letters, digits, and . _ - between them)"
+            )
+
+
+@dataclass(frozen=True)
 class LoaderSettings:
     """Everything a toolkit command needs to know about its environment."""
 
@@ -93,6 +145,7 @@ class LoaderSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def require_credentials(self) -> Credentials:
         """The credentials, or :class:`CredentialsMissingError` naming what is missing."""
@@ -131,7 +184,20 @@ class LoaderSettings:
                 arch=env.get("LOADER_HW_ARCH", "").strip() or None,
             ),
             log=LogSettings(level=level, format=fmt),
+            engine=_engine_settings(env),
         )
+
+
+def _engine_settings(env: Mapping[str, str]) -> EngineSettings:
+    engine = EngineSettings(
+        runtime=env.get("LOADER_RUNTIME", "").strip().lower() or DOCKER,
+        socket=env.get("LOADER_RUNTIME_SOCKET", "").strip() or None,
+        namespace=env.get("LOADER_CONTAINERD_NAMESPACE", "").strip()
+        or DEFAULT_CONTAINERD_NAMESPACE,
+        pin=env.get("LOADER_PIN_IMAGES", "").strip().lower() in {"1", "true", "yes"},
+    )
+    engine.validate()
+    return engine
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -6,10 +6,11 @@ the Docker socket never share one:
 - :func:`unlock_fetch` (credentials, no Docker): key fragment from the API,
   ``E`` from the CDN with its digest checked while downloading; leaves
   ``archive.enc`` and ``fragment.json`` in the work directory (atomic, 0640).
-- :func:`unlock_load` (Docker, no credentials): checks the digest again
-  (while ``docker load`` starts, fed nothing yet), streams the decryption
-  into ``docker load`` on its standard input (no plaintext on disk), then
-  checks every expected image with ``docker image inspect``.
+- :func:`unlock_load` (the container runtime's socket, no credentials): checks
+  the digest again (while the engine's load starts, fed nothing yet), streams
+  the decryption into it on its standard input (no plaintext on disk), then
+  checks every expected image.  The engine is an :class:`~azaion_loader.engine.ImageEngine`:
+  Docker (``docker load``) or containerd (``ctr images import``).
 
 :func:`unlock` runs both in one process; :func:`publish_archive` is the
 publisher's side.  Expected images: the caller's list, else the archive's own
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azaion_loader.crypto import CHUNK_SIZE, Decryptor, EncryptingReader
-from azaion_loader.docker_cli import DockerCli
+from azaion_loader.engine import ImageEngine
 from azaion_loader.envelope import derive_archive_key
 from azaion_loader.errors import (
     ImageMissingError,
@@ -59,7 +60,7 @@ from azaion_loader.workdir import (
 )
 
 if TYPE_CHECKING:
-    # Only for annotations: `loader unlock-load` (Docker, no credentials) never
+    # Only for annotations: `loader unlock-load` (runtime socket, no credentials) never
     # imports requests, jwt or boto3, so it starts faster.
     from azaion_loader.api_client import ApiClient
     from azaion_loader.cdn import CdnClient
@@ -325,7 +326,7 @@ def _decrypted(
 
 
 def unlock_load(
-    docker: DockerCli,
+    engine: ImageEngine,
     *,
     workdir: str | os.PathLike[str],
     images: Sequence[str] | None = None,
@@ -333,7 +334,7 @@ def unlock_load(
     on_total: Callable[[int], None] | None = None,
     check: ArchiveCheck | None = None,
 ) -> UnlockLoadResult:
-    """Re-check the digest, decrypt straight into ``docker load``, check the images.
+    """Re-check the digest, decrypt straight into ``engine``'s load, check the images.
 
     ``check``: ``ArchiveCheck.start(workdir)``, if the caller started it
     already (the CLI does, before it imports this module).
@@ -341,10 +342,10 @@ def unlock_load(
     progress = progress or _noop
     check = check or ArchiveCheck.start(workdir)
     frag, archive = check.fragment, check.archive
-    # `docker load` starts and connects to the engine while the digest is
-    # computed (it also stands for a ping: an unreachable engine ends it). It
-    # gets no byte before the digest matches, and is killed if it does not.
-    pending = docker.start_load()
+    # The engine's load starts and connects while the digest is computed (it
+    # also stands for a ping: an unreachable engine ends it). It gets no byte
+    # before the digest matches, and is killed if it does not.
+    pending = engine.start_load()
     try:
         check.wait()
         pending.check_running()
@@ -356,13 +357,13 @@ def unlock_load(
     scanner = TarManifestScanner()
     key = derive_archive_key(frag.fragment)
     # Decryption runs a few chunks ahead in its own thread while this one
-    # writes into `docker load`'s standard input.  The ring has room for the
+    # writes into the engine's standard input.  The ring has room for the
     # queued chunks, the one being written and the one being decrypted.
     ring = BufferRing(READ_AHEAD + 2, Decryptor.buffer_size(CHUNK_SIZE))
     plain = prefetch(_decrypted(archive, key, scanner, progress, ring), READ_AHEAD)
     loaded = pending.load(plain)
     if not scanner.valid or scanner.manifest is None:
-        log.warning("the decrypted archive has no manifest.json (docker load reported %s)", loaded)
+        log.warning("the decrypted archive has no manifest.json (%s: %s)", engine.name, loaded)
     if images:
         expected, source = list(images), "argument"
     elif scanner.repo_tags:
@@ -377,20 +378,20 @@ def unlock_load(
             "recorded none",
             hint="pass --images",
         )
-    missing = docker.missing_images(expected)
+    missing = engine.missing_images(expected)
     if missing:
         raise ImageMissingError(
-            f"after `docker load`, the engine lacks {', '.join(missing)} "
+            f"after the load, {engine.name} at {engine.address} lacks {', '.join(missing)} "
             f"(expected from the {source})"
         )
-    log.info("loaded and checked %s", ", ".join(expected))
-    return UnlockLoadResult(tuple(expected), frag.sha256, frag.version, source)
+    log.info("loaded into %s and checked %s", engine.name, ", ".join(expected))
+    return UnlockLoadResult(tuple(expected), frag.sha256, frag.version, source, engine.name)
 
 
 def unlock(
     api: ApiClient,
     cdn_factory: CdnFactory,
-    docker: DockerCli,
+    engine: ImageEngine,
     *,
     folder: str,
     name: str,
@@ -400,7 +401,7 @@ def unlock(
     progress: ProgressCallback | None = None,
 ) -> UnlockLoadResult:
     """Both halves in one process, with a temporary work directory removed afterwards."""
-    docker.ping()
+    engine.ping()
     with tempfile.TemporaryDirectory(prefix="loader-unlock-", dir=tmp_dir) as work:
         unlock_fetch(
             api,
@@ -411,7 +412,7 @@ def unlock(
             version=version,
             progress=progress,
         )
-        return unlock_load(docker, workdir=work, images=images, progress=progress)
+        return unlock_load(engine, workdir=work, images=images, progress=progress)
 
 
 # -- publish -----------------------------------------------------------------------

@@ -25,6 +25,7 @@ from azaion_loader.workdir import ArchiveCheck
 if TYPE_CHECKING:
     from azaion_loader.api_client import ApiClient
     from azaion_loader.cdn import CdnClient
+    from azaion_loader.engine import ImageEngine
     from azaion_loader.models import UnlockLoadResult, UploadResult
 
 __all__ = ["HANDLERS", "Outcome"]
@@ -171,10 +172,21 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
     )
 
 
+def _engine(args: argparse.Namespace, settings: LoaderSettings) -> ImageEngine:
+    from azaion_loader.image_engines import open_engine
+
+    return open_engine(
+        settings.engine.with_flags(
+            runtime=args.runtime, socket=args.socket, namespace=args.namespace, pin=args.pin
+        )
+    )
+
+
 def _load_doc(result: UnlockLoadResult) -> dict[str, Any]:
     return {
         "images": list(result.images),
         "images_source": result.images_source,
+        "runtime": result.runtime,
         "sha256": result.sha256,
         "version": result.version,
     }
@@ -185,12 +197,11 @@ def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     api = _api(settings)
     bar = _progress(args, f"unlock {args.archive_folder}/{args.archive_name}")
     from azaion_loader import unlock
-    from azaion_loader.docker_cli import DockerCli
 
     result = unlock.unlock(
         api,
         _cdn_factory(api, settings),
-        DockerCli(),
+        _engine(args, settings),
         folder=args.archive_folder,
         name=args.archive_name,
         version=args.version,
@@ -198,7 +209,7 @@ def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         progress=bar.advance,
     )
     bar.finish()
-    return _load_doc(result), f"loaded {', '.join(result.images)}"
+    return _load_doc(result), f"loaded {', '.join(result.images)} into {result.runtime}"
 
 
 def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
@@ -230,14 +241,13 @@ def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outc
 def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader unlock-load``."""
     # Hashing the archive takes longer than importing the decryption and the
-    # Docker client, and needs neither: it goes first, in its own thread.
+    # engine's client, and needs neither: it goes first, in its own thread.
     check = ArchiveCheck.start(args.workdir)
     from azaion_loader import unlock
-    from azaion_loader.docker_cli import DockerCli
 
     bar = _progress(args, "unlock-load")
     result = unlock.unlock_load(
-        DockerCli(),
+        _engine(args, settings),
         workdir=args.workdir,
         images=args.images or None,
         progress=bar.advance,
@@ -245,7 +255,7 @@ def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outco
         check=check,
     )
     bar.finish()
-    return _load_doc(result), f"loaded {', '.join(result.images)}"
+    return _load_doc(result), f"loaded {', '.join(result.images)} into {result.runtime}"
 
 
 def cmd_fingerprint(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:

@@ -38,10 +38,15 @@ settings (environment):
   LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP call (30), retries (4)
   LOADER_HW_MACHINE_ID, LOADER_HW_ARCH   fingerprint overrides
   LOADER_LOG_LEVEL, LOADER_LOG_FORMAT    INFO|DEBUG|...; text|json
+  LOADER_RUNTIME            unlock/unlock-load: docker (default) or containerd
+  LOADER_RUNTIME_SOCKET     the runtime's socket (default: DOCKER_HOST or
+                            /var/run/docker.sock; /run/containerd/containerd.sock)
+  LOADER_CONTAINERD_NAMESPACE   containerd namespace (default k8s.io, the kubelet's)
+  LOADER_PIN_IMAGES=1       label loaded images pinned (containerd's CRI keeps them)
 Credentials are never accepted as arguments.
 
 exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
-30 integrity, 40-43 Docker, 50 target, 1 unexpected, 130 interrupted.
+30 integrity, 40-44 container runtime, 50 target, 1 unexpected, 130 interrupted.
 """
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,10 +75,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "  loader upload-archive --folder images --name app --images demo/app:1.0 ./app.tar\n",
     ),
     "unlock": (
-        "fetch, decrypt and `docker load` an image archive, then check its images",
+        "fetch, decrypt and load an image archive into Docker or containerd, check its images",
         "examples:\n"
         "  loader unlock --archive-folder images --archive-name app\n"
-        "  loader unlock --archive-folder images --archive-name app --images demo/app:1.0\n",
+        "  loader unlock --archive-folder images --archive-name app --images demo/app:1.0\n"
+        "  loader unlock --archive-folder images --archive-name app --runtime containerd \\\n"
+        "      --socket /run/k3s/containerd/containerd.sock\n",
     ),
     "unlock-fetch": (
         "first half of unlock: key fragment and encrypted archive into --workdir (no Docker)",
@@ -82,9 +89,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "leaves /work/archive.enc (digest checked) and /work/fragment.json\n",
     ),
     "unlock-load": (
-        "second half of unlock: decrypt --workdir into `docker load` (no credentials)",
+        "second half of unlock: decrypt --workdir into Docker or containerd (no credentials)",
         "examples:\n"
         "  loader unlock-load --workdir /work\n"
+        "  loader unlock-load --workdir /work --runtime containerd --pin\n"
         "  loader unlock-load --workdir /work --images demo/app:1.0 --result-file "
         "/dev/termination-log\n",
     ),
@@ -119,6 +127,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _progress_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
+
+
+def _engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("docker", "containerd"),
+        help="the container runtime to load into (LOADER_RUNTIME; default docker)",
+    )
+    parser.add_argument(
+        "--socket", metavar="PATH", help="the runtime's socket (LOADER_RUNTIME_SOCKET)"
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="containerd namespace (LOADER_CONTAINERD_NAMESPACE; default k8s.io)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="containerd: label the images pinned, so image garbage collection keeps them",
     )
 
 
@@ -164,6 +193,7 @@ def _add_builtin(sub: Any, name: str) -> argparse.ArgumentParser:
         p.add_argument("--version", help="a specific version (default: the latest)")
         if name == "unlock":
             p.add_argument("--images", nargs="+", metavar="IMAGE", help="images to check")
+            _engine_flags(p)
         else:
             p.add_argument("--workdir", required=True, metavar="DIR", help="shared directory")
         _progress_flag(p)
@@ -175,6 +205,7 @@ def _add_builtin(sub: Any, name: str) -> argparse.ArgumentParser:
             metavar="IMAGE",
             help="images to check (default: manifest.json RepoTags, else the API's list)",
         )
+        _engine_flags(p)
         _progress_flag(p)
     return p
 
