@@ -15,9 +15,13 @@ traceback.
 
 from __future__ import annotations
 
+import io
 import json as jsonlib
+import os
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = ["PROGRESS_COMMANDS", "LoaderRun", "fetch_model", "run_loader", "upload_model"]
@@ -80,4 +84,51 @@ def upload_model(
     """``loader upload --folder models --name NAME PATH EXTRA...``."""
     return run_loader(
         env, "upload", "--folder", "models", "--name", name, str(path), *extra, **kwargs
+    )
+
+
+def rootfs_tar() -> bytes:
+    """A root filesystem tar of one random 64 KiB file (a unique layer per call)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = os.urandom(64 * 1024)
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The ``docker`` CLI, output captured."""
+    return subprocess.run(["docker", *args], input=input, capture_output=True, timeout=120)
+
+
+def publish_archive(dev_env: Any, archive: Path, name: str = "app", *extra: str) -> dict[str, Any]:
+    """``loader upload-archive`` of ``archive`` as images/NAME; its result (must succeed)."""
+    code, result, _, err = run_loader(
+        dev_env.merged(),
+        "upload-archive",
+        "--folder",
+        "images",
+        "--name",
+        name,
+        *extra,
+        str(archive),
+    )
+    assert code == 0, err
+    assert result is not None
+    return result
+
+
+def unlock_fetch(dev_env: Any, work: Path) -> LoaderRun:
+    """``loader unlock-fetch`` of images/app into ``work``: exit code, result, stdout, stderr."""
+    return run_loader(
+        dev_env.merged(),
+        "unlock-fetch",
+        "--archive-folder",
+        "images",
+        "--archive-name",
+        "app",
+        "--workdir",
+        str(work),
     )

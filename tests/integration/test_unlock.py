@@ -5,78 +5,16 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import LoaderRun, run_loader
+from loader_cli import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
 
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ImageLoadError
 from azaion_loader.unlock import TarManifestScanner
-
-
-def docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["docker", *args], input=input, capture_output=True, timeout=120)
-
-
-def _rootfs_tar() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = os.urandom(64 * 1024)  # unique layer per test
-        info = tarfile.TarInfo("payload.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-@pytest.fixture
-def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A `docker save` archive of a tiny imported image, removed from the engine afterwards."""
-    ref = f"azaion-test/unlock-{secrets.token_hex(4)}:1.0"
-    made = docker("import", "-", ref, input=_rootfs_tar())
-    assert made.returncode == 0, made.stderr
-    archive = tmp_path / "image.tar"
-    saved = docker("save", "-o", str(archive), ref)
-    assert saved.returncode == 0, saved.stderr
-    docker("rmi", "-f", ref)
-    try:
-        yield ref, archive
-    finally:
-        docker("rmi", "-f", ref)
-
-
-def _publish(dev_env: Any, archive: Path, name: str = "app", *extra: str) -> dict[str, Any]:
-    code, result, _, err = run_loader(
-        dev_env.merged(),
-        "upload-archive",
-        "--folder",
-        "images",
-        "--name",
-        name,
-        *extra,
-        str(archive),
-    )
-    assert code == 0, err
-    assert result is not None
-    return result
-
-
-def _unlock_fetch(dev_env: Any, work: Path) -> LoaderRun:
-    """``loader unlock-fetch`` of images/app into ``work``: exit code, result, stdout, stderr."""
-    return run_loader(
-        dev_env.merged(),
-        "unlock-fetch",
-        "--archive-folder",
-        "images",
-        "--archive-name",
-        "app",
-        "--workdir",
-        str(work),
-    )
 
 
 def _exists(ref: str) -> bool:
@@ -87,10 +25,10 @@ def test_split_unlock_loads_the_manifest_images(
     dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
     ref, archive = image_archive
-    published = _publish(dev_env, archive)
+    published = publish_archive(dev_env, archive)
     assert published["images"] == [ref]
     work = tmp_path / "work"
-    code, result, _, err = _unlock_fetch(dev_env, work)
+    code, result, _, err = unlock_fetch(dev_env, work)
     assert code == 0, err
     assert sorted(p.name for p in work.iterdir()) == ["archive.enc", "fragment.json"]
     assert oct((work / "fragment.json").stat().st_mode & 0o777) == "0o640"
@@ -108,7 +46,7 @@ def test_unlock_in_one_process(
     dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
     ref, archive = image_archive
-    _publish(dev_env, archive)
+    publish_archive(dev_env, archive)
     code, result, _, err = run_loader(
         dev_env.merged(),
         "unlock",
@@ -128,7 +66,7 @@ def test_expected_image_missing_after_load(
     dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
     ref, archive = image_archive
-    _publish(dev_env, archive)
+    publish_archive(dev_env, archive)
     missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
     code, result, _, err = run_loader(
         dev_env.merged(),
@@ -148,9 +86,9 @@ def test_expected_image_missing_after_load(
 
 def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path) -> None:
     ref, archive = image_archive
-    _publish(dev_env, archive)
+    publish_archive(dev_env, archive)
     work = tmp_path / "work"
-    code, _, _, err = _unlock_fetch(dev_env, work)
+    code, _, _, err = unlock_fetch(dev_env, work)
     assert code == 0, err
     env = dev_env.merged(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     code, result, _, err = run_loader(env, "unlock-load", "--workdir", str(work))
@@ -160,7 +98,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
     assert not _exists(ref)
 
 
-def test_not_a_docker_archive_is_refused_at_publish(dev_env: Any, tmp_path: Path) -> None:
+def test_not_a_docker_archive_is_refused_atpublish_archive(dev_env: Any, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(100_000))
     code, result, _, err = run_loader(
@@ -213,9 +151,9 @@ def test_tampered_workdir_archive_is_not_loaded(
     dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
     ref, archive = image_archive
-    _publish(dev_env, archive)
+    publish_archive(dev_env, archive)
     work = tmp_path / "work"
-    code, _, _, err = _unlock_fetch(dev_env, work)
+    code, _, _, err = unlock_fetch(dev_env, work)
     assert code == 0, err
     enc = work / "archive.enc"
     data = bytearray(enc.read_bytes())
@@ -231,13 +169,13 @@ def test_flipped_byte_on_cdn_leaves_empty_workdir(
     dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
     _ref, archive = image_archive
-    _publish(dev_env, archive)
+    publish_archive(dev_env, archive)
     s3 = dev_env.s3.client()
     data = bytearray(s3.get_object(Bucket="images", Key="app.enc")["Body"].read())
     data[-5] ^= 0x01
     s3.put_object(Bucket="images", Key="app.enc", Body=bytes(data))
     work = tmp_path / "work"
-    code, _result, _, err = _unlock_fetch(dev_env, work)
+    code, _result, _, err = unlock_fetch(dev_env, work)
     assert code == 30, err
     assert list(work.iterdir()) == []
 
@@ -253,7 +191,7 @@ def test_docker_cli_import_save_remove(docker_engine: str, tmp_path: Path) -> No
     """DockerCli's import (streamed on stdin), save (to a file) and remove, on a real engine."""
     cli = DockerCli(docker_engine)
     ref = f"azaion-test/cli-{secrets.token_hex(4)}:1.0"
-    rootfs = _rootfs_tar()
+    rootfs = rootfs_tar()
     image_id = cli.import_image(ref, (rootfs[i : i + 4096] for i in range(0, len(rootfs), 4096)))
     try:
         assert image_id.startswith("sha256:")

@@ -1,0 +1,155 @@
+"""`loader unlock-load --runtime containerd` against a real containerd (``ctr``, ns k8s.io)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Containerd
+from loader_cli import publish_archive, run_loader, unlock_fetch
+
+from azaion_loader.containerd_cli import PIN_LABEL, ContainerdCli
+from azaion_loader.engine import normalize_reference
+
+
+@pytest.fixture
+def fetched(dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path) -> tuple[str, Path]:
+    """An archive published and fetched into a work directory: (image ref, workdir)."""
+    ref, archive = image_archive
+    publish_archive(dev_env, archive)
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    return ref, work
+
+
+def _bare() -> dict[str, str]:
+    """The load step's environment: no LOADER_* settings, so no credentials at all."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+
+
+def _load(ctd: Containerd, work: Path, *extra: str) -> Any:
+    return run_loader(
+        _bare(),
+        "unlock-load",
+        "--workdir",
+        str(work),
+        "--runtime",
+        "containerd",
+        "--socket",
+        ctd.socket,
+        *extra,
+    )
+
+
+def test_load_lands_in_the_kubelets_namespace(
+    containerd_engine: Containerd, fetched: tuple[str, Path]
+) -> None:
+    ref, work = fetched
+    name = normalize_reference(ref)
+    assert name not in containerd_engine.images()
+    code, result, _, err = _load(containerd_engine, work)
+    assert code == 0, err
+    assert result["images"] == [ref] and result["runtime"] == "containerd"
+    images = containerd_engine.images()
+    assert name in images and images[name] == "-"  # no pin label unless asked
+    assert ContainerdCli(socket=containerd_engine.socket).missing_images([ref]) == []
+    containerd_engine.ctr("images", "rm", name)
+
+
+def test_pin_labels_the_images(containerd_engine: Containerd, fetched: tuple[str, Path]) -> None:
+    ref, work = fetched
+    code, _, _, err = _load(containerd_engine, work, "--pin")
+    assert code == 0, err
+    assert containerd_engine.images()[normalize_reference(ref)] == PIN_LABEL
+    containerd_engine.ctr("images", "rm", normalize_reference(ref))
+
+
+def test_digest_mismatch_loads_nothing(
+    containerd_engine: Containerd, fetched: tuple[str, Path]
+) -> None:
+    ref, work = fetched
+    archive = work / "archive.enc"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    before = containerd_engine.images()
+    code, result, _, err = _load(containerd_engine, work)
+    assert code == 30, err
+    assert result["error"] == "IntegrityError"
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert containerd_engine.images() == before
+    assert normalize_reference(ref) not in before
+
+
+def test_unreachable_socket(
+    containerd_engine: Containerd, fetched: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, work = fetched
+    started = time.monotonic()
+    code, result, _, err = run_loader(
+        _bare(),
+        "unlock-load",
+        "--workdir",
+        str(work),
+        "--runtime",
+        "containerd",
+        "--socket",
+        str(tmp_path / "no-containerd.sock"),
+    )
+    assert code == 44, err
+    assert result["error"] == "ContainerdUnavailableError"
+    assert err.startswith("loader: error: containerd at ") and "does not answer" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert time.monotonic() - started < 4  # at once, not after ctr's 5 s dial timeout
+
+
+def test_another_namespace_is_not_the_kubelets(
+    containerd_engine: Containerd, fetched: tuple[str, Path]
+) -> None:
+    ref, work = fetched
+    namespace = f"azl-test-{secrets.token_hex(3)}"
+    code, _, _, err = _load(containerd_engine, work, "--namespace", namespace)
+    assert code == 0, err
+    assert normalize_reference(ref) in containerd_engine.images(namespace)
+    assert normalize_reference(ref) not in containerd_engine.images()
+    kubelets = ContainerdCli(socket=containerd_engine.socket)
+    assert kubelets.missing_images([ref]) == [ref]
+    containerd_engine.ctr("images", "rm", normalize_reference(ref), namespace=namespace)
+
+
+def test_bad_namespace_name_is_a_usage_error(
+    containerd_engine: Containerd, fetched: tuple[str, Path]
+) -> None:
+    _, work = fetched
+    code, result, _, err = _load(containerd_engine, work, "--namespace", "no spaces")
+    assert code == 3, err
+    assert result["error"] == "ConfigError" and "containerd namespace" in result["message"]
+
+
+def test_missing_image_name_is_reported(
+    containerd_engine: Containerd, fetched: tuple[str, Path]
+) -> None:
+    ref, work = fetched
+    missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
+    code, result, _, err = _load(containerd_engine, work, "--images", ref, missing)
+    assert code == 43, err
+    assert result["error"] == "ImageMissingError"
+    assert missing in result["message"] and "containerd" in result["message"]
+    assert ref not in result["message"].split("lacks")[1]
+    containerd_engine.ctr("images", "rm", normalize_reference(ref))
+
+
+def test_engine_remove_and_ping(containerd_engine: Containerd, fetched: tuple[str, Path]) -> None:
+    ref, work = fetched
+    code, _, _, err = _load(containerd_engine, work)
+    assert code == 0, err
+    cli = ContainerdCli(socket=containerd_engine.socket)
+    assert cli.ping().startswith("1.")
+    assert cli.remove_image(ref) is True
+    assert cli.remove_image(ref) is False
+    assert normalize_reference(ref) not in containerd_engine.images()
