@@ -32,6 +32,7 @@ from typing import Any
 from azaion_operator import crd
 from azaion_operator.names import job_name, label_value
 from azaion_operator.nodes import NodeInfo
+from azaion_operator.runtimes import CONTAINERD, RuntimeChoice
 from azaion_operator.settings import OperatorSettings
 
 __all__ = [
@@ -46,7 +47,8 @@ CREDENTIALS_DIR = "/var/run/azaion-loader/credentials"
 TARGET_DIR = "/target"
 RESULTS_DIR = "/results"
 WORK_DIR = "/work"
-DOCKER_SOCKET = "/var/run/docker.sock"
+RUNTIME_SOCKET = "/run/azaion-loader/runtime.sock"
+"""Where the node's container-runtime socket appears in the unlock-load container."""
 TERMINATION_LOG = "/dev/termination-log"
 
 # The verify container reads the digest the fetch container recorded and hands
@@ -121,9 +123,15 @@ def _container_security(uid: int) -> dict[str, Any]:
     }
 
 
-def _docker_security(settings: OperatorSettings) -> dict[str, Any]:
-    """The unlock-load container: as narrow as the Docker socket allows."""
-    if settings.docker_socket_gid is not None:
+def _socket_gid(runtime: str, settings: OperatorSettings) -> int | None:
+    if runtime == CONTAINERD:
+        return settings.containerd_socket_gid
+    return settings.docker_socket_gid
+
+
+def _runtime_security(runtime: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The unlock-load container: as narrow as the runtime's socket allows."""
+    if _socket_gid(runtime, settings) is not None:
         # The socket's group is known: stay non-root, reach it through that group
         # (added to the pod's supplementalGroups).
         return _container_security(settings.job_uid)
@@ -377,13 +385,18 @@ def build_resource_job(
 
 
 def build_unlock_job(
-    unlock: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
+    unlock: Mapping[str, Any],
+    node: NodeInfo,
+    settings: OperatorSettings,
+    choice: RuntimeChoice,
 ) -> dict[str, Any]:
-    """The Job that fetches an ``ImageUnlock``'s archive and loads it into ``node``'s Docker."""
+    """The Job that fetches an ``ImageUnlock``'s archive and loads it into ``node``'s runtime.
+
+    ``choice``: the runtime and its socket on the node (:func:`runtimes.choose_runtime`).
+    """
     meta = unlock["metadata"]
     spec = unlock["spec"]
     archive = spec["archive"]
-    socket_path = spec.get("dockerSocketPath") or DOCKER_SOCKET
 
     fetch_args = [
         "loader",
@@ -398,6 +411,11 @@ def build_unlock_job(
     fetch_args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
 
     load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
+    load_args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
+    if choice.runtime == CONTAINERD:
+        load_args += ["--namespace", settings.containerd_namespace]
+        if spec.get("pinImages"):
+            load_args.append("--pin")
     load_args += ["--json", "--result-file", TERMINATION_LOG]
     if spec.get("images"):
         load_args += ["--images", *[str(i) for i in spec["images"]]]
@@ -420,15 +438,14 @@ def build_unlock_job(
         load_args,
         env=[
             {"name": "HOME", "value": "/tmp"},
-            {"name": "DOCKER_HOST", "value": f"unix://{DOCKER_SOCKET}"},
             {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
         ],
         mounts=[
             _mount("work", WORK_DIR, read_only=True),
             _mount("tmp", "/tmp", read_only=False),
-            _mount("docker-socket", DOCKER_SOCKET, read_only=False),
+            _mount("runtime-socket", RUNTIME_SOCKET, read_only=False),
         ],
-        security=_docker_security(settings),
+        security=_runtime_security(choice.runtime, settings),
         spec=spec,
         settings=settings,
     )
@@ -455,11 +472,18 @@ def build_unlock_job(
                 {"name": "work", "emptyDir": {}},
                 _scratch("tmp", "64Mi"),
                 _credentials_volume(spec, settings),
-                {"name": "docker-socket", "hostPath": {"path": socket_path, "type": "Socket"}},
+                {
+                    "name": "runtime-socket",
+                    "hostPath": {"path": choice.socket_path, "type": "Socket"},
+                },
             ],
         },
     )
-    if settings.docker_socket_gid is not None:
+    job["metadata"]["annotations"].update(
+        {crd.ANNOTATION_RUNTIME: choice.runtime, crd.ANNOTATION_SOCKET: choice.socket_path}
+    )
+    gid = _socket_gid(choice.runtime, settings)
+    if gid is not None:
         pod_security = job["spec"]["template"]["spec"]["securityContext"]
-        pod_security["supplementalGroups"] = [settings.docker_socket_gid]
+        pod_security["supplementalGroups"] = [gid]
     return job

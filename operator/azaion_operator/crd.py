@@ -27,6 +27,9 @@ LABEL_NODE: Final = f"{GROUP}/node"
 
 # Annotations on every Job: the exact node name (labels may be shortened).
 ANNOTATION_NODE: Final = f"{GROUP}/node-name"
+# ... and, on ImageUnlock Jobs, the container runtime and its socket on the node.
+ANNOTATION_RUNTIME: Final = f"{GROUP}/runtime"
+ANNOTATION_SOCKET: Final = f"{GROUP}/socket-path"
 
 # The toolkit's exit codes that retrying cannot fix (docs/architecture.md,
 # azaion_loader/errors.py): usage, configuration, credentials, fingerprint,

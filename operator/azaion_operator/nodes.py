@@ -37,6 +37,10 @@ class NodeInfo:
     machine_id: str
     architecture: str
     operating_system: str
+    container_runtime: str = ""
+    """``status.nodeInfo.containerRuntimeVersion``, e.g. ``containerd://1.7.22``."""
+    kubelet_version: str = ""
+    """``status.nodeInfo.kubeletVersion``, e.g. ``v1.32.4+k3s1``."""
 
 
 def node_info(node: Mapping[str, Any]) -> NodeInfo:
@@ -65,6 +69,8 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo:
         operating_system=str(
             info.get("operatingSystem") or labels.get("kubernetes.io/os") or "linux"
         ),
+        container_runtime=str(info.get("containerRuntimeVersion", "")),
+        kubelet_version=str(info.get("kubeletVersion", "")),
     )
 
 

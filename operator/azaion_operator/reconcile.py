@@ -32,6 +32,13 @@ from azaion_operator.errors import (
 )
 from azaion_operator.kube import KubeClient
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
+from azaion_operator.runtimes import (
+    DOCKER,
+    RuntimeChoice,
+    UnsupportedRuntime,
+    check_socket_policy,
+    choose_runtime,
+)
 from azaion_operator.settings import OperatorSettings
 from azaion_operator.status import (
     FAILED,
@@ -313,6 +320,15 @@ def reconcile_resource(
     return Report(status, events)
 
 
+def _job_runtime(job: Mapping[str, Any]) -> RuntimeChoice:
+    """The runtime and socket an existing unlock Job was built for (its annotations)."""
+    notes = (job.get("metadata") or {}).get("annotations") or {}
+    return RuntimeChoice(
+        str(notes.get(crd.ANNOTATION_RUNTIME) or DOCKER),
+        str(notes.get(crd.ANNOTATION_SOCKET) or ""),
+    )
+
+
 def reconcile_unlock(
     kube: KubeClient,
     settings: OperatorSettings,
@@ -328,6 +344,7 @@ def reconcile_unlock(
     old = body.get("status") or {}
     parallelism = int(spec.get("parallelism") or 1)
 
+    check_socket_policy(spec, settings)
     jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
     current, stale = _split_jobs(jobs, generation)
     events = _delete_stale(kube, namespace, stale)
@@ -367,6 +384,16 @@ def reconcile_unlock(
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
 
+    choices = {n: _job_runtime(j) for n, j in by_node.items()}
+    for name in targets:
+        if name in outcomes or name not in eligible:
+            continue
+        try:
+            choices[name] = choose_runtime(spec, eligible[name], settings)
+        except UnsupportedRuntime as exc:
+            # Decided by the node, not by time: fail that node now, never wait on it.
+            outcomes[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+
     active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
     waiting = [n for n in targets if n not in outcomes]
     job_names = {n: j["metadata"]["name"] for n, j in by_node.items()}
@@ -375,7 +402,9 @@ def reconcile_unlock(
     for name in waiting:
         if active >= parallelism:
             break
-        job, created = _ensure_job(kube, build_unlock_job(body, eligible[name], settings), uid)
+        job, created = _ensure_job(
+            kube, build_unlock_job(body, eligible[name], settings, choices[name]), uid
+        )
         job_names[name] = job["metadata"]["name"]
         outcomes[name] = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
         active += 1
@@ -390,6 +419,10 @@ def reconcile_unlock(
             node=n,
             job_name=job_names.get(n) or previous.get(n, {}).get("jobName"),
             outcome=outcomes.get(n),
+            runtime=choices[n].runtime if n in choices else previous.get(n, {}).get("runtime"),
+            socket_path=(
+                choices[n].socket_path if n in choices else previous.get(n, {}).get("socketPath")
+            ),
         )
         for n in targets
     ]

@@ -19,6 +19,7 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9_]$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 
 
@@ -64,6 +65,19 @@ class OperatorSettings:
     """Group of the Docker socket on the nodes; if set, the unlock container runs as
     ``job_uid`` with this supplemental group, else as uid 0 with all capabilities dropped."""
 
+    docker_socket: str = "/var/run/docker.sock"
+    """Docker's socket on the nodes (ImageUnlock ``runtime: docker``)."""
+    containerd_socket: str = "/run/containerd/containerd.sock"
+    """containerd's socket on the nodes (ImageUnlock ``runtime: containerd``)."""
+    k3s_containerd_socket: str = "/run/k3s/containerd/containerd.sock"
+    """containerd's socket on k3s nodes (kubelet version ``+k3s``)."""
+    containerd_namespace: str = "k8s.io"
+    """The containerd namespace images are loaded into: the kubelet's CRI reads ``k8s.io``."""
+    containerd_socket_gid: int | None = None
+    """Group of the containerd socket on the nodes, as ``docker_socket_gid`` for Docker."""
+    allowed_socket_paths: tuple[str, ...] = ()
+    """Further socket paths an ImageUnlock may name in ``spec.socketPath`` (the three
+    above are always allowed); anything else is refused with ``PolicyDenied``."""
     job_cpu_request: str = "50m"
     job_cpu_limit: str = "1"
     job_memory_request: str = "64Mi"
@@ -117,6 +131,16 @@ class OperatorSettings:
             ),
             job_uid=reader.integer("JOB_UID", defaults.job_uid, 1, 2147483647),
             docker_socket_gid=reader.optional_integer("DOCKER_SOCKET_GID", 0, 2147483647),
+            docker_socket=reader.path("DOCKER_SOCKET", defaults.docker_socket),
+            containerd_socket=reader.path("CONTAINERD_SOCKET", defaults.containerd_socket),
+            k3s_containerd_socket=reader.path(
+                "K3S_CONTAINERD_SOCKET", defaults.k3s_containerd_socket
+            ),
+            containerd_namespace=reader.text("CONTAINERD_NAMESPACE", defaults.containerd_namespace),
+            containerd_socket_gid=reader.optional_integer("CONTAINERD_SOCKET_GID", 0, 2147483647),
+            allowed_socket_paths=reader.paths(
+                "ALLOWED_SOCKET_PATHS", defaults.allowed_socket_paths
+            ),
             job_cpu_request=reader.quantity("JOB_CPU_REQUEST", defaults.job_cpu_request),
             job_cpu_limit=reader.quantity("JOB_CPU_LIMIT", defaults.job_cpu_limit),
             job_memory_request=reader.quantity("JOB_MEMORY_REQUEST", defaults.job_memory_request),
@@ -192,6 +216,24 @@ class _Reader:
         for item in items:
             if not _DNS_LABEL.match(item):
                 raise SettingsError(f"{PREFIX}{key}: {item!r} is not a DNS label (a-z, 0-9, -)")
+        return items
+
+    def path(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not _ABSOLUTE_PATH.match(raw) or "/../" in f"{raw}/":
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected an absolute path")
+        return raw
+
+    def paths(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        items = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+        for item in items:
+            if not _ABSOLUTE_PATH.match(item) or "/../" in f"{item}/":
+                raise SettingsError(f"{PREFIX}{key}: {item!r} is not an absolute path")
         return items
 
     def url(self, key: str, default: str, *, empty_disables: bool = False) -> str:

@@ -67,6 +67,10 @@ class NodeEntry:
     node: str
     job_name: str | None
     outcome: JobOutcome | None
+    runtime: str | None = None
+    """The container runtime the node's Job loads into (``docker``, ``containerd``)."""
+    socket_path: str | None = None
+    """That runtime's socket on the node."""
 
 
 def _one_line(text: str) -> str:
@@ -351,6 +355,10 @@ def _node_item(entry: NodeEntry) -> dict[str, Any]:
     item: dict[str, Any] = {"name": entry.node, "phase": outcome.phase if outcome else PENDING}
     if entry.job_name:
         item["jobName"] = entry.job_name
+    if entry.runtime:
+        item["runtime"] = entry.runtime
+    if entry.socket_path:
+        item["socketPath"] = entry.socket_path
     if outcome is None:
         item["reason"] = "WaitingForSlot"
         item["message"] = "waits until fewer Jobs than spec.parallelism run"

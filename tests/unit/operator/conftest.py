@@ -90,10 +90,15 @@ def unlock() -> dict[str, Any]:
 
 
 def _golden(name: str, actual: Any) -> Any:
-    """The golden file's content; with UPDATE_GOLDEN=1 (or if missing), written from ``actual``."""
+    """The golden file's content; with UPDATE_GOLDEN=1, first written from ``actual``.
+
+    A missing golden file fails the test: writing it silently would pass anything.
+    """
     path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
+    if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(yaml.safe_dump(copy.deepcopy(actual), sort_keys=False, width=100))
+    elif not path.exists():
+        pytest.fail(f"golden file {path.name} is missing: run with UPDATE_GOLDEN=1 and review it")
     return yaml.safe_load(path.read_text())
 
 

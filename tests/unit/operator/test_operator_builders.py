@@ -8,7 +8,11 @@ import pytest
 
 from azaion_operator.builders import VERIFY_SHIM, build_resource_job, build_unlock_job
 from azaion_operator.nodes import NodeInfo
+from azaion_operator.runtimes import RuntimeChoice
 from azaion_operator.settings import OperatorSettings
+
+DOCKER_ON_NODE = RuntimeChoice("docker", "/run/docker.sock")
+CONTAINERD_ON_NODE = RuntimeChoice("containerd", "/run/containerd/containerd.sock")
 
 
 def _containers(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,19 +34,26 @@ def test_resource_job_with_host_path_matches_golden(resource: dict, node: NodeIn
 
 
 def test_unlock_job_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
-    job = build_unlock_job(unlock, node, OperatorSettings())
+    job = build_unlock_job(unlock, node, OperatorSettings(), DOCKER_ON_NODE)
     assert job == golden("unlock_job.yaml", job)
 
 
+def test_containerd_unlock_job_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
+    unlock["spec"]["pinImages"] = True
+    settings = OperatorSettings(containerd_socket_gid=997)
+    job = build_unlock_job(unlock, node, settings, CONTAINERD_ON_NODE)
+    assert job == golden("unlock_job_containerd.yaml", job)
+
+
 def test_unlock_job_with_socket_group_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
-    job = build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998))
+    job = build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998), DOCKER_ON_NODE)
     assert job == golden("unlock_job_socket_gid.yaml", job)
 
 
 def test_every_container_is_hardened(resource: dict, unlock: dict, node: NodeInfo) -> None:
     jobs = [
         build_resource_job(resource, node, OperatorSettings()),
-        build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998)),
+        build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998), DOCKER_ON_NODE),
     ]
     for job in jobs:
         assert len(job["metadata"]["name"]) <= 63
@@ -60,10 +71,10 @@ def test_every_container_is_hardened(resource: dict, unlock: dict, node: NodeInf
             assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_docker_container_is_root_without_capabilities_when_no_group(
+def test_runtime_container_is_root_without_capabilities_when_no_group(
     unlock: dict, node: NodeInfo
 ) -> None:
-    job = build_unlock_job(unlock, node, OperatorSettings())
+    job = build_unlock_job(unlock, node, OperatorSettings(), CONTAINERD_ON_NODE)
     load = job["spec"]["template"]["spec"]["containers"][0]
     assert load["securityContext"]["runAsUser"] == 0
     assert load["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -73,12 +84,12 @@ def test_docker_container_is_root_without_capabilities_when_no_group(
 def test_credentials_and_socket_are_mounted_apart(
     unlock: dict, resource: dict, node: NodeInfo
 ) -> None:
-    unlock_job = build_unlock_job(unlock, node, OperatorSettings())
+    unlock_job = build_unlock_job(unlock, node, OperatorSettings(), CONTAINERD_ON_NODE)
     fetch, load = _containers(unlock_job)
     fetch_mounts = {m["name"] for m in fetch["volumeMounts"]}
     load_mounts = {m["name"] for m in load["volumeMounts"]}
-    assert "credentials" in fetch_mounts and "docker-socket" not in fetch_mounts
-    assert "docker-socket" in load_mounts and "credentials" not in load_mounts
+    assert "credentials" in fetch_mounts and "runtime-socket" not in fetch_mounts
+    assert "runtime-socket" in load_mounts and "credentials" not in load_mounts
     assert not any(e["name"].startswith("LOADER_HW") for e in load["env"])
     res_fetch, verify = _containers(build_resource_job(resource, node, OperatorSettings()))
     assert "credentials" in {m["name"] for m in res_fetch["volumeMounts"]}

@@ -186,6 +186,20 @@ def test_unlock_counts_and_phases() -> None:
     assert unlock_status(generation=1, entries=[], previous={}, now=NOW)["phase"] == "Failed"
 
 
+def test_unlock_node_items_say_which_runtime_and_socket() -> None:
+    unsupported = JobOutcome("Failed", "UnsupportedRuntime", "node b runs cri-o://1.30")
+    entries = [
+        NodeEntry("a", "job-a", _ok(["app:1"]), "containerd", "/run/containerd/containerd.sock"),
+        NodeEntry("b", None, unsupported),
+    ]
+    status = unlock_status(generation=1, entries=entries, previous={}, now=NOW)
+    a, b = status["nodes"]
+    assert (a["runtime"], a["socketPath"]) == ("containerd", "/run/containerd/containerd.sock")
+    assert "runtime" not in b and "socketPath" not in b
+    assert (b["phase"], b["reason"]) == ("Failed", "UnsupportedRuntime")
+    assert status["phase"] == "Failed" and status["failedNodes"] == ["b"]
+
+
 def test_status_patch_drops_removed_keys() -> None:
     assert status_patch({"a": 1}, {"a": 1}) is None
     assert status_patch({"a": 1, "result": {}}, {"a": 2}) == {"a": 2, "result": None}
