@@ -1,5 +1,6 @@
 # The azaion-loader image: the operator (`azaion-operator`) and the toolkit
-# (`loader`) in one image, with the Docker CLI for the ImageUnlock load step.
+# (`loader`) in one image, with the Docker CLI and containerd's `ctr` for the
+# ImageUnlock load step.
 #
 # Build it with `scripts/build-image`: it stages a build context holding a
 # wheelhouse (`wheels/`: the project's wheel, its dependencies for the
@@ -13,17 +14,23 @@
 #                     operator and the toolkit. Default: the official slim image;
 #                     `scripts/build-image` passes `azaion-loader-base:bookworm`,
 #                     made locally by `scripts/base-image` where no registry is reachable.
-#   DOCKER_CLI_IMAGE  an image holding the Docker CLI at /usr/local/bin/docker.
-#                     Default: the official CLI-only image; `scripts/build-image`
-#                     makes one from Debian's docker.io package. Only the client
-#                     binary is copied: no dockerd, containerd or runc in the image.
+#   RUNTIME_CLI_IMAGE an image holding containerd's client at /usr/local/bin/ctr
+#                     (and the Docker CLI at /usr/local/bin/docker);
+#                     `scripts/build-image` makes one from Debian's containerd and
+#                     docker.io packages.
+#   DOCKER_CLI_IMAGE  where the Docker CLI comes from: RUNTIME_CLI_IMAGE unless
+#                     set, e.g. docker:28-cli for engines that need API 1.44+.
+#                     Only the two client binaries are copied: no dockerd,
+#                     containerd or runc in the image.
 #   VERSION, REVISION OCI labels.
 #
 # No ENTRYPOINT: the chart runs `azaion-operator`, the Jobs run `loader ...`.
 
 ARG BASE_IMAGE=python:3.11-slim
-ARG DOCKER_CLI_IMAGE=docker:28-cli
+ARG RUNTIME_CLI_IMAGE=azaion-loader-runtime-cli:local
+ARG DOCKER_CLI_IMAGE=${RUNTIME_CLI_IMAGE}
 
+FROM ${RUNTIME_CLI_IMAGE} AS runtime-cli
 FROM ${DOCKER_CLI_IMAGE} AS docker-cli
 
 FROM ${BASE_IMAGE} AS builder
@@ -60,6 +67,7 @@ RUN set -eux; \
     useradd --uid 10001 --gid 10001 --home-dir /home/loader --create-home \
         --shell /usr/sbin/nologin loader
 
+COPY --from=runtime-cli /usr/local/bin/ctr /usr/local/bin/ctr
 COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
 COPY --from=builder /opt/azaion-loader /opt/azaion-loader
 

@@ -13,8 +13,10 @@ CDN settings, creates the bucket ``demo``, and publishes with the real CLI
 
 - the resource ``demo/sample.bin`` (version 1);
 - the image archive ``demo/hello-image`` (version 1, image ``azaion-demo/hello:1.0``),
-  built with ``docker import`` of a tiny root filesystem and ``docker save``,
-  when a Docker engine answers; otherwise it is skipped and the reason printed.
+  built with ``docker import`` of a root filesystem holding Debian's static
+  busybox (``busybox-static``; 2 MB) and ``docker save``, when a Docker engine
+  answers; otherwise it is skipped and the reason printed.  The image runs:
+  its command prints :data:`SAMPLE_IMAGE_LINE`.
 
 Then it prints the settings as shell ``export`` lines (and with ``--env-file``
 writes them there, mode 0600, with ``LOADER_DEV_S3_URL``) and serves until
@@ -54,6 +56,7 @@ __all__ = [
     "SAMPLE_ARCHIVE",
     "SAMPLE_FOLDER",
     "SAMPLE_IMAGE",
+    "SAMPLE_IMAGE_LINE",
     "SAMPLE_RESOURCE",
     "add_arguments",
     "run",
@@ -66,6 +69,9 @@ SAMPLE_FOLDER = "demo"
 SAMPLE_RESOURCE = "sample.bin"
 SAMPLE_ARCHIVE = "hello-image"
 SAMPLE_IMAGE = "azaion-demo/hello:1.0"
+SAMPLE_IMAGE_LINE = "hello from the azaion-loader demo image"
+"""What a container of :data:`SAMPLE_IMAGE` prints."""
+BUSYBOX = Path("/bin/busybox")
 SAMPLE_VERSION = "1"
 _PUBLISH_TIMEOUT = 300
 
@@ -209,23 +215,41 @@ def _docker_answers() -> str | None:
     return None
 
 
-def _tiny_rootfs() -> bytes:
-    """A root filesystem tar with one text file, for ``docker import``."""
+def _busybox_problem() -> str | None:
+    """Why the host's busybox cannot be the demo image's only program, or ``None``."""
+    try:
+        head = BUSYBOX.read_bytes()[:8192]
+    except OSError as exc:
+        return f"{BUSYBOX}: {exc.strerror} (install Debian's busybox-static)"
+    if b"ld-linux" in head:  # an ELF interpreter: it needs a libc the image lacks
+        return f"{BUSYBOX} is not statically linked (install Debian's busybox-static)"
+    return None
+
+
+def _busybox_rootfs() -> bytes:
+    """A root filesystem tar: ``/bin/busybox`` and ``/bin/sh`` linked to it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        payload = b"hello from the azaion-loader dev-stack image\n"
-        info = tarfile.TarInfo("hello.txt")
-        info.size = len(payload)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(payload))
+        data = BUSYBOX.read_bytes()
+        for name, kind in (("bin", tarfile.DIRTYPE), ("tmp", tarfile.DIRTYPE)):
+            folder = tarfile.TarInfo(name)
+            folder.type, folder.mode = kind, 0o755 if name == "bin" else 0o1777
+            tar.addfile(folder)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
     return buffer.getvalue()
 
 
 def _build_sample_archive(workdir: Path) -> Path:
-    """``docker import`` a tiny rootfs as SAMPLE_IMAGE, ``docker save`` it, remove the image."""
+    """``docker import`` the busybox rootfs as SAMPLE_IMAGE, ``docker save`` it, remove it."""
     archive = workdir / "hello-image.tar"
     docker = DockerCli(timeout=120)
-    docker.import_image(SAMPLE_IMAGE, [_tiny_rootfs()])
+    command = json.dumps(["/bin/busybox", "echo", SAMPLE_IMAGE_LINE])
+    docker.import_image(SAMPLE_IMAGE, [_busybox_rootfs()], changes=[f"CMD {command}"])
     try:
         docker.save_image([SAMPLE_IMAGE], archive)
     finally:
@@ -361,7 +385,7 @@ def _publish_samples(
     _say(f"published resource {SAMPLE_FOLDER}/{SAMPLE_RESOURCE} version {SAMPLE_VERSION}")
     if stop.stopped:
         return notes
-    why_not = "--no-archive" if skip_archive else _docker_answers()
+    why_not = "--no-archive" if skip_archive else (_busybox_problem() or _docker_answers())
     if why_not is not None:
         _say(f"sample image archive skipped: {why_not}")
         notes.append(f"sample image archive skipped: {why_not}")
@@ -379,6 +403,7 @@ def _publish_samples(
     _say(f"published archive {SAMPLE_FOLDER}/{SAMPLE_ARCHIVE} (image {SAMPLE_IMAGE})")
     notes.append(
         f"sample archive: loader unlock --archive-folder {SAMPLE_FOLDER} "
-        f"--archive-name {SAMPLE_ARCHIVE}   (loads {SAMPLE_IMAGE})"
+        f"--archive-name {SAMPLE_ARCHIVE}   (loads {SAMPLE_IMAGE}, which prints "
+        f"{SAMPLE_IMAGE_LINE!r})"
     )
     return notes

@@ -166,9 +166,15 @@ class DockerCli:
         """
         return self.start_load().load(chunks)
 
-    def import_image(self, ref: str, chunks: Iterable[bytes | memoryview]) -> str:
-        """``docker import - REF`` of a root filesystem tar streamed as ``chunks``; the image id."""
-        code, stdout, stderr = self._start(["import", "-", ref]).feed(chunks)
+    def import_image(
+        self, ref: str, chunks: Iterable[bytes | memoryview], *, changes: Sequence[str] = ()
+    ) -> str:
+        """``docker import - REF`` of a root filesystem tar streamed as ``chunks``; the image id.
+
+        ``changes``: Dockerfile instructions for the image's config (``CMD [...]``).
+        """
+        options = [arg for change in changes for arg in ("--change", change)]
+        code, stdout, stderr = self._start(["import", *options, "-", ref]).feed(chunks)
         if code != 0:
             raise self._failed("import", stderr, code)
         image_id = first_line(stdout)

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from loader_cli import docker, run_loader
+
+from azaion_loader.devstack import SAMPLE_IMAGE, SAMPLE_IMAGE_LINE
 
 READY_TIMEOUT = 120
 
@@ -212,6 +215,17 @@ def test_dev_stack_publishes_the_sample_archive_with_docker(
         # The encrypted archive is on the CDN, under the key the protocol names.
         head = requests.head(f"{settings['LOADER_DEV_S3_URL']}/demo/hello-image.enc", timeout=10)
         assert head.status_code in (200, 403), head.status_code
+        # The sample image is a real one: unlocked, it runs and prints its line.
+        env = {**os.environ, **settings}
+        code, result, _, err = run_loader(
+            env, "unlock", "--archive-folder", "demo", "--archive-name", "hello-image"
+        )
+        assert code == 0, err
+        assert result["images"] == [SAMPLE_IMAGE]
+        ran = docker("run", "--rm", SAMPLE_IMAGE)
+        docker("rmi", "-f", SAMPLE_IMAGE)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.decode() == SAMPLE_IMAGE_LINE + "\n"
         assert running.interrupt() == 0
     finally:
         running.close()
