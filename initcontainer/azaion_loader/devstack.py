@@ -59,6 +59,7 @@ __all__ = [
     "SAMPLE_IMAGE_LINE",
     "SAMPLE_RESOURCE",
     "add_arguments",
+    "busybox_rootfs",
     "run",
 ]
 
@@ -226,7 +227,7 @@ def _busybox_problem() -> str | None:
     return None
 
 
-def _busybox_rootfs() -> bytes:
+def busybox_rootfs() -> bytes:
     """A root filesystem tar: ``/bin/busybox`` and ``/bin/sh`` linked to it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -249,7 +250,7 @@ def _build_sample_archive(workdir: Path) -> Path:
     archive = workdir / "hello-image.tar"
     docker = DockerCli(timeout=120)
     command = json.dumps(["/bin/busybox", "echo", SAMPLE_IMAGE_LINE])
-    docker.import_image(SAMPLE_IMAGE, [_busybox_rootfs()], changes=[f"CMD {command}"])
+    docker.import_image(SAMPLE_IMAGE, [busybox_rootfs()], changes=[f"CMD {command}"])
     try:
         docker.save_image([SAMPLE_IMAGE], archive)
     finally:

@@ -10,11 +10,10 @@ what the others left (operator logs, events, statuses, Job logs) for secrets.
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import pathlib
 import re
-import tarfile
 import threading
 import time
 import uuid
@@ -41,6 +40,8 @@ from e2e_chart_support import (
     sha256,
     wait_for,
 )
+
+from azaion_loader.devstack import busybox_rootfs
 
 pytestmark = pytest.mark.e2e
 
@@ -166,19 +167,91 @@ def test_resource_is_delivered_byte_identical(
     print(f"Resource Ready in {took:.1f}s")
 
 
+IMAGE_LINE = "azl-e2e: run from an unlocked image"
+
+
 def _docker_archive(tag: str, tmp_path: pathlib.Path) -> pathlib.Path:
-    """``docker import`` a one-file rootfs as ``tag``, ``docker save`` it, remove the image."""
-    rootfs = io.BytesIO()
-    with tarfile.open(fileobj=rootfs, mode="w") as tar:
-        payload = f"azl-e2e {tag}\n".encode()
-        info = tarfile.TarInfo("hello.txt")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    run(["docker", "import", "-", tag], input=rootfs.getvalue())
+    """A runnable image ``tag`` (static busybox printing IMAGE_LINE) as a ``docker save`` tar.
+
+    The image is made with ``docker import``, saved, and removed from the engine.
+    """
+    command = json.dumps(["/bin/busybox", "echo", IMAGE_LINE])
+    run(["docker", "import", "--change", f"CMD {command}", "-", tag], input=busybox_rootfs())
     archive = tmp_path / "images.tar"
     run(["docker", "save", "-o", str(archive), tag])
     run(["docker", "image", "rm", tag])
     return archive
+
+
+def _publish_archive(dev_stack: DevStack, tmp_path: pathlib.Path, name: str, tag: str) -> bytes:
+    """Publish a runnable image archive as ``name``; the archive's plaintext."""
+    archive = _docker_archive(tag, tmp_path)
+    plain = archive.read_bytes()
+    dev_stack.loader(
+        "upload-archive",
+        "--folder",
+        FOLDER,
+        "--name",
+        name,
+        "--version",
+        "1",
+        "--images",
+        tag,
+        "--no-progress",
+        str(archive),
+    )
+    archive.unlink()
+    return plain
+
+
+def _ctr(*args: str) -> Any:
+    """``ctr`` on the local cluster's containerd, namespace k8s.io."""
+    socket = os.environ.get("AZAION_CONTAINERD_SOCKET", "/run/containerd/containerd.sock")
+    return run(["ctr", "--address", socket, "-n", "k8s.io", *args], check=False)
+
+
+def _run_pod(core: Any, namespace: str, image: str, node: str) -> tuple[str, str]:
+    """Run ``image`` once with ``imagePullPolicy: Never`` on ``node``; (phase, log)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "from-unlocked-image"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeName": node,
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "runAsNonRoot": True,
+                        "runAsUser": 65534,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def finished() -> str | None:
+        status = core.read_namespaced_pod("from-unlocked-image", namespace).status
+        waiting = [
+            c.state.waiting.reason
+            for c in status.container_statuses or ()
+            if c.state and c.state.waiting and c.state.waiting.reason != "ContainerCreating"
+        ]
+        if waiting:
+            return f"Waiting:{waiting[0]}"  # ErrImageNeverPull and the like: no point waiting
+        return status.phase if status.phase in ("Succeeded", "Failed") else None
+
+    phase = wait_for("the pod from the unlocked image to finish", finished, timeout=120)
+    log = core.read_namespaced_pod_log("from-unlocked-image", namespace)
+    return phase, log
 
 
 class _EmptyDirWatcher(threading.Thread):
@@ -216,35 +289,10 @@ class _EmptyDirWatcher(threading.Thread):
                         self.bad.append(f"{base / rel}: the plaintext archive")
 
 
-def test_image_unlock_loads_images_and_never_writes_the_plaintext(
-    ns: Any,
-    core: Any,
-    custom: Any,
-    batch: Any,
-    dev_stack: DevStack,
-    node_files: NodeFiles,
-    session_id: str,
-    tmp_path: Any,
-) -> None:
-    tag = f"azl-e2e/hello:{session_id}"
-    archive = _docker_archive(tag, tmp_path)
-    plain = archive.read_bytes()
-    dev_stack.loader(
-        "upload-archive",
-        "--folder",
-        FOLDER,
-        "--name",
-        f"e2e-images-{session_id}",
-        "--version",
-        "1",
-        "--images",
-        tag,
-        "--no-progress",
-        str(archive),
-    )
-    archive.unlink()
-    assert not docker_image_present(tag)
-
+def _unlock_and_watch(
+    custom: Any, core: Any, ns: Any, node_files: NodeFiles, plain: bytes, spec: dict[str, Any]
+) -> tuple[float, _EmptyDirWatcher]:
+    """Create ImageUnlock ``images`` with ``spec`` and wait for Ready, watching the emptyDirs."""
     watcher = _EmptyDirWatcher(core, ns.name, node_files, plain)
     watcher.start()
     try:
@@ -256,10 +304,9 @@ def test_image_unlock_loads_images_and_never_writes_the_plaintext(
                 "kind": "ImageUnlock",
                 "metadata": {"name": "images"},
                 "spec": {
-                    "archive": {"folder": FOLDER, "name": f"e2e-images-{session_id}"},
-                    "images": [tag],
                     "job": {"backoffLimit": 1, "activeDeadlineSeconds": 300},
                     "nodeSelector": dict(_NODE_SELECTOR),
+                    **spec,
                 },
             },
         )
@@ -267,20 +314,88 @@ def test_image_unlock_loads_images_and_never_writes_the_plaintext(
     finally:
         watcher.stop.set()
         watcher.join(timeout=30)
+    assert watcher.error is None, watcher.error
+    assert any(name.endswith("archive.enc") for name in watcher.seen), (
+        f"the watcher never saw the Job's workdir (saw {sorted(watcher.seen)})"
+    )
+    assert watcher.bad == [], watcher.bad
+    assert node_files.list_files(ns.host_dir) == []
+    return took, watcher
+
+
+def test_image_unlock_into_containerd_gives_pods_a_runnable_image(
+    ns: Any,
+    core: Any,
+    custom: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    node_name: str,
+    session_id: str,
+    tmp_path: Any,
+) -> None:
+    """``runtime: auto`` on a containerd node: a Pod runs the image with pullPolicy Never."""
+    tag = f"azl-e2e/runnable:{session_id}"
+    name = f"e2e-ctd-images-{session_id}"
+    plain = _publish_archive(dev_stack, tmp_path, name, tag)
+    ref = f"docker.io/{tag}"
+    _ctr("images", "rm", ref)
     try:
+        took, _ = _unlock_and_watch(
+            custom,
+            core,
+            ns,
+            node_files,
+            plain,
+            {"archive": {"folder": FOLDER, "name": name}, "images": [tag], "pinImages": True},
+        )
+        status = _get(custom, ns.name, "imageunlocks", "images")["status"]
+        assert status["phase"] == "Succeeded", status
+        [node] = status["nodes"]
+        assert (node["phase"], node["runtime"]) == ("Succeeded", "containerd"), node
+        assert node["socketPath"] == os.environ.get(
+            "AZAION_CONTAINERD_SOCKET", "/run/containerd/containerd.sock"
+        )
+        assert not docker_image_present(tag), "runtime auto on a containerd node used Docker"
+        if not node_files.kind_container:  # the host's ctr reaches the local cluster's node
+            listed = _ctr("images", "ls", f"name=={ref}")
+            assert "io.cri-containerd.pinned=pinned" in listed.stdout, listed.stdout
+        phase, log = _run_pod(core, ns.name, tag, node_name)
+        assert (phase, log) == ("Succeeded", IMAGE_LINE + "\n")
+        print(f"ImageUnlock into containerd Ready in {took:.1f}s; a Pod ran the image")
+    finally:
+        _ctr("images", "rm", ref)
+
+
+def test_image_unlock_into_docker_loads_images_and_never_writes_the_plaintext(
+    ns: Any,
+    core: Any,
+    custom: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    session_id: str,
+    tmp_path: Any,
+) -> None:
+    """``runtime: docker``: the images land in the node's Docker (workloads outside k8s)."""
+    tag = f"azl-e2e/hello:{session_id}"
+    name = f"e2e-images-{session_id}"
+    plain = _publish_archive(dev_stack, tmp_path, name, tag)
+    assert not docker_image_present(tag)
+    try:
+        took, watcher = _unlock_and_watch(
+            custom,
+            core,
+            ns,
+            node_files,
+            plain,
+            {"archive": {"folder": FOLDER, "name": name}, "images": [tag], "runtime": "docker"},
+        )
         assert docker_image_present(tag), f"{tag} is not in the host's Docker"
-        obj = _get(custom, ns.name, "imageunlocks", "images")
-        status = obj["status"]
+        status = _get(custom, ns.name, "imageunlocks", "images")["status"]
         assert status["phase"] == "Succeeded", status
         assert status["nodes"], status
         assert all(node["phase"] == "Succeeded" for node in status["nodes"]), status["nodes"]
+        assert all(node["runtime"] == "docker" for node in status["nodes"]), status["nodes"]
         assert tag in status["images"]
-        assert watcher.error is None, watcher.error
-        assert any(name.endswith("archive.enc") for name in watcher.seen), (
-            f"the watcher never saw the Job's workdir (saw {sorted(watcher.seen)})"
-        )
-        assert watcher.bad == [], watcher.bad
-        assert node_files.list_files(ns.host_dir) == []
         print(f"ImageUnlock Ready in {took:.1f}s; emptyDir files seen: {sorted(watcher.seen)}")
     finally:
         run(["docker", "image", "rm", tag], check=False)
