@@ -44,6 +44,7 @@ import pytest
 import requests
 from botocore.config import Config
 from loader_cli import docker, rootfs_tar
+from private_containerd import ContainerdStartError, PrivateContainerd, missing_tools
 
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
 from azaion_loader.server.app import register_user
@@ -400,76 +401,17 @@ def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Pat
 # -- containerd ------------------------------------------------------------------
 
 
-@dataclass
-class Containerd:
-    """A private containerd: its socket, and ``ctr`` bound to it."""
-
-    socket: str
-    process: subprocess.Popen[bytes]
-
-    def ctr(self, *args: str, namespace: str = "k8s.io") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ctr", "--address", self.socket, "--namespace", namespace, *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def images(self, namespace: str = "k8s.io") -> dict[str, str]:
-        """``{name: labels}`` of the namespace's images."""
-        listed = self.ctr("images", "ls", namespace=namespace)
-        assert listed.returncode == 0, listed.stderr
-        rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()]
-        return {row[0]: row[-1] for row in rows}
-
-
-_CONTAINERD_CONFIG = """version = 2
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{root}/containerd.sock"
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"""
-
-
 @pytest.fixture(scope="session")
-def containerd_engine() -> Iterator[Containerd]:
+def containerd_engine() -> Iterator[PrivateContainerd]:
     """A containerd of this session's own; skips with the reason when none can be had."""
-    for tool in ("containerd", "ctr"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed (Debian's containerd; run ./scripts/install)")
-    if os.geteuid() != 0:
-        pytest.skip("a private containerd needs root (overlay mounts)")
-    # Short path: a unix socket's path must fit in 108 bytes.
-    root = Path(f"/tmp/azl-ctd-{os.getpid()}")
-    root.mkdir(mode=0o700)
-    config = root / "config.toml"
-    config.write_text(_CONTAINERD_CONFIG.format(root=root), encoding="utf-8")
-    log = open(root / "containerd.log", "wb")
-    proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
-    engine = Containerd(str(root / "containerd.sock"), proc)
+    why_not = missing_tools()
+    if why_not:
+        pytest.skip(why_not)
     try:
-        deadline = time.monotonic() + 30
-        while engine.ctr("version").returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "containerd.log").read_text(errors="replace")[-500:]
-                pytest.fail(f"the test containerd did not start: {tail}")
-            time.sleep(0.1)
+        engine = PrivateContainerd().start()
+    except ContainerdStartError as exc:
+        pytest.fail(f"the test containerd did not start: {exc}")
+    try:
         yield engine
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        subprocess.run(["umount", "-R", str(root / "root")], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        engine.stop()

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Containerd
 from loader_cli import publish_archive, run_loader, unlock_fetch
+from private_containerd import PrivateContainerd
 
 from azaion_loader.containerd_cli import PIN_LABEL, ContainerdCli
 from azaion_loader.engine import normalize_reference
@@ -32,7 +32,7 @@ def _bare() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
 
 
-def _load(ctd: Containerd, work: Path, *extra: str) -> Any:
+def _load(ctd: PrivateContainerd, work: Path, *extra: str) -> Any:
     return run_loader(
         _bare(),
         "unlock-load",
@@ -47,7 +47,7 @@ def _load(ctd: Containerd, work: Path, *extra: str) -> Any:
 
 
 def test_load_lands_in_the_kubelets_namespace(
-    containerd_engine: Containerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
 ) -> None:
     ref, work = fetched
     name = normalize_reference(ref)
@@ -61,7 +61,9 @@ def test_load_lands_in_the_kubelets_namespace(
     containerd_engine.ctr("images", "rm", name)
 
 
-def test_pin_labels_the_images(containerd_engine: Containerd, fetched: tuple[str, Path]) -> None:
+def test_pin_labels_the_images(
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+) -> None:
     ref, work = fetched
     code, _, _, err = _load(containerd_engine, work, "--pin")
     assert code == 0, err
@@ -70,7 +72,7 @@ def test_pin_labels_the_images(containerd_engine: Containerd, fetched: tuple[str
 
 
 def test_digest_mismatch_loads_nothing(
-    containerd_engine: Containerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
 ) -> None:
     ref, work = fetched
     archive = work / "archive.enc"
@@ -87,7 +89,7 @@ def test_digest_mismatch_loads_nothing(
 
 
 def test_unreachable_socket(
-    containerd_engine: Containerd, fetched: tuple[str, Path], tmp_path: Path
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path], tmp_path: Path
 ) -> None:
     _, work = fetched
     started = time.monotonic()
@@ -109,7 +111,7 @@ def test_unreachable_socket(
 
 
 def test_another_namespace_is_not_the_kubelets(
-    containerd_engine: Containerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
 ) -> None:
     ref, work = fetched
     namespace = f"azl-test-{secrets.token_hex(3)}"
@@ -123,7 +125,7 @@ def test_another_namespace_is_not_the_kubelets(
 
 
 def test_bad_namespace_name_is_a_usage_error(
-    containerd_engine: Containerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
 ) -> None:
     _, work = fetched
     code, result, _, err = _load(containerd_engine, work, "--namespace", "no spaces")
@@ -132,7 +134,7 @@ def test_bad_namespace_name_is_a_usage_error(
 
 
 def test_missing_image_name_is_reported(
-    containerd_engine: Containerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
 ) -> None:
     ref, work = fetched
     missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
@@ -144,7 +146,9 @@ def test_missing_image_name_is_reported(
     containerd_engine.ctr("images", "rm", normalize_reference(ref))
 
 
-def test_engine_remove_and_ping(containerd_engine: Containerd, fetched: tuple[str, Path]) -> None:
+def test_engine_remove_and_ping(
+    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+) -> None:
     ref, work = fetched
     code, _, _, err = _load(containerd_engine, work)
     assert code == 0, err
