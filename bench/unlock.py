@@ -1,7 +1,8 @@
-"""Benchmark: `loader unlock-load` against plain `docker load` of the plaintext archive, in one run.
+"""Benchmark: `loader unlock-load` against the engine's own load of the plaintext archive.
 
     .venv/bin/python bench/unlock.py --mib 256 --repeat 3
     .venv/bin/python bench/unlock.py --compare-source /tmp/head/initcontainer
+    .venv/bin/python bench/unlock.py --runtime containerd --mib 256 --repeat 5
 
 Needs a Docker engine that answers (``scripts/dockerd start``).  Starts moto's
 S3 server and the reference API server on 127.0.0.1 (bench/benchstack.py),
@@ -25,6 +26,13 @@ With ``--compare-source DIR``, ``loader unlock-load`` from another checkout's
 ``initcontainer`` (put first on ``PYTHONPATH``) runs in turn with the others,
 for an A/B in one run.
 
+With ``--runtime containerd`` the engine is a private containerd
+(hack/private_containerd.py: Debian's containerd, own root and socket, on the
+same disk): the baseline is ``ctr -n k8s.io images import plain.tar``, the
+reference ``cat plain.tar | ctr ... import -``, and unlock-load runs with
+``--runtime containerd``; the image is removed and containerd's content
+garbage-collected (``ctr images rm --sync``) before each run.
+
 Medians are reported; RSS is the highest seen (for the baseline, the docker
 CLI's; the engine's own work is in the wall time of both).
 """
@@ -37,8 +45,11 @@ import secrets
 import sys
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from azaion_loader.docker_cli import DockerCli
+from azaion_loader.engine import normalize_reference
 from azaion_loader.errors import LoaderError
 from benchstack import (
     LOADER,
@@ -79,7 +90,26 @@ def main() -> int:
         metavar="DIR",
         help="also run unlock-load from this initcontainer/ directory (e.g. of HEAD)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("docker", "containerd"),
+        default="docker",
+        help="load into the host's Docker, or into a private containerd",
+    )
     args = parser.parse_args()
+    if args.runtime == "containerd":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hack"))
+        from private_containerd import PrivateContainerd, missing_tools
+
+        if why_not := missing_tools():
+            raise SystemExit(why_not)
+        with PrivateContainerd() as ctd:
+            return measure(args, ctd)
+    return measure(args, None)
+
+
+def measure(args: argparse.Namespace, ctd: Any) -> int:
+    """Build, publish and fetch the archive, then time the loads in turn."""
 
     docker = DockerCli(timeout=600)
     try:
@@ -110,19 +140,32 @@ def main() -> int:
         other: list[Run] = []
         unlock_load = [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"]
         other_env = dict(bare, PYTHONPATH=args.compare_source) if args.compare_source else bare
+        if ctd is None:
+            baseline = ["docker", "load", "-i", str(plain)]
+            reference = ["sh", "-c", 'cat "$0" | docker load', str(plain)]
+            names = ("docker load -i plain.tar", "cat plain.tar \\| docker load", "docker CLI")
+        else:
+            ctr = ["ctr", "--address", ctd.socket, "--namespace", "k8s.io"]
+            baseline = [*ctr, "images", "import", str(plain)]
+            reference = ["sh", "-c", 'cat "$0" | "$@" images import -', str(plain), *ctr]
+            unlock_load += ["--runtime", "containerd", "--socket", ctd.socket]
+            names = ("ctr images import plain.tar", "cat plain.tar \\| ctr images import -", "ctr")
 
         def fresh() -> None:
             # Same start for every run: no image, and the engine's writes of
             # the run before (and of the image removal) already on disk.
-            docker.remove_image(ref, force=True)
+            if ctd is None:
+                docker.remove_image(ref, force=True)
+            else:
+                ctd.ctr("images", "rm", "--sync", normalize_reference(ref))
             os.sync()
 
         try:
             for _ in range(args.repeat):
                 fresh()
-                base.append(timed(["docker", "load", "-i", str(plain)], bare, stdin=None))
+                base.append(timed(baseline, bare, stdin=None))
                 fresh()
-                piped.append(timed(["sh", "-c", 'cat "$0" | docker load', str(plain)], bare))
+                piped.append(timed(reference, bare))
                 for runs, env in ((load, bare), (other, other_env)):
                     if runs is other and not args.compare_source:
                         continue
@@ -133,12 +176,12 @@ def main() -> int:
                     runs.append(run)
                 compared = f" (from {args.compare_source} {other[-1].wall:.2f}s)" if other else ""
                 print(
-                    f"  {size_mib:.0f} MiB: docker load {base[-1].wall:.2f}s "
+                    f"  {size_mib:.0f} MiB: {args.runtime} load {base[-1].wall:.2f}s "
                     f"(piped {piped[-1].wall:.2f}s) unlock-load {load[-1].wall:.2f}s{compared}",
                     flush=True,
                 )
         finally:
-            docker.remove_image(ref, force=True)
+            fresh()
         b_wall, b_rss = summary(base)
         p_wall, _ = summary(piped)
         l_wall, l_rss = summary(load)
@@ -154,13 +197,13 @@ def main() -> int:
         markdown_table(
             [
                 "archive",
-                "`docker load -i plain.tar`",
-                "`cat plain.tar \\| docker load`",
+                f"`{names[0]}`",
+                f"`{names[1]}`",
                 "`loader unlock-load`",
                 "ratio",
-                "docker CLI peak RSS",
+                f"{names[2]} peak RSS",
                 "unlock-load peak RSS",
-                "CPU docker CLI / unlock-load",
+                f"CPU {names[2]} / unlock-load",
             ],
             [
                 [
@@ -176,7 +219,7 @@ def main() -> int:
             ],
         )
     )
-    print(f"\nmedians of {args.repeat} runs; ratio = unlock-load / docker load")
+    print(f"\nmedians of {args.repeat} runs; ratio = unlock-load / {names[0]}")
     return 0
 
 
