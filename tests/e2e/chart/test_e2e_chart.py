@@ -376,6 +376,8 @@ def test_image_unlock_into_docker_loads_images_and_never_writes_the_plaintext(
     tmp_path: Any,
 ) -> None:
     """``runtime: docker``: the images land in the node's Docker (workloads outside k8s)."""
+    if node_files.kind_container:
+        pytest.skip("kind nodes have no Docker engine (tests/e2e/kind/kind-config.yaml)")
     tag = f"azl-e2e/hello:{session_id}"
     name = f"e2e-images-{session_id}"
     plain = _publish_archive(dev_stack, tmp_path, name, tag)
