@@ -35,6 +35,22 @@ def test_write_private_is_atomic_and_0600(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["loader.env"]
 
 
-def test_tiny_rootfs_is_a_tar_with_one_file() -> None:
-    with tarfile.open(fileobj=io.BytesIO(devstack._tiny_rootfs())) as tar:
-        assert tar.getnames() == ["hello.txt"]
+def test_busybox_rootfs_holds_busybox_and_sh(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "busybox"
+    fake.write_bytes(b"\x7fELF static busybox stand-in")
+    monkeypatch.setattr(devstack, "BUSYBOX", fake)
+    with tarfile.open(fileobj=io.BytesIO(devstack.busybox_rootfs())) as tar:
+        assert tar.getnames() == ["bin", "tmp", "bin/busybox", "bin/sh"]
+        assert tar.extractfile("bin/busybox").read() == fake.read_bytes()  # type: ignore[union-attr]
+        assert tar.getmember("bin/busybox").mode == 0o755
+        assert tar.getmember("bin/sh").linkname == "busybox"
+        assert tar.getmember("tmp").mode == 0o1777
+
+
+def test_a_dynamic_busybox_is_refused(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "busybox"
+    fake.write_bytes(b"\x7fELF.../lib64/ld-linux-x86-64.so.2...")
+    monkeypatch.setattr(devstack, "BUSYBOX", fake)
+    assert "not statically linked" in (devstack._busybox_problem() or "")
+    monkeypatch.setattr(devstack, "BUSYBOX", tmp_path / "absent")
+    assert "busybox-static" in (devstack._busybox_problem() or "")
