@@ -60,6 +60,8 @@ class LoaderError(Exception):
 
     exit_code: int = 1
     default_hint: str = "see the log above; report a bug if it persists"
+    permanent: bool = False
+    """Retrying the same command cannot help (the operator fails the Job at once)."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +76,7 @@ class LoaderError(Exception):
 
 class ConfigError(LoaderError):
     exit_code = 3
+    permanent = True
     default_hint = "check the LOADER_* settings (see `loader --help`)"
 
 
@@ -101,16 +104,19 @@ class ApiError(LoaderError):
 
 class AuthError(ApiError):
     exit_code = 11
+    permanent = True
     default_hint = "check the email and password in the credentials Secret"
 
 
 class NotFoundError(ApiError):
     exit_code = 12
+    permanent = True
     default_hint = "check the folder, name and version; `loader upload` publishes it"
 
 
 class ConflictError(ApiError):
     exit_code = 13
+    permanent = True
     default_hint = "the API refused the request; see its message"
 
     def __init__(
@@ -134,6 +140,7 @@ class ApiUnavailableError(ApiError):
 
 class ProtocolError(ApiError):
     exit_code = 15
+    permanent = True
     default_hint = "the server does not follow docs/protocol.md; check LOADER_API_URL"
 
 
@@ -149,16 +156,19 @@ class CdnUnavailableError(CdnError):
 
 class CdnNotFoundError(CdnError):
     exit_code = 22
+    permanent = True
     default_hint = "the big part is missing on the CDN: publish it again with `loader upload`"
 
 
 class CdnAccessError(CdnError):
     exit_code = 23
+    permanent = True
     default_hint = "the CDN refused the key pair: ask the API operator to fix the CDN settings"
 
 
 class IntegrityError(LoaderError):
     exit_code = 30
+    permanent = True
     default_hint = (
         "the data does not match the digest from the API: nothing was published; "
         "republish the resource or clear the cache"
@@ -177,11 +187,13 @@ class DockerUnavailableError(ImageLoadError):
 
 class NotADockerArchiveError(ImageLoadError):
     exit_code = 42
+    permanent = True
     default_hint = "publish an archive made by `docker save`"
 
 
 class ImageMissingError(ImageLoadError):
     exit_code = 43
+    permanent = True
     default_hint = "check the expected image names against the archive's manifest.json"
 
 
@@ -195,4 +207,5 @@ class ContainerdUnavailableError(ImageLoadError):
 
 class TargetError(LoaderError):
     exit_code = 50
+    permanent = True
     default_hint = "check that the output directory exists and is writable"
