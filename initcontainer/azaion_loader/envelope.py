@@ -3,7 +3,10 @@
 - ``K_user = scrypt(password, salt="azaion-loader/v1/user|" + lower(email), n=2^14, r=8, p=1)``
 - ``K_env  = HKDF-SHA256(K_user, salt=None, info="azaion-loader/v1/envelope|" + fp)``
 - ``K_a    = HKDF-SHA256(F, salt=None, info="azaion-loader/v1/archive")``
-- envelope = ``base64(nonce(12) || AES-256-GCM(K_env, nonce, JSON, aad=purpose))``
+- envelope = ``base64(version(1) || nonce(12) || AES-256-GCM(K_env, nonce, JSON, aad))``
+  with ``aad = version || purpose``; version 1 = this layout with AES-256-GCM; a client meeting another version
+  says so (:class:`~azaion_loader.errors.ProtocolError`) instead of blaming
+  the password
 
 Both sides use this module: the client opens envelopes, the reference server
 seals them.  A wrong password or fingerprint makes the GCM tag fail, which
@@ -31,13 +34,14 @@ __all__ = [
     "derive_archive_key",
     "derive_envelope_key",
     "derive_user_key",
-    "open",
     "open_envelope",
-    "seal",
     "seal_envelope",
 ]
 
+VERSION = 1
+"""Envelope format ``version || nonce || AES-256-GCM``; a new layout or cipher bumps it."""
 NONCE_SIZE = 12
+TAG_SIZE = 16
 USER_SALT_PREFIX = "azaion-loader/v1/user|"
 ENVELOPE_INFO_PREFIX = "azaion-loader/v1/envelope|"
 ARCHIVE_INFO = "azaion-loader/v1/archive"
@@ -81,8 +85,13 @@ def seal_envelope(key: bytes, purpose: str, payload: Any) -> str:
     """Encrypt ``payload`` (JSON-serialisable) for ``purpose``; returns base64 text."""
     nonce = os.urandom(NONCE_SIZE)
     data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    sealed = AESGCM(key).encrypt(nonce, data, purpose.encode("ascii"))
-    return base64.b64encode(nonce + sealed).decode("ascii")
+    sealed = AESGCM(key).encrypt(nonce, data, _aad(VERSION, purpose))
+    return base64.b64encode(bytes([VERSION]) + nonce + sealed).decode("ascii")
+
+
+def _aad(version: int, purpose: str) -> bytes:
+    # The version is authenticated too: a downgrade cannot pass as version 1.
+    return bytes([version]) + purpose.encode("ascii")
 
 
 def open_envelope(key: bytes, purpose: str, envelope: str) -> Any:
@@ -96,10 +105,19 @@ def open_envelope(key: bytes, purpose: str, envelope: str) -> Any:
         raw = base64.b64decode(envelope, validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise ProtocolError(f"the {purpose} envelope is not valid base64") from exc
-    if len(raw) < NONCE_SIZE + 16:
+    if not raw:
+        raise ProtocolError(f"the {purpose} envelope is empty")
+    if raw[0] != VERSION:
+        raise ProtocolError(
+            f"the {purpose} envelope has format version {raw[0]}; this loader knows "
+            f"version {VERSION} only",
+            hint="upgrade the loader to one that speaks the API's envelope format",
+        )
+    if len(raw) < 1 + NONCE_SIZE + TAG_SIZE:
         raise ProtocolError(f"the {purpose} envelope is too short")
+    nonce, sealed = raw[1 : 1 + NONCE_SIZE], raw[1 + NONCE_SIZE :]
     try:
-        data = AESGCM(key).decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], purpose.encode("ascii"))
+        data = AESGCM(key).decrypt(nonce, sealed, _aad(VERSION, purpose))
     except InvalidTag as exc:
         raise AuthError(
             f"cannot open the {purpose} envelope: the password or the hardware fingerprint "
@@ -110,7 +128,3 @@ def open_envelope(key: bytes, purpose: str, envelope: str) -> Any:
         return json.loads(data)
     except ValueError as exc:
         raise ProtocolError(f"the {purpose} envelope does not hold JSON") from exc
-
-
-seal = seal_envelope
-open = open_envelope  # the protocol calls the operation "open"

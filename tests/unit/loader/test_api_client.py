@@ -76,7 +76,7 @@ def client(script: list[Any], retries: int = 2) -> tuple[ApiClient, FakeSession,
 
 def sealed(purpose: str, payload: Any) -> dict[str, str]:
     key = envelope.derive_envelope_key(envelope.derive_user_key(CREDS.email, CREDS.password), FP)
-    return {"envelope": envelope.seal(key, purpose, payload)}
+    return {"envelope": envelope.seal_envelope(key, purpose, payload)}
 
 
 def test_decode_claims_without_verification() -> None:
@@ -228,7 +228,7 @@ def test_envelope_for_other_hardware_is_auth_error() -> None:
     c, _, _ = client(
         [
             FakeResponse(200, {"token": token()}),
-            FakeResponse(200, {"envelope": envelope.seal(key, "resource", {})}),
+            FakeResponse(200, {"envelope": envelope.seal_envelope(key, "resource", {})}),
         ]
     )
     with pytest.raises(AuthError, match="cannot open"):

@@ -39,18 +39,42 @@ def test_envelope_and_archive_keys_are_hkdf() -> None:
 
 def test_envelope_round_trip_and_failures() -> None:
     key = envelope.derive_envelope_key(bytes(32), "00" * 32)
-    sealed = envelope.seal(key, "resource", {"a": [1, 2]})
-    assert envelope.open(key, "resource", sealed) == {"a": [1, 2]}
-    assert len(base64.b64decode(sealed)) == 12 + len(b'{"a":[1,2]}') + 16
+    sealed = envelope.seal_envelope(key, "resource", {"a": [1, 2]})
+    assert envelope.open_envelope(key, "resource", sealed) == {"a": [1, 2]}
+    raw = base64.b64decode(sealed)
+    assert raw[0] == 1 and len(raw) == 1 + 12 + len(b'{"a":[1,2]}') + 16
     other = envelope.derive_envelope_key(bytes(32), "11" * 32)
     with pytest.raises(AuthError, match="cannot open"):
-        envelope.open(other, "resource", sealed)
+        envelope.open_envelope(other, "resource", sealed)
     with pytest.raises(AuthError):
-        envelope.open(key, "cdn-config", sealed)  # purpose is authenticated
+        envelope.open_envelope(key, "cdn-config", sealed)  # purpose is authenticated
     with pytest.raises(ProtocolError):
-        envelope.open(key, "resource", "not base64!!")
-    with pytest.raises(ProtocolError):
-        envelope.open(key, "resource", base64.b64encode(b"short").decode())
+        envelope.open_envelope(key, "resource", "not base64!!")
+    with pytest.raises(ProtocolError, match="too short"):
+        envelope.open_envelope(key, "resource", base64.b64encode(b"\x01short").decode())
+
+
+def test_envelope_test_vector() -> None:
+    """A fixed envelope (docs/protocol.md §3): any implementation must open it the same way."""
+    key = bytes(range(32))
+    vector = "AQABAgMEBQYHCAkKCzwgpXK/gOAhum21/ZPTWlyhq8qnWR7p1C47qMyW8hUvsCc="
+    assert envelope.open_envelope(key, "resource", vector) == {"size": 7, "v": "1"}
+    # The same bytes re-sealed from the spec with a plain AES-GCM.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = bytes(range(12))
+    body = AESGCM(key).encrypt(nonce, b'{"size":7,"v":"1"}', b"\x01resource")
+    assert base64.b64encode(b"\x01" + nonce + body).decode() == vector
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_unknown_envelope_version_is_a_protocol_error(version: int) -> None:
+    key = envelope.derive_envelope_key(bytes(32), "00" * 32)
+    raw = bytearray(base64.b64decode(envelope.seal_envelope(key, "resource", {"a": 1})))
+    raw[0] = version
+    with pytest.raises(ProtocolError, match=f"format version {version}") as err:
+        envelope.open_envelope(key, "resource", base64.b64encode(bytes(raw)).decode())
+    assert "upgrade the loader" in err.value.one_line()
 
 
 def test_fingerprint_formula_and_normalisation() -> None:
