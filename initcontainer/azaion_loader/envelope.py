@@ -4,9 +4,9 @@
 - ``K_env  = HKDF-SHA256(K_user, salt=None, info="azaion-loader/v1/envelope|" + fp)``
 - ``K_a    = HKDF-SHA256(F, salt=None, info="azaion-loader/v1/archive")``
 - envelope = ``base64(version(1) || nonce(12) || AES-256-GCM(K_env, nonce, JSON, aad))``
-  with ``aad = version || purpose``; version 1 = this layout with AES-256-GCM; a client meeting another version
-  says so (:class:`~azaion_loader.errors.ProtocolError`) instead of blaming
-  the password
+  with ``aad = version || purpose``; version 1 = this layout with AES-256-GCM;
+  a client meeting another version says so
+  (:class:`~azaion_loader.errors.ProtocolError`) instead of blaming the password
 
 Both sides use this module: the client opens envelopes, the reference server
 seals them.  A wrong password or fingerprint makes the GCM tag fail, which
