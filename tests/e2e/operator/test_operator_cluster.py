@@ -280,12 +280,10 @@ def test_missing_secret_fails_with_a_clear_reason(
     assert "azaion-loader-credentials" in status["message"]
 
 
-@pytest.fixture
-def fake_nodes(api: Any) -> Any:
-    core = kubernetes.client.CoreV1Api(api)
-    label = f"e2e-{uuid.uuid4().hex[:6]}"
-    names = [f"fake-{label}-{i}" for i in range(3)]
-    for i, name in enumerate(names):
+def _make_fake_nodes(core: Any, label: str, runtimes: list[str]) -> list[str]:
+    """Ready fake Nodes (no kubelet) labelled ``e2e-group=label``, one per runtime version."""
+    names = [f"fake-{label}-{i}" for i in range(len(runtimes))]
+    for i, (name, runtime) in enumerate(zip(names, runtimes, strict=True)):
         core.create_node(
             {
                 "metadata": {
@@ -311,19 +309,74 @@ def fake_nodes(api: Any) -> Any:
                     "architecture": "amd64",
                     "operatingSystem": "linux",
                     "bootID": "",
-                    "containerRuntimeVersion": "",
+                    "containerRuntimeVersion": runtime,
                     "kernelVersion": "",
                     "kubeProxyVersion": "",
-                    "kubeletVersion": "",
+                    "kubeletVersion": "v1.32.4",
                     "osImage": "",
                     "systemUUID": "",
                 },
             }
         }
         core.patch_node_status(name, status)
+    return names
+
+
+@pytest.fixture
+def fake_nodes(api: Any) -> Any:
+    core = kubernetes.client.CoreV1Api(api)
+    label = f"e2e-{uuid.uuid4().hex[:6]}"
+    names = _make_fake_nodes(core, label, ["containerd://1.7.22"] * 3)
     yield label, names
     for name in names:
         core.delete_node(name)
+
+
+def test_unsupported_runtime_fails_that_node_without_a_job(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    label = f"e2e-{uuid.uuid4().hex[:6]}"
+    names = _make_fake_nodes(core, label, ["cri-o://1.30.0", "containerd://1.7.22"])
+    try:
+        _secret(api, namespace)
+        created = _custom(api).create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "imageunlocks",
+            _unlock("mixed", nodeSelector={"e2e-group": label}),
+        )
+        uid = created["metadata"]["uid"]
+        [job] = wait_for("one Job", lambda: (j := _jobs(api, namespace, uid)) and len(j) == 1 and j)
+        assert job.metadata.annotations["loader.azaion.com/node-name"] == names[1]
+        assert job.metadata.annotations["loader.azaion.com/runtime"] == "containerd"
+
+        def reported() -> dict:
+            st = _get(api, namespace, "imageunlocks", "mixed").get("status") or {}
+            return st if len(st.get("nodes") or ()) == 2 else {}
+
+        status = wait_for("both nodes in the status", reported)
+        crio, ctd = sorted(status["nodes"], key=lambda n: n["name"])
+        assert (crio["phase"], crio["reason"]) == ("Failed", "UnsupportedRuntime"), crio
+        assert "cri-o://1.30.0" in crio["message"] and "jobName" not in crio
+        assert (ctd["runtime"], ctd["socketPath"]) == (
+            "containerd",
+            "/run/containerd/containerd.sock",
+        )
+        time.sleep(1.5)
+        assert len(_jobs(api, namespace, uid)) == 1  # never a Job on the cri-o node
+        _complete(api, namespace, job.metadata.name)
+
+        def settled() -> dict:
+            st = _get(api, namespace, "imageunlocks", "mixed").get("status") or {}
+            return st if st.get("phase") == "Failed" else {}
+
+        final = wait_for("Failed (one node unsupported)", settled)
+        assert final["succeeded"] == 1 and final["failedNodes"] == [names[0]]
+    finally:
+        for name in names:
+            core.delete_node(name)
 
 
 def test_unlock_fans_out_per_node_with_parallelism(
