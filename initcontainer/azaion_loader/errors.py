@@ -20,6 +20,7 @@
     |   +-- NotADockerArchiveError    (42)
     |   +-- ImageMissingError         (43)
     |   +-- ContainerdUnavailableError (44)
+    |   +-- UnexpectedImagesError     (45) the archive holds tags that may not be loaded
     +-- TargetError                   (50) the output path cannot be written
 
 Every error carries a one-line ``message`` that names the cause and ``hint``
@@ -52,6 +53,7 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "TargetError",
+    "UnexpectedImagesError",
 ]
 
 
@@ -202,6 +204,15 @@ class ContainerdUnavailableError(ImageLoadError):
     default_hint = (
         "start containerd or point --socket (LOADER_RUNTIME_SOCKET) at its socket, "
         "e.g. /run/containerd/containerd.sock or /run/k3s/containerd/containerd.sock"
+    )
+
+
+class UnexpectedImagesError(ImageLoadError):
+    exit_code = 45
+    permanent = True
+    default_hint = (
+        "list every image of the archive in spec.images (--images), or publish an archive "
+        "that holds only the images it is registered with"
     )
 
 

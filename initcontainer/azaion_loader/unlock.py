@@ -13,9 +13,12 @@ the Docker socket never share one:
   Docker (``docker load``) or containerd (``ctr images import``).
 
 :func:`unlock` runs both in one process; :func:`publish_archive` is the
-publisher's side.  Expected images: the caller's list, else the archive's own
-``manifest.json`` ``RepoTags`` (read from the decrypted stream as it passes,
-by :class:`TarManifestScanner`), else the ``images`` the API recorded.
+publisher's side.  Before a byte is loaded, the archive's ``manifest.json`` is
+read from the checked ciphertext (:func:`~azaion_loader.tar_manifest.sealed_repo_tags`):
+an archive without one, or with a tag outside the caller's list, the API's
+list or under a forbidden repository (the Jobs' own image), loads nothing.
+Expected images: the caller's list, else the manifest's ``RepoTags``, else
+the ``images`` the API recorded.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from azaion_loader.errors import (
     NotADockerArchiveError,
     ProtocolError,
     TargetError,
+    UnexpectedImagesError,
 )
 from azaion_loader.models import (
     KeyFragment,
@@ -51,6 +55,7 @@ from azaion_loader.models import (
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.publish import AtomicWriter, publish_bytes
+from azaion_loader.tar_manifest import TarManifestScanner, disallowed_tags, sealed_repo_tags
 from azaion_loader.workdir import (
     ARCHIVE_FILE,
     FRAGMENT_FILE,
@@ -69,6 +74,7 @@ __all__ = [
     "ARCHIVE_FILE",
     "FRAGMENT_FILE",
     "TarManifestScanner",
+    "UnexpectedImagesError",
     "download_key_fragment",
     "publish_archive",
     "read_workdir",
@@ -88,145 +94,6 @@ CdnFactory = Callable[[], "CdnClient"]
 
 def _noop(_: int) -> None:
     return None
-
-
-# -- reading manifest.json from a tar stream ---------------------------------------
-
-
-class TarManifestScanner:
-    """Finds ``manifest.json`` in a tar stream fed chunk by chunk, without buffering it.
-
-    Only headers (512 bytes) and the few small members of interest (the
-    manifest, GNU long names, pax headers) are copied; file data is skipped
-    by arithmetic.  :attr:`valid` turns false at the first bad header.
-    """
-
-    _CAPTURE_LIMIT = 4 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self.valid = True
-        self.manifest: bytes | None = None
-        self.members = 0
-        self._header = bytearray()
-        self._remaining = 0  # data bytes of the current member still to come
-        self._padding = 0
-        self._capture: bytearray | None = None
-        self._capture_kind = ""
-        self._long_name: str | None = None
-        self._pax_path: str | None = None
-        self._end = False
-
-    @property
-    def repo_tags(self) -> list[str]:
-        """The ``RepoTags`` of every image in ``manifest.json`` (empty if none found)."""
-        if self.manifest is None:
-            return []
-        try:
-            doc = json.loads(self.manifest)
-        except ValueError:
-            return []
-        tags: list[str] = []
-        if isinstance(doc, list):
-            for entry in doc:
-                if isinstance(entry, dict):
-                    for tag in entry.get("RepoTags") or []:
-                        if isinstance(tag, str) and tag not in tags:
-                            tags.append(tag)
-        return tags
-
-    def feed(self, data: bytes | memoryview) -> None:
-        """Consume the next bytes of the tar stream."""
-        view = memoryview(data)
-        while view and self.valid and not self._end:
-            if self._remaining:
-                n = min(self._remaining, len(view))
-                if self._capture is not None and len(self._capture) < self._CAPTURE_LIMIT:
-                    self._capture += view[:n]
-                self._remaining -= n
-                view = view[n:]
-                if not self._remaining:
-                    self._member_done()
-                continue
-            if self._padding:
-                n = min(self._padding, len(view))
-                self._padding -= n
-                view = view[n:]
-                continue
-            n = min(512 - len(self._header), len(view))
-            self._header += view[:n]
-            view = view[n:]
-            if len(self._header) == 512:
-                header = bytes(self._header)
-                self._header.clear()
-                self._on_header(header)
-
-    def _on_header(self, header: bytes) -> None:
-        if header == b"\0" * 512:
-            self._end = True
-            return
-        if not _checksum_ok(header):
-            self.valid = False
-            return
-        size = _octal(header[124:136])
-        if size is None:
-            self.valid = False
-            return
-        kind = header[156:157]
-        name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-        if header[257:262] == b"ustar":
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if prefix:
-                name = f"{prefix}/{name}"
-        if kind in (b"L", b"x"):
-            self._capture_kind = kind.decode()
-        else:
-            self.members += 1
-            if self._long_name is not None:
-                name = self._long_name
-            if self._pax_path is not None:
-                name = self._pax_path
-            self._long_name = self._pax_path = None
-            self._capture_kind = "manifest" if name.lstrip("./") == "manifest.json" else ""
-        self._capture = bytearray() if self._capture_kind else None
-        self._remaining = size
-        self._padding = (-size) % 512
-        if not size:
-            self._member_done()
-
-    def _member_done(self) -> None:
-        data = bytes(self._capture) if self._capture is not None else b""
-        if self._capture_kind == "manifest":
-            self.manifest = data
-        elif self._capture_kind == "L":
-            self._long_name = data.split(b"\0", 1)[0].decode("utf-8", "replace")
-        elif self._capture_kind == "x":
-            for record in data.decode("utf-8", "replace").split("\n"):
-                _, _, kv = record.partition(" ")
-                key, _, value = kv.partition("=")
-                if key == "path":
-                    self._pax_path = value
-        self._capture = None
-        self._capture_kind = ""
-
-
-def _octal(field: bytes) -> int | None:
-    if field and field[0] & 0x80:  # base-256 for large sizes
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        return None
-
-
-def _checksum_ok(header: bytes) -> bool:
-    stored = _octal(header[148:156])
-    if stored is None:
-        return False
-    computed = sum(header[:148]) + 32 * 8 + sum(header[156:])
-    return stored == computed
 
 
 # -- fetch step ------------------------------------------------------------------
@@ -302,7 +169,6 @@ def unlock_fetch(
 def _decrypted(
     path: Path,
     key: bytes,
-    scanner: TarManifestScanner,
     progress: ProgressCallback,
     ring: BufferRing,
 ) -> Iterator[bytes | memoryview]:
@@ -317,12 +183,37 @@ def _decrypted(
         while chunk := f.read(CHUNK_SIZE):
             plain = dec.update_into(chunk, ring.next(Decryptor.buffer_size(len(chunk))))
             if plain:
-                scanner.feed(plain)
                 yield plain
             progress(len(chunk))
-    last = dec.finalize()
-    scanner.feed(last)
-    yield last
+    yield dec.finalize()
+
+
+def _archive_tags(
+    archive: Path,
+    key: bytes,
+    images: Sequence[str] | None,
+    registered: Sequence[str],
+    forbidden_repositories: Sequence[str],
+) -> list[str]:
+    """The archive's tags, once it is clear that every one of them may be loaded."""
+    tags = sealed_repo_tags(archive, key)
+    if tags is None:
+        raise NotADockerArchiveError(
+            "the decrypted archive has no manifest.json (it is not made by `docker save`); "
+            "nothing was loaded"
+        )
+    refused = disallowed_tags(
+        tags,
+        requested=images or (),
+        registered=registered,
+        forbidden_repositories=forbidden_repositories,
+    )
+    if refused:
+        raise UnexpectedImagesError(
+            f"the archive holds images that may not be loaded: {', '.join(refused)}; "
+            "nothing was loaded"
+        )
+    return tags
 
 
 def unlock_load(
@@ -333,11 +224,14 @@ def unlock_load(
     progress: ProgressCallback | None = None,
     on_total: Callable[[int], None] | None = None,
     check: ArchiveCheck | None = None,
+    forbidden_repositories: Sequence[str] = (),
 ) -> UnlockLoadResult:
     """Re-check the digest, decrypt straight into ``engine``'s load, check the images.
 
     ``check``: ``ArchiveCheck.start(workdir)``, if the caller started it
     already (the CLI does, before it imports this module).
+    ``forbidden_repositories``: image repositories the archive may not hold a
+    tag of (the operator passes its Jobs' image).
     """
     progress = progress or _noop
     check = check or ArchiveCheck.start(workdir)
@@ -348,31 +242,28 @@ def unlock_load(
     pending = engine.start_load()
     try:
         check.wait()
+        key = derive_archive_key(frag.fragment)
+        tags = _archive_tags(archive, key, images, frag.images, forbidden_repositories)
         pending.check_running()
     except BaseException:
         pending.cancel()
         raise
     if on_total is not None:
         on_total(frag.size)
-    scanner = TarManifestScanner()
-    key = derive_archive_key(frag.fragment)
     # Decryption runs a few chunks ahead in its own thread while this one
     # writes into the engine's standard input.  The ring has room for the
     # queued chunks, the one being written and the one being decrypted.
     ring = BufferRing(READ_AHEAD + 2, Decryptor.buffer_size(CHUNK_SIZE))
-    plain = prefetch(_decrypted(archive, key, scanner, progress, ring), READ_AHEAD)
+    plain = prefetch(_decrypted(archive, key, progress, ring), READ_AHEAD)
     loaded = pending.load(plain)
-    if not scanner.valid or scanner.manifest is None:
-        log.warning("the decrypted archive has no manifest.json (%s: %s)", engine.name, loaded)
+    log.debug("%s reported loading %s", engine.name, loaded)
     if images:
         expected, source = list(images), "argument"
-    elif scanner.repo_tags:
-        expected, source = scanner.repo_tags, "manifest"
+    elif tags:
+        expected, source = tags, "manifest"
     elif frag.images:
         expected, source = list(frag.images), "api"
     else:
-        if not scanner.valid:
-            raise NotADockerArchiveError("the decrypted archive is not a tar made by `docker save`")
         raise ImageMissingError(
             "no expected images: the archive's manifest.json has no RepoTags and the API "
             "recorded none",
@@ -399,6 +290,7 @@ def unlock(
     images: Sequence[str] | None = None,
     tmp_dir: str | None = None,
     progress: ProgressCallback | None = None,
+    forbidden_repositories: Sequence[str] = (),
 ) -> UnlockLoadResult:
     """Both halves in one process, with a temporary work directory removed afterwards."""
     engine.ping()
@@ -412,7 +304,13 @@ def unlock(
             version=version,
             progress=progress,
         )
-        return unlock_load(engine, workdir=work, images=images, progress=progress)
+        return unlock_load(
+            engine,
+            workdir=work,
+            images=images,
+            progress=progress,
+            forbidden_repositories=forbidden_repositories,
+        )
 
 
 # -- publish -----------------------------------------------------------------------

@@ -123,6 +123,14 @@ def _container_security(uid: int) -> dict[str, Any]:
     }
 
 
+def image_repository(image: str) -> str:
+    """``registry.local/azaion-loader`` of ``registry.local/azaion-loader:1.0@sha256:...``."""
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name[: name.rindex(":")]
+    return name
+
+
 def _socket_gid(runtime: str, settings: OperatorSettings) -> int | None:
     if runtime == CONTAINERD:
         return settings.containerd_socket_gid
@@ -412,6 +420,8 @@ def build_unlock_job(
 
     load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
     load_args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
+    # An archive may not replace the image the Jobs themselves run.
+    load_args += ["--forbid-repository", image_repository(settings.job_image)]
     if choice.runtime == CONTAINERD:
         load_args += ["--namespace", settings.containerd_namespace]
         if spec.get("pinImages"):

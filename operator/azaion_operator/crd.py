@@ -34,5 +34,6 @@ ANNOTATION_SOCKET: Final = f"{GROUP}/socket-path"
 # The toolkit's exit codes that retrying cannot fix (docs/architecture.md,
 # azaion_loader/errors.py): usage, configuration, credentials, fingerprint,
 # auth, not found, conflict, protocol, CDN object missing, CDN access, integrity,
-# not a Docker archive, image missing, target not writable.
-PERMANENT_EXIT_CODES: Final = (2, 3, 4, 5, 11, 12, 13, 15, 22, 23, 30, 42, 43, 50)
+# not a Docker archive, image missing, images not allowed, target not writable
+# (tests/unit/test_exit_codes.py ties this to azaion_loader/errors.py).
+PERMANENT_EXIT_CODES: Final = (2, 3, 4, 5, 11, 12, 13, 15, 22, 23, 30, 42, 43, 45, 50)

@@ -98,7 +98,7 @@ def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_p
     assert not _exists(ref)
 
 
-def test_not_a_docker_archive_is_refused_atpublish_archive(dev_env: Any, tmp_path: Path) -> None:
+def test_not_a_docker_archive_is_refused_at_publish(dev_env: Any, tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(100_000))
     code, result, _, err = run_loader(
@@ -144,7 +144,48 @@ def test_not_a_docker_archive_at_load(docker_engine: str, dev_env: Any, tmp_path
     )
     assert code == 42, err
     assert result["error"] == "NotADockerArchiveError"
-    assert "docker load" in result["message"]
+    assert "no manifest.json" in result["message"] and "nothing was loaded" in result["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "rule"),
+    [
+        (["--images", "azaion-test/something-else:1"], "not in the expected images"),
+        (["--forbid-repository", "azaion-test/PLACEHOLDER"], "the Jobs' own image repository"),
+    ],
+)
+def test_archive_with_a_tag_not_allowed_loads_nothing(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path, extra: list[str], rule: str
+) -> None:
+    ref, archive = image_archive
+    publish_archive(dev_env, archive)
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    repository = ref.rsplit(":", 1)[0]
+    args = [a.replace("azaion-test/PLACEHOLDER", repository) for a in extra]
+    code, result, _, err = run_loader(
+        dev_env.merged(), "unlock-load", "--workdir", str(work), *args
+    )
+    assert code == 45, err
+    assert result["error"] == "UnexpectedImagesError"
+    assert f"{ref} ({rule})" in result["message"] and "nothing was loaded" in result["message"]
+    assert not _exists(ref)
+
+
+def test_archive_with_a_tag_the_api_did_not_register_loads_nothing(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, archive = image_archive
+    # The publisher registers another image than the archive holds.
+    publish_archive(dev_env, archive, "app", "--images=azaion-test/registered:1")
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    code, result, _, err = run_loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
+    assert code == 45, err
+    assert f"{ref} (not registered with the API)" in result["message"]
+    assert not _exists(ref)
 
 
 def test_tampered_workdir_archive_is_not_loaded(

@@ -207,6 +207,7 @@ def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         version=args.version,
         images=args.images or None,
         progress=bar.advance,
+        forbidden_repositories=args.forbid_repository,
     )
     bar.finish()
     return _load_doc(result), f"loaded {', '.join(result.images)} into {result.runtime}"
@@ -253,6 +254,7 @@ def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outco
         progress=bar.advance,
         on_total=bar.set_total,
         check=check,
+        forbidden_repositories=args.forbid_repository,
     )
     bar.finish()
     return _load_doc(result), f"loaded {', '.join(result.images)} into {result.runtime}"

@@ -46,7 +46,7 @@ settings (environment):
 Credentials are never accepted as arguments.
 
 exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
-30 integrity, 40-44 container runtime, 50 target, 1 unexpected, 130 interrupted.
+30 integrity, 40-45 container runtime, 50 target, 1 unexpected, 130 interrupted.
 """
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -148,6 +148,13 @@ def _engine_flags(parser: argparse.ArgumentParser) -> None:
         "--pin",
         action="store_true",
         help="containerd: label the images pinned, so image garbage collection keeps them",
+    )
+    parser.add_argument(
+        "--forbid-repository",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="refuse the archive if it holds a tag of REPO (repeatable; e.g. the Jobs' image)",
     )
 
 
