@@ -35,8 +35,10 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +52,7 @@ __all__ = [
     "atomic_writer",
     "fsync_dir",
     "publish_bytes",
+    "scratch_dir",
     "start_writeback",
     "sweep_stale",
     "temp_prefix",
@@ -349,3 +352,49 @@ def publish_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o64
     """Atomically replace ``path`` with ``data``."""
     with atomic_writer(path, mode=mode) as out:
         out.write(data)
+
+
+_SCRATCH_SUFFIX = re.compile(r"[a-z0-9_]{8}")
+
+
+def _sweep_scratch(parent: Path, prefix: str) -> None:
+    """Remove this user's ``PREFIX + 8 characters`` directories no live process holds."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        if not _SCRATCH_SUFFIX.fullmatch(entry.name[len(prefix) :]):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid == os.geteuid() and _lock(fd):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                log.warning("removed %s, a work directory left by an interrupted run", entry.path)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """A private (0700) directory ``PREFIX + 8 characters``, removed at the end of the block.
+
+    Like ``tempfile.TemporaryDirectory``, plus: the directory is ``flock``-ed
+    while in use, and the directories of the same prefix that a killed
+    process left (no lock held, same owner) are removed first, since what an
+    unlock keeps there (the encrypted archive and its key fragment) is as
+    good as the plaintext.
+    """
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    _sweep_scratch(base, prefix)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _lock(fd)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)

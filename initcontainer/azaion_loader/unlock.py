@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ from azaion_loader.models import (
 )
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
-from azaion_loader.publish import AtomicWriter, publish_bytes
+from azaion_loader.publish import AtomicWriter, publish_bytes, scratch_dir
 from azaion_loader.workdir import (
     ARCHIVE_FILE,
     FRAGMENT_FILE,
@@ -401,7 +400,7 @@ def unlock(
 ) -> UnlockLoadResult:
     """Both halves in one process, with a temporary work directory removed afterwards."""
     docker.ping()
-    with tempfile.TemporaryDirectory(prefix="loader-unlock-", dir=tmp_dir) as work:
+    with scratch_dir("loader-unlock-", tmp_dir) as work:
         unlock_fetch(
             api,
             cdn_factory,

@@ -13,6 +13,7 @@ from azaion_loader.publish import (
     AtomicWriter,
     atomic_writer,
     publish_bytes,
+    scratch_dir,
     sweep_stale,
     temp_prefix,
 )
@@ -187,3 +188,29 @@ def test_fifo_target_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="not a regular file"):
         AtomicWriter(fifo)
     assert os.listdir(tmp_path) == ["fifo"]
+
+
+def test_scratch_dir_is_private_and_removed(tmp_path: Path) -> None:
+    with scratch_dir("loader-unlock-", tmp_path) as work:
+        assert work.parent == tmp_path and work.stat().st_mode & 0o777 == 0o700
+        (work / "fragment.json").write_text("{}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_scratch_dir_sweeps_what_a_killed_run_left(tmp_path: Path) -> None:
+    left = tmp_path / "loader-unlock-abcd_123"  # as SIGKILL leaves it: no lock held
+    left.mkdir()
+    (left / "fragment.json").write_text('{"fragment": "..."}')
+    held = tmp_path / "loader-unlock-live_123"
+    held.mkdir()
+    unrelated = tmp_path / "loader-unlock-other-name"
+    unrelated.mkdir()
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with scratch_dir("loader-unlock-", tmp_path) as work:
+            assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+                [work.name, held.name, unrelated.name]
+            )
+    finally:
+        os.close(fd)
