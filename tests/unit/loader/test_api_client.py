@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class FakeResponse(requests.Response):
         import json
 
         self._content = b"" if body is None else json.dumps(body).encode()
+        self.raw = io.BytesIO(self._content)  # the client streams bodies
 
 
 Script = Callable[[str, str, dict[str, Any]], FakeResponse | Exception]
