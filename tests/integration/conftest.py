@@ -373,3 +373,25 @@ def docker_engine() -> str:
     docker = shutil.which("docker")
     assert docker is not None
     return docker
+
+
+# -- a TCP proxy that breaks streams ------------------------------------------------
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[int], Any]]:
+    """``make(upstream_port)``: a :class:`faultproxy.FaultProxy` on loopback, closed at teardown."""
+    from faultproxy import FaultProxy
+
+    made: list[FaultProxy] = []
+
+    def make(upstream_port: int) -> FaultProxy:
+        proxy = FaultProxy(upstream_port)
+        made.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in made:
+            proxy.close()
