@@ -37,7 +37,10 @@ settings (environment):
   LOADER_CREDENTIALS_DIR    a directory with files `email` and `password` (wins)
   LOADER_CACHE_DIR          big-part cache root (default: no cache)
   LOADER_CA_BUNDLE          CA bundle for the API and the CDN
-  LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP call (30), retries (4)
+  LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP read (30), retries (4)
+  LOADER_DEADLINE           seconds per API call, retries included (300)
+  LOADER_MAX_RESPONSE       largest API body in bytes (8 MiB)
+  LOADER_MIN_RATE, LOADER_RATE_WINDOW   CDN floor in bytes/s (4096) over seconds (60)
   LOADER_HW_MACHINE_ID, LOADER_HW_ARCH   fingerprint overrides
   LOADER_LOG_LEVEL, LOADER_LOG_FORMAT    INFO|DEBUG|...; text|json
 Credentials are never accepted as arguments.
