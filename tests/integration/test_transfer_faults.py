@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import READ_KEYS, WRITE_KEYS
 from loader_cli import fetch_model, upload_model
 
 BIG = 4 * 1024 * 1024 + 123
@@ -37,10 +36,10 @@ def published(dev_env: Any, tmp_path: Path) -> bytes:
 
 
 def cdn_through(dev_env: Any, proxy: Any) -> None:
-    """From now on the API hands out the proxy as the CDN endpoint."""
-    dev_env.api.set_cdn_config(
-        {"endpoint_url": proxy.url, "region": "us-east-1", "read": READ_KEYS, "write": WRITE_KEYS}
-    )
+    """From now on the API hands out the proxy as the CDN endpoint (same keys)."""
+    config = dev_env.api.state.store.cdn_config()
+    assert config is not None
+    dev_env.api.set_cdn_config({**config, "endpoint_url": proxy.url})
 
 
 def target_dir_with_old(tmp_path: Path) -> tuple[Path, Path]:
