@@ -7,13 +7,24 @@ Errors, all from :mod:`azaion_loader.errors`:
     |                        does not open (wrong password or fingerprint)
     +-- NotFoundError        404
     +-- ConflictError        409 {ErrorCode, Message}
-    +-- ApiUnavailableError  5xx, connection errors and timeouts after bounded backoff
-    +-- ProtocolError        400, or a response that breaks the protocol
+    +-- ApiUnavailableError  5xx, connection errors and timeouts after bounded backoff;
+    |                        no complete answer within ``LOADER_DEADLINE``
+    +-- ProtocolError        400, a redirect, a body over ``LOADER_MAX_RESPONSE``, or a
+                             response that breaks the protocol
 
 The JWT's claims are decoded without verifying the signature (the API is
 trusted over TLS); ``exp`` only triggers an early re-login.  The session is
 injectable; nothing secret (password, token, keys) enters a log line or an
 exception message.
+
+Every request carries credentials (the password at login, the token after),
+so none follows a redirect: a 3xx is an error naming where it pointed.  The
+CA bundle is passed with each request, since requests lets
+``REQUESTS_CA_BUNDLE`` override a session's ``verify``.  Bodies are read in
+pieces up to ``max_response`` bytes, and a :class:`~azaion_loader.watchdog.StreamWatch`
+shuts the connection's socket down when the call's deadline passes, whatever
+phase it is in (the connections of a session this client makes register
+with it; with an injected session, only the body's socket can be cut).
 """
 
 from __future__ import annotations
@@ -22,25 +33,34 @@ import base64
 import binascii
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from azaion_loader import envelope
 from azaion_loader.errors import (
     ApiError,
     ApiUnavailableError,
     AuthError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     ProtocolError,
 )
 from azaion_loader.models import CdnConfig, KeyFragment, ResourceRecord
 from azaion_loader.pipeline import Background
+from azaion_loader.redact import has_userinfo, printable, redact_url
 from azaion_loader.settings import Credentials, HttpSettings
+from azaion_loader.watchdog import StreamWatch, response_sockets, shutdown_socket
 
 __all__ = ["ApiClient", "decode_claims"]
 
@@ -48,6 +68,88 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 30.0
 """Log in again this many seconds before the token's ``exp``."""
+BODY_PIECE = 64 * 1024
+"""Bytes per read of a response body."""
+
+
+# -- connections that a deadline can cut -------------------------------------------
+
+_calls = threading.local()
+"""``_calls.watch``: the :class:`_CallWatch` of the call this thread is making."""
+
+
+class _CallWatch:
+    """The connection of the current call, for the deadline to shut down."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.raw: Any = None
+
+    def attach(self, conn: Any) -> None:
+        self.conn = conn
+
+    def abort(self) -> None:
+        shutdown_socket(getattr(self.conn, "sock", None))
+        for sock in response_sockets(self.raw):
+            shutdown_socket(sock)
+
+
+class _Registering:
+    """Mixin: a connection that tells the current call's watch it carries the request."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(_calls, "watch", None)
+        if watch is not None:
+            watch.attach(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_Registering, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Registering, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections (direct and through a proxy) register."""
+
+    _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(self._POOLS)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = dict(self._POOLS)
+        return manager
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = _WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A response read in full (within the size cap): status, body, redirect target."""
+
+    status_code: int
+    body: bytes
+    location: str = ""
 
 
 def _b64url_json(segment: str) -> Any:
@@ -87,11 +189,18 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if has_userinfo(api_url):
+            raise ConfigError(
+                f"the API URL {redact_url(api_url)} carries a user name or password",
+                hint="remove `user:password@` from LOADER_API_URL",
+            )
         self.api_url = api_url.rstrip("/")
         self._credentials = credentials
         self.fingerprint = fingerprint
         self.http = http or HttpSettings()
-        self.session = session or requests.Session()
+        self.session = session or _session()
+        # Per request: a session's `verify` loses to REQUESTS_CA_BUNDLE in requests.
+        self._verify: str | bool = self.http.ca_bundle or True
         if self.http.ca_bundle:
             self.session.verify = self.http.ca_bundle
         self._sleep = sleep
@@ -169,49 +278,134 @@ class ApiClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        """One call with retries on connection errors, timeouts and 5xx."""
+    ) -> _Reply:
+        """One call with retries on connection errors, timeouts and 5xx, all within the deadline."""
         url = self.api_url + path
         attempts = self.http.retries + 1
+        deadline = time.monotonic() + self.http.deadline
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._late(method, path)
             try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers=dict(headers or {}),
-                    timeout=self.http.timeout,
+                reply = self._attempt(
+                    method, url, json=json, params=params, headers=headers, deadline=deadline
                 )
             except requests.exceptions.SSLError as exc:
                 raise ApiUnavailableError(
                     f"TLS verification failed for {self.api_url}",
                     hint="set LOADER_CA_BUNDLE to the CA that signed the API's certificate",
                 ) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError,
+            ) as exc:
+                if time.monotonic() >= deadline:
+                    raise self._late(method, path) from exc
                 kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
                 if last:
                     raise ApiUnavailableError(
                         f"the API at {self.api_url} is unreachable ({method} {path}: {kind} "
                         f"after {attempts} attempts)"
                     ) from exc
-                self._backoff(attempt, f"{method} {path}: {kind}")
+                self._backoff(attempt, f"{method} {path}: {kind}", deadline)
                 continue
-            if resp.status_code >= 500:
+            if reply.status_code >= 500:
                 if last:
                     raise ApiUnavailableError(
-                        f"the API at {self.api_url} answered {resp.status_code} to "
+                        f"the API at {self.api_url} answered {reply.status_code} to "
                         f"{method} {path} {attempts} times",
-                        status=resp.status_code,
+                        status=reply.status_code,
                     )
-                self._backoff(attempt, f"{method} {path}: HTTP {resp.status_code}")
+                self._backoff(attempt, f"{method} {path}: HTTP {reply.status_code}", deadline)
                 continue
-            return resp
+            if 300 <= reply.status_code < 400:
+                where = (
+                    f" to {redact_url(printable(reply.location, 200))}" if reply.location else ""
+                )
+                raise ProtocolError(
+                    f"the API at {self.api_url} answered {method} {path} with a redirect "
+                    f"(HTTP {reply.status_code}){where}; requests with credentials do not "
+                    "follow redirects",
+                    hint="set LOADER_API_URL to the address the API really serves at "
+                    "(e.g. https:// instead of http://)",
+                    status=reply.status_code,
+                )
+            return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _backoff(self, attempt: int, why: str) -> None:
+    def _late(self, method: str, path: str) -> ApiUnavailableError:
+        return ApiUnavailableError(
+            f"the API at {self.api_url} gave no complete answer to {method} {path} within "
+            f"{self.http.deadline:g} s",
+            hint="check the API server and the network; LOADER_DEADLINE sets the limit",
+        )
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> _Reply:
+        """One request, its body read in pieces up to ``max_response``, cut at ``deadline``."""
+        call = _CallWatch()
+        _calls.watch = call
+        try:
+            with StreamWatch(abort=call.abort, deadline=deadline) as watch:
+                resp = self.session.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=dict(headers or {}),
+                    timeout=min(self.http.timeout, max(deadline - time.monotonic(), 0.001)),
+                    verify=self._verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                try:
+                    call.raw = resp.raw  # the body's socket, once the connection lets go
+                    body = self._read_body(resp, watch)
+                finally:
+                    resp.close()
+        finally:
+            _calls.watch = None
+        if watch.fired:  # a close-delimited body ends quietly when its socket is cut
+            raise requests.Timeout("the call's deadline passed")
+        return _Reply(resp.status_code, body, resp.headers.get("Location", ""))
+
+    def _read_body(self, resp: requests.Response, watch: StreamWatch) -> bytes:
+        cap = self.http.max_response
+        what = urlsplit(resp.url or "").path
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_big(what, cap)
+        body = bytearray()
+        for piece in resp.iter_content(BODY_PIECE):
+            body += piece
+            watch.progress(len(piece))
+            if len(body) > cap:
+                raise self._too_big(what, cap)
+        return bytes(body)
+
+    def _too_big(self, what: str, cap: int) -> ProtocolError:
+        return ProtocolError(
+            f"the API at {self.api_url} sent a response over {cap} bytes"
+            + (f" to {printable(what, 200)}" if what else ""),
+            hint="check LOADER_API_URL; LOADER_MAX_RESPONSE sets the limit",
+        )
+
+    def _backoff(self, attempt: int, why: str, deadline: float | None = None) -> None:
         delay = min(self.http.backoff_cap, self.http.backoff_base * (2**attempt))
+        if deadline is not None:
+            delay = max(0.0, min(delay, deadline - time.monotonic()))
         log.warning("%s; retrying in %.1f s (%d/%d)", why, delay, attempt + 1, self.http.retries)
         self._sleep(delay)
 
@@ -257,9 +451,9 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _error_body(resp: requests.Response) -> tuple[int | None, str]:
+    def _error_body(resp: _Reply) -> tuple[int | None, str]:
         try:
-            body = resp.json()
+            body = json.loads(resp.body)
         except ValueError:
             return None, ""
         if not isinstance(body, Mapping):
@@ -268,10 +462,10 @@ class ApiClient:
         message = body.get("Message")
         return (
             code if isinstance(code, int) and not isinstance(code, bool) else None,
-            " ".join(str(message).split()) if message is not None else "",
+            printable(str(message)) if message is not None else "",
         )
 
-    def _raise_for_status(self, resp: requests.Response, what: str) -> None:
+    def _raise_for_status(self, resp: _Reply, what: str) -> None:
         status = resp.status_code
         if status < 400:
             return
@@ -291,9 +485,9 @@ class ApiClient:
         raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
 
     @staticmethod
-    def _json(resp: requests.Response, what: str) -> Any:
+    def _json(resp: _Reply, what: str) -> Any:
         try:
-            return resp.json()
+            return json.loads(resp.body)
         except ValueError as exc:
             raise ProtocolError(f"{what}: the response is not JSON") from exc
 

@@ -8,9 +8,13 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- CdnAccessError        AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch (403),
                               or no write keys for this role
 
-Downloads stream in chunks (:meth:`CdnClient.iter_object`); uploads stream a
-file-like object through a bounded multipart upload (:meth:`CdnClient.upload_fileobj`).
-Messages name the endpoint, bucket and key, never a key pair.
+Downloads stream in chunks (:meth:`CdnClient.iter_object`) under a
+:class:`~azaion_loader.watchdog.StreamWatch`: a stream slower than
+``LOADER_MIN_RATE`` over ``LOADER_RATE_WINDOW`` has its socket shut down and
+ends in :class:`CdnUnavailableError`, as does one that ends before its
+``Content-Length``.  Uploads stream a file-like object through a bounded
+multipart upload (:meth:`CdnClient.upload_fileobj`).  Messages name the
+endpoint, bucket and key, never a key pair; an endpoint with user-info is refused.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from azaion_loader.errors import (
     LoaderError,
 )
 from azaion_loader.models import CdnConfig, CdnKeys
+from azaion_loader.redact import has_userinfo, printable, redact_url
 from azaion_loader.settings import HttpSettings
+from azaion_loader.watchdog import StreamWatch, response_sockets, shutdown_socket
 
 __all__ = ["CdnClient", "ObjectInfo", "map_cdn_error"]
 
@@ -76,7 +82,7 @@ def map_cdn_error(exc: BaseException, endpoint: str, what: str) -> CdnError:
         return exc
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {}) if isinstance(exc.response, dict) else {}
-        code = str(err.get("Code", ""))
+        code = printable(str(err.get("Code", "")), 100)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _NOT_FOUND or status == 404:
             kind = "bucket" if code == "NoSuchBucket" else "object"
@@ -114,6 +120,12 @@ class CdnClient:
         http: HttpSettings | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
+        if has_userinfo(config.endpoint_url):
+            raise CdnError(
+                f"the CDN endpoint from the API, {redact_url(config.endpoint_url)}, carries a "
+                "user name or password",
+                hint="ask the API operator to remove `user:password@` from the CDN settings",
+            )
         self.config = config
         self.endpoint = config.endpoint_url
         self.http = http or HttpSettings()
@@ -206,21 +218,59 @@ class CdnClient:
             raise map_cdn_error(exc, self.endpoint, what) from exc
         body = resp["Body"]
         size = int(resp.get("ContentLength", 0))
+        return size, self._chunks(body, size, chunk_size, what)
 
-        def chunks() -> Iterator[bytes]:
-            try:
+    def _chunks(self, body: Any, size: int, chunk_size: int, what: str) -> Iterator[bytes]:
+        """``body`` in chunks of ``chunk_size`` bytes, read under the rate watch.
+
+        Reads are ``read1`` pieces (what one ``recv`` brings) gathered into
+        a chunk, so the watch sees every byte arrive; a socket the watch
+        shut down, or a stream that ends early, is CdnUnavailableError.
+        """
+        raw = getattr(body, "_raw_stream", None)
+        read_some = getattr(raw, "read1", None) or body.read
+
+        def cut() -> None:
+            for sock in response_sockets(raw):
+                shutdown_socket(sock)
+
+        received = 0
+        watch = StreamWatch(abort=cut, min_rate=self.http.min_rate, window=self.http.rate_window)
+        try:
+            with watch:
                 while True:
-                    try:
-                        data = body.read(chunk_size)
-                    except Exception as exc:
-                        raise map_cdn_error(exc, self.endpoint, what) from exc
-                    if not data:
-                        return
-                    yield data
-            finally:
-                body.close()
+                    chunk = bytearray()
+                    while len(chunk) < chunk_size:
+                        try:
+                            piece = read_some(chunk_size - len(chunk))
+                        except Exception as exc:
+                            if watch.fired:
+                                raise self._slow(what, received + len(chunk), size) from exc
+                            raise map_cdn_error(exc, self.endpoint, what) from exc
+                        if not piece:
+                            break
+                        chunk += piece
+                        watch.progress(len(piece))
+                    received += len(chunk)
+                    if watch.fired:
+                        raise self._slow(what, received, size)
+                    if not chunk:
+                        break
+                    yield chunk  # type: ignore[misc]  # a bytearray: no copy into bytes
+            if received < size:
+                raise CdnUnavailableError(
+                    f"the CDN at {self.endpoint} ended {what} after {received} of {size} bytes"
+                )
+        finally:
+            body.close()
 
-        return size, chunks()
+    def _slow(self, what: str, received: int, size: int) -> CdnUnavailableError:
+        return CdnUnavailableError(
+            f"the CDN at {self.endpoint} sent {what} slower than {self.http.min_rate:g} bytes/s "
+            f"over {self.http.rate_window:g} s ({received} of {size} bytes received)",
+            hint="check the network to the CDN; LOADER_MIN_RATE and LOADER_RATE_WINDOW set "
+            "the floor",
+        )
 
     def download_fileobj(self, bucket: str, key: str, out: IO[bytes]) -> int:
         """Stream ``bucket/key`` into ``out``; returns the byte count."""

@@ -25,11 +25,16 @@
 
 Every error carries a one-line ``message`` that names the cause and ``hint``
 that says what to do.  Messages never contain secrets: callers build them
-from names, URLs and sizes only.  Context is passed as keyword-only
-arguments; the cause is chained with ``raise ... from``.
+from names, URLs and sizes only; :meth:`LoaderError.one_line` passes them
+through :func:`azaion_loader.redact.printable`, so no control character from
+outside (an API's ``Message``) reaches a terminal or a result file.
+Context is passed as keyword-only arguments; the cause is chained with
+``raise ... from``.
 """
 
 from __future__ import annotations
+
+from azaion_loader.redact import printable
 
 __all__ = [
     "ApiError",
@@ -73,7 +78,7 @@ class LoaderError(Exception):
     def one_line(self) -> str:
         """The message and the fix on one line, for stderr and termination messages."""
         text = f"{self.message}; {self.hint}" if self.hint else self.message
-        return " ".join(text.split())
+        return printable(text, limit=2000)
 
 
 class ConfigError(LoaderError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from azaion_loader.engine import DEFAULT_CONTAINERD_NAMESPACE, DOCKER, RUNTIMES
 from azaion_loader.errors import ConfigError, CredentialsMissingError
+from azaion_loader.redact import has_userinfo, redact_url
 
 __all__ = [
     "Credentials",
@@ -58,7 +59,20 @@ class HttpSettings:
     backoff_cap: float = 8.0
     """Longest backoff delay in seconds."""
     ca_bundle: str | None = None
-    """CA bundle for the API and the CDN (``LOADER_CA_BUNDLE``); ``None``: system CAs."""
+    """CA bundle for the API and the CDN (``LOADER_CA_BUNDLE``); ``None``: system CAs.
+
+    Passed with every request, so it wins over ``REQUESTS_CA_BUNDLE``."""
+    deadline: float = 300.0
+    """Seconds one API call may take in all, retries included, ``LOADER_DEADLINE``.
+
+    Bounds a server that answers a byte at a time (each read within
+    ``timeout``), which no per-read timeout catches."""
+    max_response: int = 8 * 1024 * 1024
+    """Largest API response body in bytes, ``LOADER_MAX_RESPONSE``; a longer one is refused."""
+    min_rate: float = 4096.0
+    """Bytes per second a CDN download must keep up, ``LOADER_MIN_RATE`` (0: no floor)."""
+    rate_window: float = 60.0
+    """Seconds over which ``min_rate`` is averaged, ``LOADER_RATE_WINDOW``."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +181,12 @@ class LoaderSettings:
         if fmt not in {"text", "json"}:
             raise ConfigError(f"LOADER_LOG_FORMAT={fmt!r} must be `text` or `json`")
         api_url = env.get("LOADER_API_URL", "").strip() or DEFAULT_API_URL
+        if has_userinfo(api_url):
+            raise ConfigError(
+                f"LOADER_API_URL={redact_url(api_url)!r} carries a user name or password",
+                hint="remove `user:password@` from LOADER_API_URL; credentials go in "
+                "LOADER_EMAIL/LOADER_PASSWORD or LOADER_CREDENTIALS_DIR",
+            )
         if not api_url.startswith(("http://", "https://")):
             raise ConfigError(f"LOADER_API_URL={api_url!r} must start with http:// or https://")
         return cls(
@@ -178,6 +198,10 @@ class LoaderSettings:
                 timeout=_positive_float(env, "LOADER_TIMEOUT", 30.0),
                 retries=_non_negative_int(env, "LOADER_RETRIES", 4),
                 ca_bundle=env.get("LOADER_CA_BUNDLE", "").strip() or None,
+                deadline=_positive_float(env, "LOADER_DEADLINE", 300.0),
+                max_response=_positive_int(env, "LOADER_MAX_RESPONSE", 8 * 1024 * 1024),
+                min_rate=_non_negative_float(env, "LOADER_MIN_RATE", 4096.0),
+                rate_window=_positive_float(env, "LOADER_RATE_WINDOW", 60.0),
             ),
             hardware=HardwareSettings(
                 machine_id=env.get("LOADER_HW_MACHINE_ID", "").strip() or None,
@@ -210,6 +234,24 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if not value > 0:
         raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    if not env.get(name, "").strip():
+        return default
+    try:
+        return _positive_float(env, name, default)
+    except ConfigError:
+        if env[name].strip() in ("0", "0.0"):
+            return 0.0
+        raise ConfigError(f"{name}={env[name].strip()!r} must be a number, 0 or more") from None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _non_negative_int(env, name, default)
+    if value == 0:
+        raise ConfigError(f"{name}=0 must be greater than 0")
     return value
 
 

@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ from azaion_loader.models import (
 )
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
-from azaion_loader.publish import AtomicWriter, publish_bytes
+from azaion_loader.publish import AtomicWriter, publish_bytes, scratch_dir
 from azaion_loader.tar_manifest import TarManifestScanner, disallowed_tags, sealed_repo_tags
 from azaion_loader.workdir import (
     ARCHIVE_FILE,
@@ -294,7 +293,7 @@ def unlock(
 ) -> UnlockLoadResult:
     """Both halves in one process, with a temporary work directory removed afterwards."""
     engine.ping()
-    with tempfile.TemporaryDirectory(prefix="loader-unlock-", dir=tmp_dir) as work:
+    with scratch_dir("loader-unlock-", tmp_dir) as work:
         unlock_fetch(
             api,
             cdn_factory,

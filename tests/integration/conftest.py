@@ -415,3 +415,25 @@ def containerd_engine() -> Iterator[PrivateContainerd]:
         yield engine
     finally:
         engine.stop()
+
+
+# -- a TCP proxy that breaks streams ------------------------------------------------
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[[int], Any]]:
+    """``make(upstream_port)``: a :class:`faultproxy.FaultProxy` on loopback, closed at teardown."""
+    from faultproxy import FaultProxy
+
+    made: list[FaultProxy] = []
+
+    def make(upstream_port: int) -> FaultProxy:
+        proxy = FaultProxy(upstream_port)
+        made.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in made:
+            proxy.close()

@@ -4,7 +4,8 @@ Parses arguments, reads the ``LOADER_*`` settings, configures logging (the
 only place that does), runs one subcommand, prints a summary or a JSON
 result line, and maps every :class:`~azaion_loader.errors.LoaderError` to its
 one-line message (``loader: error: ...``) and exit code.  No traceback for
-expected failures; Ctrl-C exits with 130.
+expected failures; Ctrl-C exits with 130, SIGTERM with 143 and SIGHUP with
+129, after the same cleanup (:mod:`azaion_loader.cli.signals`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from azaion_loader import __version__
 from azaion_loader.cli.commands import HANDLERS
 from azaion_loader.cli.output import configure_logging, error_result, write_result
+from azaion_loader.cli.signals import Terminated, terminate_on_signals
 from azaion_loader.errors import ConfigError, LoaderError
 from azaion_loader.settings import LoaderSettings
 
@@ -35,7 +37,10 @@ settings (environment):
   LOADER_CREDENTIALS_DIR    a directory with files `email` and `password` (wins)
   LOADER_CACHE_DIR          big-part cache root (default: no cache)
   LOADER_CA_BUNDLE          CA bundle for the API and the CDN
-  LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP call (30), retries (4)
+  LOADER_TIMEOUT, LOADER_RETRIES   seconds per HTTP read (30), retries (4)
+  LOADER_DEADLINE           seconds per API call, retries included (300)
+  LOADER_MAX_RESPONSE       largest API body in bytes (8 MiB)
+  LOADER_MIN_RATE, LOADER_RATE_WINDOW   CDN floor in bytes/s (4096) over seconds (60)
   LOADER_HW_MACHINE_ID, LOADER_HW_ARCH   fingerprint overrides
   LOADER_LOG_LEVEL, LOADER_LOG_FORMAT    INFO|DEBUG|...; text|json
   LOADER_RUNTIME            unlock/unlock-load: docker (default) or containerd
@@ -46,7 +51,8 @@ settings (environment):
 Credentials are never accepted as arguments.
 
 exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
-30 integrity, 40-45 container runtime, 50 target, 1 unexpected, 130 interrupted.
+30 integrity, 40-45 container runtime, 50 target, 1 unexpected, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); temporaries are removed first.
 """
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -291,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log)
         if hasattr(args, "external"):
             return _run_external(args)
-        result, summary = HANDLERS[command](args, settings)
+        with terminate_on_signals():
+            result, summary = HANDLERS[command](args, settings)
     except LoaderError as exc:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO)
@@ -303,12 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("\nloader: interrupted\n")
-        interrupted = LoaderError("interrupted", hint="")
-        interrupted.exit_code = 130
-        write_result(
-            error_result(command, interrupted), to_stdout=to_stdout, result_file=result_file
-        )
-        return 130
+        return _stopped(command, "interrupted", 130, to_stdout, result_file)
+    except Terminated as stop:
+        sys.stderr.write(f"loader: {stop}: stopped, temporaries removed\n")
+        return _stopped(command, str(stop), stop.exit_code, to_stdout, result_file)
     except Exception as exc:
         log.debug("%s failed unexpectedly", command, exc_info=True)
         unexpected = LoaderError(f"unexpected {type(exc).__name__}: {exc}")
@@ -325,6 +330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     write_result(doc, to_stdout=to_stdout, result_file=result_file)
     return 0
+
+
+def _stopped(
+    command: str, message: str, exit_code: int, to_stdout: bool, result_file: str | None
+) -> int:
+    """The result line of a command stopped by a signal; returns its exit code."""
+    stopped = LoaderError(message, hint="")
+    stopped.exit_code = exit_code
+    write_result(error_result(command, stopped), to_stdout=to_stdout, result_file=result_file)
+    return exit_code
 
 
 def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class FakeResponse(requests.Response):
         import json
 
         self._content = b"" if body is None else json.dumps(body).encode()
+        self.raw = io.BytesIO(self._content)  # the client streams bodies
 
 
 Script = Callable[[str, str, dict[str, Any]], FakeResponse | Exception]
@@ -289,3 +291,46 @@ def test_existing_version_is_a_conflict_31() -> None:
 def test_unknown_name_has_no_versions() -> None:
     c, _, _ = client([FakeResponse(200, {"token": token()}), FakeResponse(200, {"archives": []})])
     assert c.list_versions("archives", "models", "m") == []
+
+
+class RecordingSession(requests.Session):
+    """A real Session (its environment merging included) whose transport records ``verify``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verify_seen: list[Any] = []
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.verify_seen.append(kwargs.get("verify"))
+        return FakeResponse(200, {"token": token()})
+
+
+def test_loader_ca_bundle_wins_over_requests_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/other-ca.pem")
+    session = RecordingSession()
+    c = ApiClient(
+        "https://api",
+        CREDS,
+        fingerprint=FP,
+        http=HttpSettings(ca_bundle="/etc/loader-ca.pem"),
+        session=session,
+    )
+    c.login()
+    assert session.verify_seen == ["/etc/loader-ca.pem"]
+
+
+def test_requests_are_sent_without_redirects_and_streamed() -> None:
+    c, session, _ = client([FakeResponse(200, {"token": token()})])
+    c.login()
+    _method, _url, kw = session.calls[0]
+    assert kw["allow_redirects"] is False and kw["stream"] is True and kw["verify"] is True
+
+
+def test_a_redirect_is_a_protocol_error_without_retry() -> None:
+    moved = FakeResponse(301)
+    moved.headers["Location"] = "https://user:pw@elsewhere/login"
+    c, session, _ = client([moved])
+    with pytest.raises(ProtocolError, match="redirect") as info:
+        c.login()
+    assert len(session.calls) == 1
+    assert "pw@" not in info.value.one_line()

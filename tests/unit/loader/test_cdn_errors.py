@@ -47,3 +47,15 @@ def test_no_write_keys_is_access_error() -> None:
         c.ensure_bucket("b")
     assert made == []  # no write keys: no client made for them
     assert "secret" not in repr(cfg)
+
+
+def test_endpoint_with_user_info_is_refused_without_showing_it() -> None:
+    config = CdnConfig.from_dict(
+        {
+            "endpoint_url": "https://key:s3cret@s3.example",
+            "read": {"access_key_id": "a", "secret_access_key": "b"},
+        }
+    )
+    with pytest.raises(CdnError) as info:
+        CdnClient(config)
+    assert "s3cret" not in info.value.one_line()

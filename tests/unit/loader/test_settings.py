@@ -77,8 +77,39 @@ def test_half_credentials() -> None:
         ("LOADER_LOG_LEVEL", "LOUD"),
         ("LOADER_LOG_FORMAT", "xml"),
         ("LOADER_API_URL", "ftp://x"),
+        ("LOADER_DEADLINE", "0"),
+        ("LOADER_MAX_RESPONSE", "0"),
+        ("LOADER_MAX_RESPONSE", "1e6"),
+        ("LOADER_MIN_RATE", "-1"),
+        ("LOADER_RATE_WINDOW", "0"),
     ],
 )
 def test_bad_values_are_config_errors(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         LoaderSettings.from_env({name: value})
+
+
+def test_transfer_limits() -> None:
+    http = LoaderSettings.from_env(
+        {
+            "LOADER_DEADLINE": "45",
+            "LOADER_MAX_RESPONSE": "1048576",
+            "LOADER_MIN_RATE": "0",
+            "LOADER_RATE_WINDOW": "5",
+        }
+    ).http
+    assert (http.deadline, http.max_response, http.min_rate, http.rate_window) == (
+        45.0,
+        1048576,
+        0.0,
+        5.0,
+    )
+    default = LoaderSettings.from_env({}).http
+    assert (default.deadline, default.max_response, default.min_rate) == (300.0, 8388608, 4096.0)
+
+
+def test_user_info_in_the_api_url_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        LoaderSettings.from_env({"LOADER_API_URL": "https://bob:s3cret@api.example"})
+    assert "s3cret" not in info.value.one_line()
+    assert "***@api.example" in info.value.one_line()

@@ -1,0 +1,165 @@
+"""A TCP proxy on loopback that breaks a response stream at a chosen byte: real faults, no mocks.
+
+    proxy = FaultProxy(upstream_port)            # listens on 127.0.0.1:<free port>
+    proxy.arm(b"GET /models/model.bin.big", "slow", at=512 * 1024, rate=20_000)
+    ...                                           # point a client at proxy.url
+    proxy.reached.wait(10)                        # the fault point has passed
+
+Each accepted connection gets two pump threads.  Client to server passes
+unchanged; the proxy looks for ``match`` in it and, once seen on a
+connection, counts the bytes of the server's answer from there.  Past ``at``
+bytes, the fault:
+
+- ``cut``: both sockets are closed (a dropped link);
+- ``stall``: nothing more is forwarded (a peer that hangs);
+- ``slow``: ``rate`` bytes per second, a few bytes at a time (a trickle that
+  every per-read timeout lets through).
+
+A fault applies to ``times`` connections (default 1), so a retry or a second
+fetch can go through.  Every wait is bounded by :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+__all__ = ["FaultProxy"]
+
+_PIECE = 64 * 1024
+
+
+@dataclass
+class _Plan:
+    match: bytes
+    kind: str
+    at: int
+    rate: float
+    times: int
+
+
+class FaultProxy:
+    """127.0.0.1:<free port> forwarding to 127.0.0.1:``upstream_port``, with one armed fault."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._plan: _Plan | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self.reached = threading.Event()
+        """Set when a response passed the fault point (the fault is now acting)."""
+        self.connections = 0
+        threading.Thread(target=self._accept, name="faultproxy-accept", daemon=True).start()
+
+    def arm(self, match: bytes, kind: str, *, at: int, rate: float = 0.0, times: int = 1) -> None:
+        """Break the answer to the next ``times`` requests holding ``match`` past ``at`` bytes."""
+        if kind not in ("cut", "stall", "slow"):
+            raise ValueError(kind)
+        with self._lock:
+            self._plan = _Plan(match, kind, at, rate, times)
+            self.reached.clear()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._plan = None
+
+    def close(self) -> None:
+        """Stop accepting, end every fault's wait and close every connection."""
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._sockets += [client, server]
+                self.connections += 1
+            state: dict[str, _Plan | None] = {"plan": None}
+            threading.Thread(
+                target=self._upstream, args=(client, server, state), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._downstream, args=(server, client, state), daemon=True
+            ).start()
+
+    def _take(self, data: bytes) -> _Plan | None:
+        with self._lock:
+            plan = self._plan
+            if plan is None or plan.times <= 0 or plan.match not in data:
+                return None
+            plan.times -= 1
+            return _Plan(plan.match, plan.kind, plan.at, plan.rate, 1)
+
+    def _upstream(self, client: socket.socket, server: socket.socket, state: dict) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(_PIECE):
+                if state["plan"] is None:
+                    state["plan"] = self._take(data)
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _downstream(self, server: socket.socket, client: socket.socket, state: dict) -> None:
+        sent = 0  # of the answer since the plan was taken
+        try:
+            while data := server.recv(_PIECE):
+                plan = state["plan"]
+                if plan is None:
+                    client.sendall(data)
+                    continue
+                keep = max(0, min(len(data), plan.at - sent))
+                client.sendall(data[:keep])
+                sent += keep
+                if keep == len(data):
+                    continue
+                self.reached.set()
+                self._fault(plan, client, data[keep:], server)
+                return
+        except OSError:
+            pass
+        finally:
+            for sock in (client, server):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _fault(
+        self, plan: _Plan, client: socket.socket, rest: bytes, server: socket.socket
+    ) -> None:
+        if plan.kind == "cut":
+            return
+        if plan.kind == "stall":
+            self._closed.wait()
+            return
+        step = max(1, int(plan.rate / 20))  # 20 sends a second
+        pending = rest
+        while not self._closed.is_set():
+            if not pending:
+                pending = server.recv(_PIECE)
+                if not pending:
+                    return
+            client.sendall(pending[:step])
+            pending = pending[step:]
+            time.sleep(step / plan.rate)
