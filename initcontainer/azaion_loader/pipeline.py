@@ -211,7 +211,11 @@ class Background(Generic[T]):
     def __init__(self, fn: Callable[[], T], *, name: str = "loader-background") -> None:
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        # Not a daemon: the work runs in C without the GIL (scrypt, SHA-256), and a
+        # daemon thread still inside it while the interpreter finalises can crash
+        # the process (a fetch with a wrong password once ended in SIGSEGV after
+        # its fast 401); at exit the interpreter waits for it instead (<= ~1 s).
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=False)
         self._thread.start()
 
     def _run(self, fn: Callable[[], T]) -> None:
