@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -176,7 +177,15 @@ def _docker_archive(tag: str, tmp_path: pathlib.Path) -> pathlib.Path:
     The image is made with ``docker import``, saved, and removed from the engine.
     """
     command = json.dumps(["/bin/busybox", "echo", IMAGE_LINE])
-    run(["docker", "import", "--change", f"CMD {command}", "-", tag], input=busybox_rootfs())
+    # Binary input: `run` speaks text, so the import goes through subprocess itself.
+    made = subprocess.run(
+        ["docker", "import", "--change", f"CMD {command}", "-", tag],
+        input=busybox_rootfs(),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr.decode(errors="replace")
     archive = tmp_path / "images.tar"
     run(["docker", "save", "-o", str(archive), tag])
     run(["docker", "image", "rm", tag])
