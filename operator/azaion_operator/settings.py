@@ -228,9 +228,10 @@ class _Reader:
 
     def urls(self, key: str) -> tuple[str, ...]:
         items = self._items(key)
-        for item in items:
+        for number, item in enumerate(items, 1):
             if not item.startswith(("http://", "https://")):
-                raise SettingsError(f"{PREFIX}{key}: {item!r} is not an http:// or https:// URL")
+                # Not quoted: a mistyped URL may carry user info.
+                raise SettingsError(f"{PREFIX}{key}: item {number} is not an http(s):// URL")
         return items
 
     def paths(self, key: str) -> tuple[str, ...]:

@@ -103,7 +103,7 @@ def test_policy_parsed_and_normalised() -> None:
     ("key", "value", "message"),
     [
         ("POLICY_ALLOW_INSECURE_HTTP", "yes", "='yes': expected true or false"),
-        ("POLICY_ALLOWED_API_URLS", "api.example", ": 'api.example' is not an http"),
+        ("POLICY_ALLOWED_API_URLS", "https://a, u:canary@b", ": item 2 is not an http(s):// URL"),
         ("POLICY_HOST_PATH_PREFIXES", "/a,b", ": 'b' is not an absolute path without"),
         ("POLICY_HOST_PATH_PREFIXES", "/a/../etc", ": '/a/../etc' is not an absolute path"),
         ("POLICY_IMAGE_UNLOCK_NAMESPACES", "edge,**", ": '**' is not a DNS label"),
@@ -113,3 +113,4 @@ def test_bad_policy_values_name_the_variable(key: str, value: str, message: str)
     with pytest.raises(SettingsError) as info:
         OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": value})
     assert str(info.value).startswith(f"AZAION_OPERATOR_{key}{message}")
+    assert "canary" not in str(info.value)
