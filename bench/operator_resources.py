@@ -448,6 +448,8 @@ def start_operator(
         **os.environ,
         "AZAION_OPERATOR_NAMESPACES": namespace,
         "AZAION_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
+        # The admin policy refuses a Resource with no API URL at all (the Jobs never run).
+        "AZAION_OPERATOR_API_URL": "https://api.bench.invalid",
     }
     if source:
         env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -6,8 +6,10 @@ generations, create what is missing (a 409 means the Job exists: it is adopted,
 never duplicated) and return the new status with the Events to post.  They
 never sleep and never write status themselves: the handlers do that.
 
-Permanent problems (missing Secret, no matching node, missing volume claim)
-raise ``SpecError``; API trouble raises the ``KubeError`` kinds.
+A spec the admin's policy refuses (``policy.py``) raises ``SpecError`` with
+reason ``PolicyDenied`` before anything else is read or built.  Other permanent
+problems (missing Secret, no matching node, missing volume claim) raise
+``SpecError`` too; API trouble raises the ``KubeError`` kinds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from azaion_operator.errors import (
 )
 from azaion_operator.kube import KubeClient
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
+from azaion_operator.policy import Denial, resource_denial, unlock_denial
 from azaion_operator.runtimes import (
     DOCKER,
     RuntimeChoice,
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 RESOURCE_STEPS = {"fetch": "Fetching", "verify": "Verifying"}
 UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+POLICY_DENIED = "PolicyDenied"
 
 # A 403 on PersistentVolumes is an RBAC gap (rbac.create=false with the old
 # rules): warn once per process, not on every reconcile of every Resource.
@@ -92,22 +96,25 @@ def _finished(status: Mapping[str, Any], generation: int) -> bool:
     )
 
 
+def _enforce(denial: Denial | None) -> None:
+    """A spec the admin's policy refuses fails before any Secret is read or Job built."""
+    if denial is not None:
+        raise SpecError(denial.message, reason=POLICY_DENIED)
+
+
 def _check_credentials(
     kube: KubeClient, namespace: str, spec: Mapping[str, Any], settings: OperatorSettings
 ) -> None:
     name = credentials_secret_name(spec, settings)
     try:
-        keys = kube.secret_keys(namespace, name)
+        usable = {"email", "password"} <= kube.secret_keys(namespace, name)
     except KubeNotFoundError:
+        usable = False
+    if not usable:
+        # Whoever reads the status must not learn which Secrets exist or what they hold.
         raise SpecError(
-            f"credentials Secret {namespace}/{name} not found: create it with keys "
-            "`email` and `password` (see examples/credentials-secret.yaml)",
-            reason="MissingCredentials",
-        ) from None
-    missing = sorted({"email", "password"} - keys)
-    if missing:
-        raise SpecError(
-            f"credentials Secret {namespace}/{name} lacks the key(s) {', '.join(missing)}",
+            f"credentials Secret {namespace}/{name} is not usable: it needs the keys `email` "
+            "and `password` (see examples/credentials-secret.yaml)",
             reason="MissingCredentials",
         )
 
@@ -277,6 +284,7 @@ def reconcile_resource(
     old = body.get("status") or {}
     if _finished(old, generation):
         return Report(None, [])
+    _enforce(resource_denial(spec, settings.api_url, settings.policy))
 
     # A first generation with no Job recorded cannot have Jobs of older
     # generations to delete: skip the listing and create at once (a 409 adopts
@@ -343,6 +351,7 @@ def reconcile_unlock(
     generation = int(meta.get("generation", 1))
     old = body.get("status") or {}
     parallelism = int(spec.get("parallelism") or 1)
+    _enforce(unlock_denial(namespace, spec, settings.api_url, settings.policy))
 
     check_socket_policy(spec, settings)
     jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})

@@ -11,6 +11,8 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
+from azaion_operator.policy import ALL_NAMESPACES, Policy, normalise_path
+
 __all__ = ["PREFIX", "OperatorSettings", "SettingsError"]
 
 PREFIX = "AZAION_OPERATOR_"
@@ -18,6 +20,7 @@ PREFIX = "AZAION_OPERATOR_"
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")
+_BOOLEANS = {"true": True, "false": False}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9_]$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
@@ -98,6 +101,9 @@ class OperatorSettings:
     workers: int = 48
     """Threads for the synchronous handlers (and the Kubernetes client's connection pool)."""
 
+    policy: Policy = dataclasses.field(default_factory=Policy)
+    """What custom resources may ask for (``AZAION_OPERATOR_POLICY_*``; docs/security.md)."""
+
     @property
     def clusterwide(self) -> bool:
         """True when no namespaces are listed."""
@@ -138,9 +144,7 @@ class OperatorSettings:
             ),
             containerd_namespace=reader.text("CONTAINERD_NAMESPACE", defaults.containerd_namespace),
             containerd_socket_gid=reader.optional_integer("CONTAINERD_SOCKET_GID", 0, 2147483647),
-            allowed_socket_paths=reader.paths(
-                "ALLOWED_SOCKET_PATHS", defaults.allowed_socket_paths
-            ),
+            allowed_socket_paths=reader.paths("ALLOWED_SOCKET_PATHS"),
             job_cpu_request=reader.quantity("JOB_CPU_REQUEST", defaults.job_cpu_request),
             job_cpu_limit=reader.quantity("JOB_CPU_LIMIT", defaults.job_cpu_limit),
             job_memory_request=reader.quantity("JOB_MEMORY_REQUEST", defaults.job_memory_request),
@@ -155,8 +159,21 @@ class OperatorSettings:
                 "LIVENESS_ENDPOINT", defaults.liveness_endpoint, empty_disables=True
             ),
             workers=reader.integer("WORKERS", defaults.workers, 1, 128),
+            policy=_read_policy(reader),
         )
         return settings
+
+
+def _read_policy(reader: _Reader) -> Policy:
+    return Policy(
+        allowed_api_urls=reader.urls("POLICY_ALLOWED_API_URLS"),
+        allow_insecure_http=reader.boolean("POLICY_ALLOW_INSECURE_HTTP", False),
+        host_path_prefixes=reader.paths("POLICY_HOST_PATH_PREFIXES"),
+        image_unlock_namespaces=reader.names(
+            "POLICY_IMAGE_UNLOCK_NAMESPACES", (), wildcard=ALL_NAMESPACES
+        ),
+        allow_control_plane=reader.boolean("POLICY_ALLOW_CONTROL_PLANE", False),
+    )
 
 
 class _Reader:
@@ -208,13 +225,26 @@ class _Reader:
             raise SettingsError(f"{PREFIX}{key}={raw!r}: expected a DNS label (a-z, 0-9, -)")
         return raw
 
-    def names(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def boolean(self, key: str, default: bool) -> bool:
         raw = self._raw(key)
         if raw is None:
             return default
-        items = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+        if raw.lower() not in _BOOLEANS:
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected true or false")
+        return _BOOLEANS[raw.lower()]
+
+    def _items(self, key: str) -> tuple[str, ...]:
+        raw = self._raw(key) or ""
+        return tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+
+    def names(
+        self, key: str, default: tuple[str, ...], *, wildcard: str | None = None
+    ) -> tuple[str, ...]:
+        if self._raw(key) is None:
+            return default
+        items = self._items(key)
         for item in items:
-            if not _DNS_LABEL.match(item):
+            if item != wildcard and not _DNS_LABEL.match(item):
                 raise SettingsError(f"{PREFIX}{key}: {item!r} is not a DNS label (a-z, 0-9, -)")
         return items
 
@@ -226,15 +256,24 @@ class _Reader:
             raise SettingsError(f"{PREFIX}{key}={raw!r}: expected an absolute path")
         return raw
 
-    def paths(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        raw = self._raw(key)
-        if raw is None:
-            return default
-        items = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
-        for item in items:
-            if not _ABSOLUTE_PATH.match(item) or "/../" in f"{item}/":
-                raise SettingsError(f"{PREFIX}{key}: {item!r} is not an absolute path")
+    def urls(self, key: str) -> tuple[str, ...]:
+        items = self._items(key)
+        for number, item in enumerate(items, 1):
+            if not item.startswith(("http://", "https://")):
+                # Not quoted: a mistyped URL may carry user info.
+                raise SettingsError(f"{PREFIX}{key}: item {number} is not an http(s):// URL")
         return items
+
+    def paths(self, key: str) -> tuple[str, ...]:
+        normal = []
+        for item in self._items(key):
+            path = normalise_path(item)
+            if path is None:
+                raise SettingsError(
+                    f"{PREFIX}{key}: {item!r} is not an absolute path without . or .. segments"
+                )
+            normal.append(path)
+        return tuple(dict.fromkeys(normal))
 
     def url(self, key: str, default: str, *, empty_disables: bool = False) -> str:
         if empty_disables and PREFIX + key in self._env and not self._env[PREFIX + key].strip():

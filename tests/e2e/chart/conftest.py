@@ -51,7 +51,7 @@ from e2e_chart_support import (
 )
 
 IMAGE = os.environ.get("AZAION_E2E_IMAGE", "azaion-loader:dev")
-POOL_SIZE = 10
+POOL_SIZE = 12
 _KEEP = os.environ.get("AZAION_E2E_KEEP") == "1"
 
 
@@ -295,6 +295,12 @@ def chart(
             f"watchNamespaces={watch}",
             "--set",
             f"defaults.apiUrl={dev_stack.api_url}",
+            # The dev stack serves plain http on the host bridge, and each test's
+            # ImageUnlock lives in its own pool namespace (docs/security.md).
+            "--set",
+            "policy.allowInsecureHttp=true",
+            "--set",
+            f"policy.imageUnlockNamespaces={watch}",
             "--set",
             "operator.resyncSeconds=10",
             "--set",

@@ -491,6 +491,31 @@ def test_a_spec_rejected_by_the_schema_names_the_field(ns: Any, custom: Any, k8s
     assert "spec.target.fileName" in info.value.body
 
 
+def test_a_foreign_api_url_is_refused_by_the_charts_policy(
+    ns: Any, core: Any, custom: Any, batch: Any
+) -> None:
+    """Whoever may create a Resource cannot send the namespace's credentials elsewhere."""
+    body = _resource("foreign", "sample.bin", "sample.bin", apiUrl="https://collector.invalid")
+    created = _create(custom, ns.name, body)
+    took = _wait("resource", "foreign", ns.name, "Failed", timeout="60s")
+
+    obj = _get(custom, ns.name, "resources", "foreign")
+    failed = conditions_of(obj)["Failed"]
+    assert failed["reason"] == "PolicyDenied", failed
+    assert failed["message"].startswith(
+        "policy.allowedApiUrls: spec.apiUrl https://collector.invalid is not an allowed API URL"
+    ), failed
+    # Longer than a resync period (10 s): still no Job, and the Warning posted once.
+    time.sleep(12)
+    assert _jobs(batch, ns.name, created["metadata"]["uid"]) == []
+    events = core.list_namespaced_event(
+        ns.name, field_selector=f"involvedObject.uid={created['metadata']['uid']}"
+    ).items
+    ours = [(e.type, e.reason, e.count or 1) for e in events if e.reason != "Logging"]
+    assert ours == [("Warning", "PolicyDenied", 1)], ours  # kopf's own events say Logging
+    print(f"Failed (PolicyDenied) in {took:.1f}s, no Job")
+
+
 def _yaml(body: dict[str, Any]) -> str:
     import yaml
 

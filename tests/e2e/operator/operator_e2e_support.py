@@ -85,9 +85,12 @@ def namespace(api: Any, crds: None) -> Iterator[str]:
 class Operator:
     """``azaion-operator`` as a child process watching one namespace."""
 
-    def __init__(self, namespace: str, log: pathlib.Path) -> None:
+    def __init__(
+        self, namespace: str, log: pathlib.Path, env: dict[str, str] | None = None
+    ) -> None:
         self.namespace = namespace
         self.log = log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -96,6 +99,11 @@ class Operator:
             "AZAION_OPERATOR_NAMESPACES": self.namespace,
             "AZAION_OPERATOR_LIVENESS_ENDPOINT": "",
             "AZAION_OPERATOR_RESYNC_SECONDS": "5",
+            # The admin policy lets these tests' objects through: an https default
+            # (the Jobs never reach it) and ImageUnlock in the test's namespace.
+            "AZAION_OPERATOR_API_URL": "https://api.e2e.invalid",
+            "AZAION_OPERATOR_POLICY_IMAGE_UNLOCK_NAMESPACES": self.namespace,
+            **self.env,
         }
         out = self.log.open("ab")
         self.proc = subprocess.Popen(

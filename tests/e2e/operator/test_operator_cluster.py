@@ -529,3 +529,114 @@ def test_resource_fails_when_no_eligible_node_can_mount_its_bound_volume(
     assert f"PersistentVolume {pv_name}" in status["message"]
     assert "\n" not in status["message"]
     assert not _jobs(api, namespace, created["metadata"]["uid"])
+
+
+# --- the admin policy (docs/security.md) ----------------------------------------------
+
+
+@pytest.fixture
+def start_operator(namespace: str, tmp_path: Any) -> Any:
+    """Start ``azaion-operator`` with extra environment (the policy under test)."""
+    started: list[Operator] = []
+
+    def start(**env: str) -> Operator:
+        op = Operator(namespace, tmp_path / "operator.log", env)
+        op.start()
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+def _policy_denied(api: Any, namespace: str, plural: str, name: str) -> str:
+    """Wait for ``Failed`` with reason PolicyDenied; the condition's message."""
+
+    def failed() -> dict:
+        status = _get(api, namespace, plural, name).get("status") or {}
+        return status if status.get("phase") == "Failed" else {}
+
+    status = wait_for(f"{name} Failed", failed)
+    condition = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert (condition["status"], condition["reason"]) == ("True", "PolicyDenied"), condition
+    assert status["message"] == condition["message"] and "\n" not in status["message"]
+    return str(condition["message"])
+
+
+def test_a_foreign_api_url_is_policy_denied_and_gets_no_job(
+    api: Any, namespace: str, operator: Operator
+) -> None:
+    _secret(api, namespace)
+    _pvc(api, namespace)
+    custom = _custom(api)
+    foreign = custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "resources",
+        _resource("foreign", apiUrl="https://collector.attacker.invalid/v1"),
+    )
+    # The operator's default, written with a trailing slash: allowed.
+    allowed = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "resources", _resource("own", apiUrl="https://api.e2e.invalid/")
+    )
+    message = _policy_denied(api, namespace, "resources", "foreign")
+    assert message.startswith(
+        "policy.allowedApiUrls: spec.apiUrl https://collector.attacker.invalid/v1 is not an "
+        "allowed API URL"
+    ), message
+    wait_for("the allowed one's Job", lambda: _jobs(api, namespace, allowed["metadata"]["uid"]))
+    time.sleep(6)  # more than a resync period (5 s)
+    assert _jobs(api, namespace, foreign["metadata"]["uid"]) == []
+
+
+def test_a_host_path_outside_the_prefixes_is_policy_denied_and_gets_no_job(
+    api: Any, namespace: str, start_operator: Any, fake_nodes: Any
+) -> None:
+    label, _ = fake_nodes
+    _secret(api, namespace)
+    start_operator(AZAION_OPERATOR_POLICY_HOST_PATH_PREFIXES="/var/lib/azaion-e2e/allowed")
+
+    def on_host(name: str, path: str) -> dict:
+        target = {"fileName": "m.onnx", "hostPath": {"path": path}}
+        body = _resource(name, target=target, nodeSelector={"e2e-group": label})
+        return dict(
+            _custom(api).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "resources", body
+            )
+        )
+
+    # A prefix of the name is not a prefix of the path: refused.
+    outside = on_host("outside", "/var/lib/azaion-e2e/allowed-not")
+    inside = on_host("inside", "/var/lib/azaion-e2e/allowed/models")
+    message = _policy_denied(api, namespace, "resources", "outside")
+    assert message.startswith(
+        "policy.hostPathPrefixes: spec.target.hostPath.path /var/lib/azaion-e2e/allowed-not is "
+        "not under an allowed prefix (allowed: /var/lib/azaion-e2e/allowed)"
+    ), message
+    wait_for("the inside one's Job", lambda: _jobs(api, namespace, inside["metadata"]["uid"]))
+    time.sleep(6)
+    assert _jobs(api, namespace, outside["metadata"]["uid"]) == []
+
+
+def test_image_unlock_outside_the_allowed_namespaces_is_policy_denied_and_gets_no_job(
+    api: Any, namespace: str, start_operator: Any, fake_nodes: Any
+) -> None:
+    label, _ = fake_nodes
+    _secret(api, namespace)
+    start_operator(AZAION_OPERATOR_POLICY_IMAGE_UNLOCK_NAMESPACES="azaion-loader-system")
+    created = _custom(api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "imageunlocks",
+        _unlock("stack", nodeSelector={"e2e-group": label}),
+    )
+    message = _policy_denied(api, namespace, "imageunlocks", "stack")
+    assert message.startswith(
+        f"policy.imageUnlockNamespaces: namespace {namespace} may not use ImageUnlock, which is "
+        "root on the nodes (allowed: azaion-loader-system)"
+    ), message
+    time.sleep(6)
+    assert _jobs(api, namespace, created["metadata"]["uid"]) == []

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from chart_support import only
 
+from azaion_operator.policy import Policy
 from azaion_operator.settings import PREFIX, OperatorSettings
 
 Render = Callable[..., list[dict[str, Any]]]
@@ -117,6 +118,13 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
                 "workers": 4,
             },
             "defaults": {"apiUrl": "https://api.example.com", "credentialsSecret": "creds"},
+            "policy": {
+                "allowedApiUrls": ["https://mirror.example/api", "http://lab.example"],
+                "allowInsecureHttp": True,
+                "hostPathPrefixes": ["/var/lib/azaion", "/data/models/"],
+                "imageUnlockNamespaces": ["edge-images", "lab"],
+                "allowControlPlane": True,
+            },
             "jobs": {
                 "image": "mirror.example/azaion-loader:dev",
                 "pullPolicy": "Always",
@@ -158,7 +166,32 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
         peering="loaders",
         liveness_endpoint="http://0.0.0.0:8080/healthz",
         workers=4,
+        policy=Policy(
+            allowed_api_urls=("https://mirror.example/api", "http://lab.example"),
+            allow_insecure_http=True,
+            host_path_prefixes=("/var/lib/azaion", "/data/models"),
+            image_unlock_namespaces=("edge-images", "lab"),
+            allow_control_plane=True,
+        ),
     )
+
+
+def test_default_policy_allows_the_least_and_image_unlock_in_the_release_namespace(
+    render: Render,
+) -> None:
+    settings = OperatorSettings.from_env(env_of(render(namespace="azaion-system")))
+    assert settings.policy == Policy(
+        allowed_api_urls=(),
+        allow_insecure_http=False,
+        host_path_prefixes=(),
+        image_unlock_namespaces=("azaion-system",),
+        allow_control_plane=False,
+    )
+
+
+def test_image_unlock_in_every_namespace_with_a_star(render: Render) -> None:
+    docs = render({"policy": {"imageUnlockNamespaces": ["*"]}})
+    assert OperatorSettings.from_env(env_of(docs)).policy.image_unlock_namespaces == ("*",)
 
 
 def test_defaults_parse_as_cluster_wide_standalone_settings(render: Render) -> None:

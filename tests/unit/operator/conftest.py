@@ -31,6 +31,8 @@ def node_manifest(name: str = "edge-1", **overrides: Any) -> dict[str, Any]:
                 "machineID": "0123456789abcdef0123456789abcdef",
                 "architecture": "amd64",
                 "operatingSystem": "linux",
+                "containerRuntimeVersion": "containerd://1.7.22",
+                "kubeletVersion": "v1.32.4",
             },
         },
     }
@@ -83,7 +85,7 @@ def unlock() -> dict[str, Any]:
             "archive": {"folder": "images", "name": "detector-stack"},
             "images": ["registry.local/detector:1.4.0"],
             "parallelism": 2,
-            "dockerSocketPath": "/run/docker.sock",
+            "dockerSocketPath": "/var/run/docker.sock",
             "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
         },
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from azaion_operator.policy import Policy
 from azaion_operator.settings import OperatorSettings, SettingsError
 
 
@@ -69,3 +70,47 @@ def test_empty_liveness_endpoint_disables_it() -> None:
         OperatorSettings.from_env({"AZAION_OPERATOR_LIVENESS_ENDPOINT": ""}).liveness_endpoint == ""
     )
     assert OperatorSettings.from_env({}).liveness_endpoint == "http://0.0.0.0:8080/healthz"
+
+
+def test_policy_defaults_allow_the_least() -> None:
+    assert OperatorSettings.from_env({}).policy == Policy(
+        allowed_api_urls=(),
+        allow_insecure_http=False,
+        host_path_prefixes=(),
+        image_unlock_namespaces=(),
+        allow_control_plane=False,
+    )
+
+
+def test_policy_parsed_and_normalised() -> None:
+    env = {
+        "AZAION_OPERATOR_POLICY_ALLOWED_API_URLS": "https://a.example, http://lab.example/,",
+        "AZAION_OPERATOR_POLICY_ALLOW_INSECURE_HTTP": "True",
+        "AZAION_OPERATOR_POLICY_HOST_PATH_PREFIXES": "/var/lib/azaion/,//data//models,/data/models",
+        "AZAION_OPERATOR_POLICY_IMAGE_UNLOCK_NAMESPACES": "edge-images,*",
+        "AZAION_OPERATOR_POLICY_ALLOW_CONTROL_PLANE": "false",
+    }
+    assert OperatorSettings.from_env(env).policy == Policy(
+        allowed_api_urls=("https://a.example", "http://lab.example/"),
+        allow_insecure_http=True,
+        host_path_prefixes=("/var/lib/azaion", "/data/models"),
+        image_unlock_namespaces=("edge-images", "*"),
+        allow_control_plane=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("POLICY_ALLOW_INSECURE_HTTP", "yes", "='yes': expected true or false"),
+        ("POLICY_ALLOWED_API_URLS", "https://a, u:canary@b", ": item 2 is not an http(s):// URL"),
+        ("POLICY_HOST_PATH_PREFIXES", "/a,b", ": 'b' is not an absolute path without"),
+        ("POLICY_HOST_PATH_PREFIXES", "/a/../etc", ": '/a/../etc' is not an absolute path"),
+        ("POLICY_IMAGE_UNLOCK_NAMESPACES", "edge,**", ": '**' is not a DNS label"),
+    ],
+)
+def test_bad_policy_values_name_the_variable(key: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": value})
+    assert str(info.value).startswith(f"AZAION_OPERATOR_{key}{message}")
+    assert "canary" not in str(info.value)
