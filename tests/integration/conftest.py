@@ -20,6 +20,7 @@ Fixtures:
   ``docker info`` fails); skips with the reason when none can be had.
 - ``image_archive``: a ``docker save`` archive of a tiny image made with
   ``docker import`` (unique per test), removed from the engine afterwards.
+- ``fetched_archive``: that archive published and fetched into a work directory.
 - ``containerd_engine``: a containerd of the test session's own (Debian's
   ``containerd``, its own root, state and socket, the CRI plugin off), for
   ``ctr`` loads into namespace ``k8s.io``; stopped at the end of the session.
@@ -43,7 +44,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from loader_cli import docker, rootfs_tar
+from loader_cli import docker, publish_archive, rootfs_tar, unlock_fetch
 from private_containerd import ContainerdStartError, PrivateContainerd, missing_tools
 
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
@@ -396,6 +397,19 @@ def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Pat
         yield ref, archive
     finally:
         docker("rmi", "-f", ref)
+
+
+@pytest.fixture
+def fetched_archive(
+    dev_env: DevEnv, image_archive: tuple[str, Path], tmp_path: Path
+) -> tuple[str, Path]:
+    """``image_archive`` published as images/app and fetched: (image ref, work directory)."""
+    ref, archive = image_archive
+    publish_archive(dev_env, archive)
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    return ref, work
 
 
 # -- containerd ------------------------------------------------------------------

@@ -84,12 +84,10 @@ def test_expected_image_missing_after_load(
     assert missing in result["message"] and ref not in result["message"].split("lacks")[1]
 
 
-def test_docker_unreachable(dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path) -> None:
-    ref, archive = image_archive
-    publish_archive(dev_env, archive)
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+def test_docker_unreachable(
+    dev_env: Any, fetched_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    ref, work = fetched_archive
     env = dev_env.merged(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
     code, result, _, err = run_loader(env, "unlock-load", "--workdir", str(work))
     assert code == 41, err
@@ -155,13 +153,9 @@ def test_not_a_docker_archive_at_load(docker_engine: str, dev_env: Any, tmp_path
     ],
 )
 def test_archive_with_a_tag_not_allowed_loads_nothing(
-    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path, extra: list[str], rule: str
+    dev_env: Any, fetched_archive: tuple[str, Path], extra: list[str], rule: str
 ) -> None:
-    ref, archive = image_archive
-    publish_archive(dev_env, archive)
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    ref, work = fetched_archive
     repository = ref.rsplit(":", 1)[0]
     args = [a.replace("azaion-test/PLACEHOLDER", repository) for a in extra]
     code, result, _, err = run_loader(
@@ -189,13 +183,9 @@ def test_archive_with_a_tag_the_api_did_not_register_loads_nothing(
 
 
 def test_tampered_workdir_archive_is_not_loaded(
-    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+    dev_env: Any, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, archive = image_archive
-    publish_archive(dev_env, archive)
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    ref, work = fetched_archive
     enc = work / "archive.enc"
     data = bytearray(enc.read_bytes())
     data[1000] ^= 0x10

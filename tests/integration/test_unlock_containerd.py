@@ -8,23 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from loader_cli import publish_archive, run_loader, unlock_fetch
+from loader_cli import run_loader
 from private_containerd import PrivateContainerd
 
 from azaion_loader.containerd_cli import PIN_LABEL, ContainerdCli
 from azaion_loader.engine import normalize_reference
-
-
-@pytest.fixture
-def fetched(dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path) -> tuple[str, Path]:
-    """An archive published and fetched into a work directory: (image ref, workdir)."""
-    ref, archive = image_archive
-    publish_archive(dev_env, archive)
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
-    return ref, work
 
 
 def _bare() -> dict[str, str]:
@@ -32,7 +20,8 @@ def _bare() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
 
 
-def _load(ctd: PrivateContainerd, work: Path, *extra: str) -> Any:
+def _load(socket: str, work: Path, *extra: str) -> Any:
+    """``loader unlock-load --runtime containerd`` with no LOADER_* settings at all."""
     return run_loader(
         _bare(),
         "unlock-load",
@@ -41,18 +30,18 @@ def _load(ctd: PrivateContainerd, work: Path, *extra: str) -> Any:
         "--runtime",
         "containerd",
         "--socket",
-        ctd.socket,
+        socket,
         *extra,
     )
 
 
 def test_load_lands_in_the_kubelets_namespace(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
+    ref, work = fetched_archive
     name = normalize_reference(ref)
     assert name not in containerd_engine.images()
-    code, result, _, err = _load(containerd_engine, work)
+    code, result, _, err = _load(containerd_engine.socket, work)
     assert code == 0, err
     assert result["images"] == [ref] and result["runtime"] == "containerd"
     images = containerd_engine.images()
@@ -62,25 +51,25 @@ def test_load_lands_in_the_kubelets_namespace(
 
 
 def test_pin_labels_the_images(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
-    code, _, _, err = _load(containerd_engine, work, "--pin")
+    ref, work = fetched_archive
+    code, _, _, err = _load(containerd_engine.socket, work, "--pin")
     assert code == 0, err
     assert containerd_engine.images()[normalize_reference(ref)] == PIN_LABEL
     containerd_engine.ctr("images", "rm", normalize_reference(ref))
 
 
 def test_digest_mismatch_loads_nothing(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
+    ref, work = fetched_archive
     archive = work / "archive.enc"
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
     before = containerd_engine.images()
-    code, result, _, err = _load(containerd_engine, work)
+    code, result, _, err = _load(containerd_engine.socket, work)
     assert code == 30, err
     assert result["error"] == "IntegrityError"
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -89,20 +78,11 @@ def test_digest_mismatch_loads_nothing(
 
 
 def test_unreachable_socket(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path], tmp_path: Path
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path], tmp_path: Path
 ) -> None:
-    _, work = fetched
+    _, work = fetched_archive
     started = time.monotonic()
-    code, result, _, err = run_loader(
-        _bare(),
-        "unlock-load",
-        "--workdir",
-        str(work),
-        "--runtime",
-        "containerd",
-        "--socket",
-        str(tmp_path / "no-containerd.sock"),
-    )
+    code, result, _, err = _load(str(tmp_path / "no-containerd.sock"), work)
     assert code == 44, err
     assert result["error"] == "ContainerdUnavailableError"
     assert err.startswith("loader: error: containerd at ") and "does not answer" in err
@@ -111,11 +91,11 @@ def test_unreachable_socket(
 
 
 def test_another_namespace_is_not_the_kubelets(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
+    ref, work = fetched_archive
     namespace = f"azl-test-{secrets.token_hex(3)}"
-    code, _, _, err = _load(containerd_engine, work, "--namespace", namespace)
+    code, _, _, err = _load(containerd_engine.socket, work, "--namespace", namespace)
     assert code == 0, err
     assert normalize_reference(ref) in containerd_engine.images(namespace)
     assert normalize_reference(ref) not in containerd_engine.images()
@@ -125,20 +105,20 @@ def test_another_namespace_is_not_the_kubelets(
 
 
 def test_bad_namespace_name_is_a_usage_error(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    _, work = fetched
-    code, result, _, err = _load(containerd_engine, work, "--namespace", "no spaces")
+    _, work = fetched_archive
+    code, result, _, err = _load(containerd_engine.socket, work, "--namespace", "no spaces")
     assert code == 3, err
     assert result["error"] == "ConfigError" and "containerd namespace" in result["message"]
 
 
 def test_missing_image_name_is_reported(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
+    ref, work = fetched_archive
     missing = f"azaion-test/not-in-archive-{secrets.token_hex(4)}:9"
-    code, result, _, err = _load(containerd_engine, work, "--images", ref, missing)
+    code, result, _, err = _load(containerd_engine.socket, work, "--images", ref, missing)
     assert code == 43, err
     assert result["error"] == "ImageMissingError"
     assert missing in result["message"] and "containerd" in result["message"]
@@ -147,10 +127,10 @@ def test_missing_image_name_is_reported(
 
 
 def test_engine_remove_and_ping(
-    containerd_engine: PrivateContainerd, fetched: tuple[str, Path]
+    containerd_engine: PrivateContainerd, fetched_archive: tuple[str, Path]
 ) -> None:
-    ref, work = fetched
-    code, _, _, err = _load(containerd_engine, work)
+    ref, work = fetched_archive
+    code, _, _, err = _load(containerd_engine.socket, work)
     assert code == 0, err
     cli = ContainerdCli(socket=containerd_engine.socket)
     assert cli.ping().startswith("1.")
