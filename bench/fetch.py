@@ -1,6 +1,8 @@
 """Benchmark: `loader fetch` against a raw S3 download of the same big part, in one run.
 
     .venv/bin/python bench/fetch.py --sizes 1024 4096 --repeat 3      # MiB
+    .venv/bin/python bench/fetch.py --sizes 1024 --repeat 5 --out-dir /dev/shm \
+        --compare-source /tmp/old/initcontainer     # tmpfs target; A/B against another tree
 
 Starts moto's S3 server (`moto_server`, its own process) and the reference API
 server on 127.0.0.1 (bench/benchstack.py) and publishes a random resource of
@@ -20,7 +22,11 @@ process under /usr/bin/time (wall time including process start, peak RSS):
   does not hash the plaintext).
 
 Medians are reported; RSS is the highest seen.  The output file is removed
-between runs, so every run writes a new file.
+between runs, so every run writes a new file.  ``--out-dir`` puts it (for
+every side) elsewhere, e.g. on tmpfs (``/dev/shm``), where the disk no longer
+decides both sides and the software's own cost shows.  ``--compare-source DIR``
+also runs ``loader fetch`` from another checkout's ``initcontainer`` in the
+same rounds (an A/B in one run).
 """
 
 from __future__ import annotations
@@ -120,6 +126,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1024, 4096], help="MiB")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--out-dir", metavar="DIR", help="where the file is written (e.g. /dev/shm)"
+    )
+    parser.add_argument(
+        "--compare-source",
+        metavar="DIR",
+        help="also run fetch from this initcontainer/ directory (e.g. of HEAD)",
+    )
     args = parser.parse_args()
 
     print(f"command: {command_line()}")
@@ -127,13 +141,15 @@ def main() -> int:
     rows = []
     with Stack() as stack:
         stack.s3_client().create_bucket(Bucket="bench")
-        out = stack.work / "out"
+        out = Path(args.out_dir or stack.work) / f"azaion-bench-out-{os.getpid()}"
+        other_env = dict(stack.env, PYTHONPATH=args.compare_source or "")
         for mib in args.sizes:
             name = f"r{mib}"
             plain_sha = publish(stack, name, mib)
             raw: list[Run] = []
             raw_nosync: list[Run] = []
             fetch: list[Run] = []
+            other: list[Run] = []
             for _ in range(args.repeat):
                 for sync, runs in (("1", raw), ("0", raw_nosync)):
                     runs.append(
@@ -152,36 +168,39 @@ def main() -> int:
                         )
                     )
                     out.unlink()
-                run = timed(
-                    [
-                        *LOADER,
-                        "fetch",
-                        "--folder",
-                        "bench",
-                        "--name",
-                        name,
-                        "--out",
-                        str(out),
-                        "--no-progress",
-                        "--json",
-                    ],
-                    stack.env,
+                command = [*LOADER, "fetch", "--folder", "bench", "--name", name]
+                command += ["--out", str(out), "--no-progress", "--json"]
+                for runs, env in ((fetch, stack.env), (other, other_env)):
+                    if runs is other and not args.compare_source:
+                        continue
+                    run = timed(command, env)
+                    if f'"sha256":"{plain_sha}"' not in run.stdout:
+                        raise SystemExit(f"fetch of {name} returned the wrong digest: {run.stdout}")
+                    # Untimed: the file itself, as `loader verify` checks it in a Job.
+                    if file_sha256(out) != plain_sha:
+                        raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
+                    runs.append(run)
+                    out.unlink()
+                compared = (
+                    f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
+                    if other
+                    else ""
                 )
-                if f'"sha256":"{plain_sha}"' not in run.stdout:
-                    raise SystemExit(f"fetch of {name} returned the wrong digest: {run.stdout}")
-                # Untimed: the file itself, as `loader verify` checks it in a Job.
-                if file_sha256(out) != plain_sha:
-                    raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
-                fetch.append(run)
-                out.unlink()
                 print(
-                    f"  {mib} MiB: raw {raw[-1].wall:.2f}s fetch {run.wall:.2f}s "
-                    f"(CPU {raw[-1].cpu:.2f}s / {run.cpu:.2f}s)",
+                    f"  {mib} MiB: raw {raw[-1].wall:.2f}s fetch {fetch[-1].wall:.2f}s "
+                    f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){compared}",
                     flush=True,
                 )
             r_wall, r_rss = summary(raw)
             n_wall, _ = summary(raw_nosync)
             f_wall, f_rss = summary(fetch)
+            if other:
+                o_wall, o_rss = summary(other)
+                print(
+                    f"  {mib} MiB from {args.compare_source}: {o_wall:.2f} s "
+                    f"({o_wall / r_wall:.2f}x), CPU {median_cpu(other):.2f} s, "
+                    f"peak RSS {o_rss:.0f} MiB"
+                )
             rows.append(
                 [
                     f"{mib} MiB",
