@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from azaion_loader.engine import DEFAULT_CONTAINERD_NAMESPACE, DOCKER, RUNTIMES
@@ -160,6 +160,10 @@ class LoaderSettings:
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     log: LogSettings = field(default_factory=LogSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+
+    def with_cache_dir(self, flag: str | None) -> LoaderSettings:
+        """These settings with ``--cache-dir`` applied: a flag beats ``LOADER_CACHE_DIR``."""
+        return replace(self, cache_dir=flag) if flag else self
 
     def require_credentials(self) -> Credentials:
         """The credentials, or :class:`CredentialsMissingError` naming what is missing."""

@@ -14,8 +14,10 @@ import argparse
 import hmac
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from azaion_loader.cli import arguments
 from azaion_loader.errors import IntegrityError, TargetError
 from azaion_loader.pipeline import file_sha256
 from azaion_loader.progress import Progress
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from azaion_loader.engine import ImageEngine
     from azaion_loader.models import UnlockLoadResult, UploadResult
 
-__all__ = ["HANDLERS", "Outcome"]
+__all__ = ["COMMANDS", "Command", "Outcome"]
 
 Outcome = tuple[dict[str, Any], str]
 Handler = Callable[[argparse.Namespace, LoaderSettings], Outcome]
@@ -67,7 +69,6 @@ def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader fetch``."""
     api = _api(settings)
     bar = _progress(args, f"fetch {args.folder}/{args.name}")
-    cache_dir = args.cache_dir or settings.cache_dir
     from azaion_loader import split
 
     result = split.fetch_resource(
@@ -77,7 +78,7 @@ def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         name=args.name,
         out=args.out,
         version=args.version,
-        cache_dir=cache_dir,
+        cache_dir=settings.with_cache_dir(args.cache_dir).cache_dir,
         progress=bar.advance,
         on_total=bar.set_total,
     )
@@ -138,7 +139,7 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         name=args.name,
         path=args.file,
         version=args.version,
-        cache_dir=args.cache_dir or settings.cache_dir,
+        cache_dir=settings.with_cache_dir(args.cache_dir).cache_dir,
         progress=bar.advance,
     )
     bar.finish()
@@ -279,13 +280,93 @@ def cmd_fingerprint(args: argparse.Namespace, settings: LoaderSettings) -> Outco
     return doc, text
 
 
-HANDLERS: dict[str, Handler] = {
-    "fetch": cmd_fetch,
-    "verify": cmd_verify,
-    "upload": cmd_upload,
-    "upload-archive": cmd_upload_archive,
-    "unlock": cmd_unlock,
-    "unlock-fetch": cmd_unlock_fetch,
-    "unlock-load": cmd_unlock_load,
-    "fingerprint": cmd_fingerprint,
-}
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, its help, its examples, its options and its handler."""
+
+    name: str
+    help: str
+    examples: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Handler
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "fetch",
+        "download, verify, decrypt and atomically publish a resource",
+        "examples:\n"
+        "  loader fetch --folder models --name yolo.bin --out /data/yolo.bin\n"
+        "  loader fetch --folder models --name yolo.bin --version 3 --out /data/yolo.bin \\\n"
+        "      --cache-dir /var/cache/loader --json\n",
+        arguments.fetch,
+        cmd_fetch,
+    ),
+    Command(
+        "verify",
+        "check a file's SHA-256 (no credentials needed)",
+        "examples:\n  loader verify --file /data/yolo.bin --sha256 3a7bd3e2360a3d...\n",
+        arguments.verify,
+        cmd_verify,
+    ),
+    Command(
+        "upload",
+        "encrypt and publish a resource (uploader role)",
+        "examples:\n"
+        "  loader upload --folder models --name yolo.bin ./yolo.bin\n"
+        "  loader upload --folder models --name yolo.bin --version 4 ./yolo.bin --json\n",
+        arguments.upload,
+        cmd_upload,
+    ),
+    Command(
+        "upload-archive",
+        "encrypt and publish a `docker save` image archive (uploader role)",
+        "examples:\n"
+        "  docker save demo/app:1.0 -o app.tar\n"
+        "  loader upload-archive --folder images --name app ./app.tar\n"
+        "  loader upload-archive --folder images --name app --images demo/app:1.0 ./app.tar\n",
+        arguments.upload_archive,
+        cmd_upload_archive,
+    ),
+    Command(
+        "unlock",
+        "fetch, decrypt and load an image archive into Docker or containerd, check its images",
+        "examples:\n"
+        "  loader unlock --archive-folder images --archive-name app\n"
+        "  loader unlock --archive-folder images --archive-name app --images demo/app:1.0\n"
+        "  loader unlock --archive-folder images --archive-name app --runtime containerd \\\n"
+        "      --socket /run/k3s/containerd/containerd.sock\n",
+        arguments.unlock,
+        cmd_unlock,
+    ),
+    Command(
+        "unlock-fetch",
+        "first half of unlock: key fragment and encrypted archive into --workdir (no Docker)",
+        "examples:\n"
+        "  loader unlock-fetch --archive-folder images --archive-name app --workdir /work\n"
+        "leaves /work/archive.enc (digest checked) and /work/fragment.json\n",
+        arguments.unlock_fetch,
+        cmd_unlock_fetch,
+    ),
+    Command(
+        "unlock-load",
+        "second half of unlock: decrypt --workdir into Docker or containerd (no credentials)",
+        "examples:\n"
+        "  loader unlock-load --workdir /work\n"
+        "  loader unlock-load --workdir /work --runtime containerd --pin\n"
+        "  loader unlock-load --workdir /work --images demo/app:1.0 --result-file "
+        "/dev/termination-log\n",
+        arguments.unlock_load,
+        cmd_unlock_load,
+    ),
+    Command(
+        "fingerprint",
+        "print this machine's hardware fingerprint and its inputs",
+        "examples:\n"
+        "  loader fingerprint\n"
+        "  LOADER_HW_MACHINE_ID=$(cat /etc/machine-id) LOADER_HW_ARCH=arm64 loader fingerprint\n",
+        arguments.fingerprint,
+        cmd_fingerprint,
+    ),
+)
+"""Every built-in subcommand, in the order ``loader --help`` lists them."""

@@ -20,7 +20,8 @@ from types import ModuleType
 from typing import Any
 
 from azaion_loader import __version__
-from azaion_loader.cli.commands import HANDLERS
+from azaion_loader.cli import arguments
+from azaion_loader.cli.commands import COMMANDS, Command
 from azaion_loader.cli.output import configure_logging, error_result, write_result
 from azaion_loader.cli.signals import Terminated, terminate_on_signals
 from azaion_loader.errors import ConfigError, LoaderError
@@ -55,61 +56,6 @@ exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
 (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); temporaries are removed first.
 """
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "fetch": (
-        "download, verify, decrypt and atomically publish a resource",
-        "examples:\n"
-        "  loader fetch --folder models --name yolo.bin --out /data/yolo.bin\n"
-        "  loader fetch --folder models --name yolo.bin --version 3 --out /data/yolo.bin \\\n"
-        "      --cache-dir /var/cache/loader --json\n",
-    ),
-    "verify": (
-        "check a file's SHA-256 (no credentials needed)",
-        "examples:\n  loader verify --file /data/yolo.bin --sha256 3a7bd3e2360a3d...\n",
-    ),
-    "upload": (
-        "encrypt and publish a resource (uploader role)",
-        "examples:\n"
-        "  loader upload --folder models --name yolo.bin ./yolo.bin\n"
-        "  loader upload --folder models --name yolo.bin --version 4 ./yolo.bin --json\n",
-    ),
-    "upload-archive": (
-        "encrypt and publish a `docker save` image archive (uploader role)",
-        "examples:\n"
-        "  docker save demo/app:1.0 -o app.tar\n"
-        "  loader upload-archive --folder images --name app ./app.tar\n"
-        "  loader upload-archive --folder images --name app --images demo/app:1.0 ./app.tar\n",
-    ),
-    "unlock": (
-        "fetch, decrypt and load an image archive into Docker or containerd, check its images",
-        "examples:\n"
-        "  loader unlock --archive-folder images --archive-name app\n"
-        "  loader unlock --archive-folder images --archive-name app --images demo/app:1.0\n"
-        "  loader unlock --archive-folder images --archive-name app --runtime containerd \\\n"
-        "      --socket /run/k3s/containerd/containerd.sock\n",
-    ),
-    "unlock-fetch": (
-        "first half of unlock: key fragment and encrypted archive into --workdir (no Docker)",
-        "examples:\n"
-        "  loader unlock-fetch --archive-folder images --archive-name app --workdir /work\n"
-        "leaves /work/archive.enc (digest checked) and /work/fragment.json\n",
-    ),
-    "unlock-load": (
-        "second half of unlock: decrypt --workdir into Docker or containerd (no credentials)",
-        "examples:\n"
-        "  loader unlock-load --workdir /work\n"
-        "  loader unlock-load --workdir /work --runtime containerd --pin\n"
-        "  loader unlock-load --workdir /work --images demo/app:1.0 --result-file "
-        "/dev/termination-log\n",
-    ),
-    "fingerprint": (
-        "print this machine's hardware fingerprint and its inputs",
-        "examples:\n"
-        "  loader fingerprint\n"
-        "  LOADER_HW_MACHINE_ID=$(cat /etc/machine-id) LOADER_HW_ARCH=arm64 loader fingerprint\n",
-    ),
-}
-
 EXTERNAL: dict[str, tuple[str, str]] = {
     "dev-stack": (
         "azaion_loader.devstack",
@@ -119,108 +65,18 @@ EXTERNAL: dict[str, tuple[str, str]] = {
 }
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON result line on stdout at the end"
-    )
-    parser.add_argument(
-        "--result-file",
-        metavar="PATH",
-        help="also write the JSON result line to PATH (e.g. /dev/termination-log)",
-    )
-
-
-def _progress_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
-    )
-
-
-def _engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--runtime",
-        choices=("docker", "containerd"),
-        help="the container runtime to load into (LOADER_RUNTIME; default docker)",
-    )
-    parser.add_argument(
-        "--socket", metavar="PATH", help="the runtime's socket (LOADER_RUNTIME_SOCKET)"
-    )
-    parser.add_argument(
-        "--namespace",
-        metavar="NS",
-        help="containerd namespace (LOADER_CONTAINERD_NAMESPACE; default k8s.io)",
-    )
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="containerd: label the images pinned, so image garbage collection keeps them",
-    )
-    parser.add_argument(
-        "--forbid-repository",
-        action="append",
-        default=[],
-        metavar="REPO",
-        help="refuse the archive if it holds a tag of REPO (repeatable; e.g. the Jobs' image)",
-    )
-
-
-def _add_builtin(sub: Any, name: str) -> argparse.ArgumentParser:
-    helptext, epilog = COMMANDS[name]
-    p: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=helptext,
-        description=helptext,
-        epilog=epilog + "\n" + SETTINGS_HELP,
+def _add_builtin(sub: Any, command: Command) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        command.name,
+        help=command.help,
+        description=command.help,
+        epilog=command.examples + "\n" + SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(p)
-    if name == "fetch":
-        p.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
-        p.add_argument("--name", required=True, help="resource name")
-        p.add_argument("--out", required=True, metavar="PATH", help="where to publish the file")
-        p.add_argument("--version", help="a specific version (default: the latest)")
-        p.add_argument("--cache-dir", metavar="DIR", help="big-part cache (LOADER_CACHE_DIR)")
-        _progress_flag(p)
-    elif name == "verify":
-        p.add_argument("--file", required=True, metavar="PATH", help="the file to check")
-        p.add_argument("--sha256", required=True, metavar="HEX", help="the expected digest")
-    elif name == "upload":
-        p.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
-        p.add_argument("--name", required=True, help="resource name")
-        p.add_argument("--version", help="version to register (default: digest prefix)")
-        p.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
-        p.add_argument("file", metavar="FILE", help="the file to publish")
-        _progress_flag(p)
-    elif name == "upload-archive":
-        p.add_argument("--folder", required=True, help="archive folder (CDN bucket)")
-        p.add_argument("--name", required=True, help="archive name")
-        p.add_argument("--version", help="version to register (default: digest prefix)")
-        p.add_argument(
-            "--images", nargs="+", metavar="IMAGE", help="images to record (default: RepoTags)"
-        )
-        p.add_argument("archive", metavar="ARCHIVE.tar", help="a `docker save` archive")
-        _progress_flag(p)
-    elif name in ("unlock", "unlock-fetch"):
-        p.add_argument("--archive-folder", required=True, help="archive folder (CDN bucket)")
-        p.add_argument("--archive-name", required=True, help="archive name")
-        p.add_argument("--version", help="a specific version (default: the latest)")
-        if name == "unlock":
-            p.add_argument("--images", nargs="+", metavar="IMAGE", help="images to check")
-            _engine_flags(p)
-        else:
-            p.add_argument("--workdir", required=True, metavar="DIR", help="shared directory")
-        _progress_flag(p)
-    elif name == "unlock-load":
-        p.add_argument("--workdir", required=True, metavar="DIR", help="left by unlock-fetch")
-        p.add_argument(
-            "--images",
-            nargs="+",
-            metavar="IMAGE",
-            help="images to check (default: manifest.json RepoTags, else the API's list)",
-        )
-        _engine_flags(p)
-        _progress_flag(p)
-    return p
+    arguments.common(parser)
+    command.arguments(parser)
+    parser.set_defaults(handler=command.run)
+    return parser
 
 
 def _import_external(module: str) -> ModuleType | None:
@@ -254,8 +110,8 @@ def build_parser(*, load_external: bool | set[str] = True) -> argparse.ArgumentP
     parser.add_argument("--version", action="version", version=f"loader {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        _add_builtin(sub, name)
+    for command in COMMANDS:
+        _add_builtin(sub, command)
     for name, (module_name, helptext) in EXTERNAL.items():
         wanted = load_external is True or (isinstance(load_external, set) and name in load_external)
         module = _import_external(module_name) if wanted else None
@@ -298,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "external"):
             return _run_external(args)
         with terminate_on_signals():
-            result, summary = HANDLERS[command](args, settings)
+            result, summary = args.handler(args, settings)
     except LoaderError as exc:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO)

@@ -1,0 +1,134 @@
+"""Each subcommand's options (argparse), one function per subcommand, and the shared ones."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = [
+    "common",
+    "fetch",
+    "fingerprint",
+    "unlock",
+    "unlock_fetch",
+    "unlock_load",
+    "upload",
+    "upload_archive",
+    "verify",
+]
+
+Parser = argparse.ArgumentParser
+
+
+def common(parser: Parser) -> None:
+    """``--json`` and ``--result-file``: every command that runs once has them."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON result line on stdout at the end"
+    )
+    parser.add_argument(
+        "--result-file",
+        metavar="PATH",
+        help="also write the JSON result line to PATH (e.g. /dev/termination-log)",
+    )
+
+
+def _progress(parser: Parser) -> None:
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
+
+
+def _engine(parser: Parser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("docker", "containerd"),
+        help="the container runtime to load into (LOADER_RUNTIME; default docker)",
+    )
+    parser.add_argument(
+        "--socket", metavar="PATH", help="the runtime's socket (LOADER_RUNTIME_SOCKET)"
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="containerd namespace (LOADER_CONTAINERD_NAMESPACE; default k8s.io)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="containerd: label the images pinned, so image garbage collection keeps them",
+    )
+    parser.add_argument(
+        "--forbid-repository",
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="refuse the archive if it holds a tag of REPO (repeatable; e.g. the Jobs' image)",
+    )
+
+
+def _archive(parser: Parser) -> None:
+    parser.add_argument("--archive-folder", required=True, help="archive folder (CDN bucket)")
+    parser.add_argument("--archive-name", required=True, help="archive name")
+    parser.add_argument("--version", help="a specific version (default: the latest)")
+
+
+def fetch(parser: Parser) -> None:
+    parser.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
+    parser.add_argument("--name", required=True, help="resource name")
+    parser.add_argument("--out", required=True, metavar="PATH", help="where to publish the file")
+    parser.add_argument("--version", help="a specific version (default: the latest)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="big-part cache (LOADER_CACHE_DIR)")
+    _progress(parser)
+
+
+def verify(parser: Parser) -> None:
+    parser.add_argument("--file", required=True, metavar="PATH", help="the file to check")
+    parser.add_argument("--sha256", required=True, metavar="HEX", help="the expected digest")
+
+
+def upload(parser: Parser) -> None:
+    parser.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
+    parser.add_argument("--name", required=True, help="resource name")
+    parser.add_argument("--version", help="version to register (default: digest prefix)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
+    parser.add_argument("file", metavar="FILE", help="the file to publish")
+    _progress(parser)
+
+
+def upload_archive(parser: Parser) -> None:
+    parser.add_argument("--folder", required=True, help="archive folder (CDN bucket)")
+    parser.add_argument("--name", required=True, help="archive name")
+    parser.add_argument("--version", help="version to register (default: digest prefix)")
+    parser.add_argument(
+        "--images", nargs="+", metavar="IMAGE", help="images to record (default: RepoTags)"
+    )
+    parser.add_argument("archive", metavar="ARCHIVE.tar", help="a `docker save` archive")
+    _progress(parser)
+
+
+def unlock(parser: Parser) -> None:
+    _archive(parser)
+    parser.add_argument("--images", nargs="+", metavar="IMAGE", help="images to check")
+    _engine(parser)
+    _progress(parser)
+
+
+def unlock_fetch(parser: Parser) -> None:
+    _archive(parser)
+    parser.add_argument("--workdir", required=True, metavar="DIR", help="shared directory")
+    _progress(parser)
+
+
+def unlock_load(parser: Parser) -> None:
+    parser.add_argument("--workdir", required=True, metavar="DIR", help="left by unlock-fetch")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMAGE",
+        help="images to check (default: manifest.json RepoTags, else the API's list)",
+    )
+    _engine(parser)
+    _progress(parser)
+
+
+def fingerprint(parser: Parser) -> None:
+    del parser  # no options of its own
