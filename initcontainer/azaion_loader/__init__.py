@@ -1,9 +1,7 @@
 """azaion-loader toolkit: encrypted resources and image archives for edge clusters.
 
-Layers (top to bottom, see docs/architecture.md): ``cli`` / ``server`` /
-``devstack``; ``split`` and ``unlock``; ``api_client``, ``cdn``,
-``docker_cli``; ``crypto``, ``envelope``, ``fingerprint``, ``publish``,
-``progress``; ``settings``, ``errors``, ``models``.
+Its layers and the one module per external system are in ``.importlinter``
+(the rule book the check enforces); docs/architecture.md explains them.
 """
 
 from __future__ import annotations

@@ -4,13 +4,9 @@ It turns ``Resource`` and ``ImageUnlock`` custom resources (group
 ``loader.azaion.com``) into Jobs that run the ``loader`` toolkit, and reports
 the Jobs' outcome in the custom resources' status.
 
-Layers, top to bottom (a module imports only from layers below it):
-
-1. ``azaion_operator.main``, ``azaion_operator.handlers`` (kopf)
-2. ``azaion_operator.kube`` (the only module that calls the Kubernetes API)
-3. ``azaion_operator.builders``, ``azaion_operator.status``,
-   ``azaion_operator.nodes``, ``azaion_operator.names`` (pure)
-4. ``azaion_operator.settings``, ``azaion_operator.errors``, ``azaion_operator.crd``
+Its layers (handlers, reconcile, the one Kubernetes client ``kube``, pure
+builders and helpers, settings) are in ``.importlinter``, the rule book the
+check enforces; docs/architecture.md explains them.
 """
 
 __version__ = "0.1.0"
