@@ -3,7 +3,7 @@
 Two engines implement :class:`ImageEngine`: :class:`~azaion_loader.docker_cli.DockerCli`
 (the ``docker`` CLI) and :class:`~azaion_loader.containerd_cli.ContainerdCli`
 (``ctr``, into the namespace the kubelet uses).  :mod:`azaion_loader.image_engines`
-is the one place an engine is chosen; :func:`~azaion_loader.unlock.unlock_load`
+is the one place an engine is chosen; :func:`~azaion_loader.archives.unlock_load`
 only talks to this interface.
 
 Errors, all :class:`~azaion_loader.errors.ImageLoadError` and below:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from loader_cli import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
 
+from azaion_loader.archives import TarManifestScanner
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ImageLoadError
-from azaion_loader.unlock import TarManifestScanner
 
 
 def _exists(ref: str) -> bool:
@@ -111,10 +111,10 @@ def test_not_a_docker_archive_is_refused_at_publish(dev_env: Any, tmp_path: Path
 def test_not_a_docker_archive_at_load(docker_engine: str, dev_env: Any, tmp_path: Path) -> None:
     # A publisher that skips the check (the library allows it for tests) registers junk.
     from azaion_loader.api_client import ApiClient
+    from azaion_loader.archives import publish_archive
     from azaion_loader.cdn import CdnClient
     from azaion_loader.fingerprint import compute_fingerprint
     from azaion_loader.settings import Credentials
-    from azaion_loader.unlock import publish_archive
 
     api = ApiClient(
         dev_env["LOADER_API_URL"],

@@ -69,9 +69,9 @@ def cmd_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader fetch``."""
     api = _api(settings)
     bar = _progress(args, f"fetch {args.folder}/{args.name}")
-    from azaion_loader import split
+    from azaion_loader import resources
 
-    result = split.fetch_resource(
+    result = resources.fetch_resource(
         api,
         _cdn_factory(api, settings),
         folder=args.folder,
@@ -130,9 +130,9 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload {args.folder}/{args.name}", _file_size(args.file))
-    from azaion_loader import split
+    from azaion_loader import resources
 
-    result = split.upload_resource(
+    result = resources.upload_resource(
         api,
         cdn,
         folder=args.folder,
@@ -154,9 +154,9 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload-archive {args.folder}/{args.name}", _file_size(args.archive))
-    from azaion_loader import unlock
+    from azaion_loader import archives
 
-    result = unlock.publish_archive(
+    result = archives.publish_archive(
         api,
         cdn,
         folder=args.folder,
@@ -197,9 +197,9 @@ def cmd_unlock(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader unlock``."""
     api = _api(settings)
     bar = _progress(args, f"unlock {args.archive_folder}/{args.archive_name}")
-    from azaion_loader import unlock
+    from azaion_loader import archives
 
-    result = unlock.unlock(
+    result = archives.unlock(
         api,
         _cdn_factory(api, settings),
         _engine(args, settings),
@@ -218,9 +218,9 @@ def cmd_unlock_fetch(args: argparse.Namespace, settings: LoaderSettings) -> Outc
     """``loader unlock-fetch``."""
     api = _api(settings)
     bar = _progress(args, f"unlock-fetch {args.archive_folder}/{args.archive_name}")
-    from azaion_loader import unlock
+    from azaion_loader import archives
 
-    result = unlock.unlock_fetch(
+    result = archives.unlock_fetch(
         api,
         _cdn_factory(api, settings),
         folder=args.archive_folder,
@@ -245,10 +245,10 @@ def cmd_unlock_load(args: argparse.Namespace, settings: LoaderSettings) -> Outco
     # Hashing the archive takes longer than importing the decryption and the
     # engine's client, and needs neither: it goes first, in its own thread.
     check = ArchiveCheck.start(args.workdir)
-    from azaion_loader import unlock
+    from azaion_loader import archives
 
     bar = _progress(args, "unlock-load")
-    result = unlock.unlock_load(
+    result = archives.unlock_load(
         _engine(args, settings),
         workdir=args.workdir,
         images=args.images or None,

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from azaion_loader.archives import unlock_load
 from azaion_loader.crypto import encrypt_bytes
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.envelope import derive_archive_key
 from azaion_loader.errors import ConfigError, DockerUnavailableError, IntegrityError
 from azaion_loader.models import KeyFragment
-from azaion_loader.unlock import unlock_load
 from azaion_loader.workdir import ARCHIVE_FILE, FRAGMENT_FILE, ArchiveCheck
 
 REF = "azaion-test/order:1.0"

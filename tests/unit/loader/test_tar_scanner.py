@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from azaion_loader.unlock import TarManifestScanner
+from azaion_loader.archives import TarManifestScanner
 
 
 def make_tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT) -> bytes:
