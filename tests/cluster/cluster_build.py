@@ -87,12 +87,18 @@ def build_helm(s: Settings) -> None:
     log.info("helm built in %.0fs", time.monotonic() - t0)
 
 
-def build_kubernetes(s: Settings) -> None:
-    """Build the Kubernetes server binaries (and kubectl if the machine lacks a v1.32 one)."""
+def build_kubernetes(s: Settings, extra: tuple[str, ...] = ()) -> None:
+    """Build the Kubernetes server binaries (and kubectl if the machine lacks a v1.32 one).
+
+    extra names more commands of k8s.io/kubernetes/cmd (the kind node image asks
+    for kubeadm and kubectl); only the binaries not yet in the cache are built.
+    """
     wanted = list(SERVER_BINARIES)
     if not Path(kubectl_path(s)).exists():
         wanted.append("kubectl")
-    if all((s.k8s_bin / b).exists() for b in wanted):
+    wanted += [b for b in extra if b not in wanted]
+    wanted = [b for b in wanted if not (s.k8s_bin / b).exists()]
+    if not wanted:
         return
     t0 = time.monotonic()
     log.info(
