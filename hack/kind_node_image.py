@@ -463,7 +463,7 @@ def build_node_image(images: Path) -> str:
                     link = _tarinfo(f"etc/systemd/system/{unit}", kind=tarfile.SYMTYPE)
                     link.linkname = "/dev/null"
                     tar.addfile(link)
-                for unit in ("kubelet.service", "azl-kind-images.service"):
+                for unit in ("azl-kind-images.service",):
                     link = _tarinfo(f"etc/systemd/system/multi-user.target.wants/{unit}", kind=tarfile.SYMTYPE)
                     link.linkname = f"/etc/systemd/system/{unit}"
                     tar.addfile(link)
@@ -474,8 +474,10 @@ def build_node_image(images: Path) -> str:
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        out, err = proc.communicate()
-        if proc.returncode != 0:
+        assert proc.stderr is not None and proc.stdout is not None
+        proc.stdout.read()
+        err = proc.stderr.read()
+        if proc.wait() != 0:
             raise ClusterError(f"docker import failed: {err.decode().strip()[-800:]}")
     return image
 
