@@ -4,6 +4,7 @@ without a registry, and a kind cluster made from it.
 
     scripts/kind-node-image build     build (or reuse) every part and the node image
     scripts/kind-node-image create    build, then `kind create cluster` (1 control plane, 2 workers)
+    scripts/kind-node-image check     prove it: pod-to-pod across nodes, Services, DNS, a volume
     scripts/kind-node-image delete    `kind delete cluster`
     scripts/kind-node-image env       KUBECONFIG, KIND, the node image name
 
@@ -71,12 +72,15 @@ ETCD_TAG = "3.5.16-0"
 COREDNS_VERSION = "v1.11.3"
 PAUSE_TAG = "3.10"
 FLANNEL_VERSION = "v0.28.10"
+LOCAL_PATH_VERSION = "v0.0.30"
 
 # name -> (Go module, version, package to build)
 GO_PARTS = {
     "etcd": ("go.etcd.io/etcd/server/v3", ETCD_VERSION, "go.etcd.io/etcd/server/v3"),
     "coredns": ("github.com/coredns/coredns", COREDNS_VERSION, "github.com/coredns/coredns"),
     "flanneld": ("github.com/flannel-io/flannel", FLANNEL_VERSION, "github.com/flannel-io/flannel"),
+    "local-path-provisioner": (
+        "github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION, "github.com/rancher/local-path-provisioner"),
 }
 # flannel links all its backends: the tencentvpc one requires an SDK version the
 # proxy refuses (403 "not available"; v1.0.1000 is served), and the udp one
@@ -358,6 +362,10 @@ def component_images() -> dict[str, tuple[dict[str, Path | bytes], str | None, l
         f"registry.k8s.io/pause:{PAUSE_TAG}": ({"/pause": build_pause()}, None, ["/pause"]),
         f"azaion-loader.local/flanneld:{FLANNEL_VERSION}": (
             {"/usr/local/bin/flanneld": part_bin("flanneld")}, "tools", None),
+        f"azaion-loader.local/local-path-provisioner:{LOCAL_PATH_VERSION}": (
+            {"/usr/local/bin/local-path-provisioner": part_bin("local-path-provisioner")}, None, None),
+        # the local-path provisioner's helper pods (sh, mkdir, rm); also a shell for probes
+        f"azaion-loader.local/kind-tools:{ROOTFS['tools'][0]}": ({}, "tools", None),
     }  # fmt: skip
 
 
@@ -410,6 +418,7 @@ def node_files(images: Path) -> Iterator[tuple[str, Path | bytes, int]]:
         yield f"usr/bin/{b}", kb / b, 0o755
     yield "usr/local/sbin/azl-node-init", nf / "azl-node-init", 0o755
     yield "usr/local/sbin/azl-kind-import-images", nf / "azl-kind-import-images", 0o755
+    yield "usr/local/sbin/azl-kind-egress", nf / "azl-kind-egress", 0o755
     yield "etc/containerd/config.toml", nf / "containerd-config.toml", 0o644
     yield "etc/systemd/system/containerd.service.d/10-azl.conf", nf / "systemd" / "containerd-azl.conf", 0o644
     for unit in ("kubelet.service", "azl-kind-images.service"):
@@ -418,6 +427,7 @@ def node_files(images: Path) -> Iterator[tuple[str, Path | bytes, int]]:
     yield "etc/default/kubelet", b"KUBELET_EXTRA_ARGS=\n", 0o644
     yield "kind/version", K8S_VERSION.encode(), 0o644
     yield "kind/manifests/default-cni.yaml", nf / "default-cni.yaml", 0o644
+    yield "kind/manifests/default-storage.yaml", nf / "default-storage.yaml", 0o644
     for archive in sorted(images.glob("*.tar")):
         yield f"kind/images/{archive.name}", archive, 0o644
 
@@ -529,9 +539,83 @@ def create(image: str, logs_dir: Path) -> None:
         raise ClusterError(f"kind create cluster failed; logs exported to {logs_dir}")
 
 
+CHECK_NS = "azl-kind-check"
+PROBE = r"""
+set -u
+fail=0
+try() { local what=$1; shift; if out=$(timeout 10 "$@" 2>&1); then echo "ok   $what: $out"; else echo "FAIL $what: $out"; fail=1; fi; }
+http() { exec 3<>"/dev/tcp/$1/$2" && printf 'GET %s HTTP/1.0\r\n\r\n' "$3" >&3 && head -1 <&3 | tr -d '\r'; }
+try "pod->pod $DNS_POD:8080 (CoreDNS on $DNS_NODE)" bash -c "$(declare -f http); http $DNS_POD 8080 /health"
+try "service kube-dns $DNS_SVC:9153" bash -c "$(declare -f http); http $DNS_SVC 9153 /metrics"
+try "service kubernetes $API_SVC:443 (TCP)" bash -c "exec 3<>/dev/tcp/$API_SVC/443 && echo connected"
+try "DNS kubernetes.default" getent hosts kubernetes.default.svc.cluster.local
+exit $fail
+"""
+
+
+def check() -> bool:
+    """Prove the cluster: nodes Ready, pod-to-pod across nodes, Services, cluster DNS, a local-path volume."""
+    kubectl = str(k8s_bin() / "kubectl")
+    env = dict(os.environ, KUBECONFIG=str(KUBECONFIG))
+
+    def k(*args: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run([kubectl, *args], env=env, input=stdin, text=True, capture_output=True)
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    tools = f"azaion-loader.local/kind-tools:{ROOTFS['tools'][0]}"
+    k("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
+    k("-n", "kube-system", "rollout", "status", "deploy/coredns", "--timeout=180s")
+    nodes = k("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
+    dns_pod, dns_node = k("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o",
+                          "jsonpath={.items[0].status.podIP} {.items[0].spec.nodeName}").split()  # fmt: skip
+    dns_svc = k("-n", "kube-system", "get", "svc", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
+    api_svc = k("get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
+    k("delete", "namespace", CHECK_NS, "--ignore-not-found", "--wait=true")
+    k("create", "namespace", CHECK_NS)
+    pods = []
+    for node in nodes:
+        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"probe-{node}", "namespace": CHECK_NS},
+                     "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+                              "containers": [{"name": "probe", "image": tools, "imagePullPolicy": "Never",
+                                              "command": ["sleep", "600"]}]}})  # fmt: skip
+    worker = next((n for n in nodes if "worker" in n), nodes[0])
+    pods.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": CHECK_NS},
+                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}})  # fmt: skip
+    pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "volume", "namespace": CHECK_NS},
+                 "spec": {"nodeSelector": {"kubernetes.io/hostname": worker}, "restartPolicy": "Never",
+                          "containers": [{"name": "w", "image": tools, "imagePullPolicy": "Never",
+                                          "command": ["sh", "-c", "echo hello > /data/f && cat /data/f"],
+                                          "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
+                          "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}})  # fmt: skip
+    k("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    k("-n", CHECK_NS, "wait", "--for=condition=Ready", "pod", "-l", "!none", "--field-selector",
+      "metadata.name!=volume", "--timeout=120s")  # fmt: skip
+    ok = True
+    for node in nodes:
+        proc = subprocess.run(
+            [kubectl, "-n", CHECK_NS, "exec", f"probe-{node}", "--", "env", f"DNS_POD={dns_pod}",
+             f"DNS_NODE={dns_node}", f"DNS_SVC={dns_svc}", f"API_SVC={api_svc}", "bash", "-c", PROBE],
+            env=env, text=True, capture_output=True,
+        )  # fmt: skip
+        print(f"from a pod on {node}:\n{proc.stdout.rstrip()}{proc.stderr.rstrip()}")
+        ok &= proc.returncode == 0
+    k("-n", CHECK_NS, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/volume", "--timeout=120s", check=False)
+    phase = k("-n", CHECK_NS, "get", "pod", "volume", "-o", "jsonpath={.status.phase}")
+    pv = k("get", "pv", "-o", "jsonpath={range .items[?(@.spec.claimRef.namespace==\"" + CHECK_NS + "\")]}"
+           "{.metadata.name} {.spec.storageClassName} {.spec.nodeAffinity.required.nodeSelectorTerms[0]"
+           ".matchExpressions[0].values[0]}{end}")  # fmt: skip
+    vol_ok = phase == "Succeeded" and worker in pv
+    print(f"{'ok  ' if vol_ok else 'FAIL'} local-path volume on {worker}: pod {phase}, PV {pv}")
+    ok &= vol_ok
+    k("delete", "namespace", CHECK_NS, "--wait=false")
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["build", "create", "delete", "env"])
+    ap.add_argument("command", choices=["build", "create", "check", "delete", "env"])
     ap.add_argument("--logs", default="/tmp/kind-work/logs", help="where `kind export logs` writes on failure")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -541,6 +625,8 @@ def main() -> int:
         elif a.command == "create":
             create(build(), Path(a.logs))
             print(f"export KUBECONFIG={KUBECONFIG}")
+        elif a.command == "check":
+            return 0 if check() else 1
         elif a.command == "delete":
             kind("delete", "cluster", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
         elif a.command == "env":
