@@ -11,16 +11,17 @@ without a registry, and a kind cluster made from it.
 Every part comes from what these machines reach (the Go module proxy, Debian's
 packages) and is cached by version under /var/cache/azaion-loader:
 
-- kind CLI: `go install sigs.k8s.io/kind@KIND_VERSION`                 bin/kind-<ver>/
-- kubeadm, kubelet, kubectl and the control-plane binaries: the local
-  cluster's build of k8s.io/kubernetes (tests/cluster/cluster_build.py)      bin/k8s-<ver>/
-- etcd, CoreDNS, flanneld: each `go build` of its module                    bin/kind-parts/<name>-<ver>/
-- two Debian bookworm roots (debootstrap): the node (systemd, containerd,
-  runc, CNI plugins, iptables, ...) and a small "tools" root that the
-  kube-proxy and flannel images are made on                                  kind/rootfs-<name>-<ver>/
+- kind CLI: `go install sigs.k8s.io/kind@KIND_VERSION` (bin/kind-<ver>/)
+- kubeadm, kubelet, kubectl and the control-plane binaries: the local cluster's
+  build of k8s.io/kubernetes, tests/cluster/cluster_build.py (bin/k8s-<ver>/)
+- etcd, CoreDNS, flanneld, local-path-provisioner: each `go build` of its
+  module (bin/kind-parts/<name>-<ver>/)
+- two Debian bookworm roots (debootstrap): the node (systemd, containerd, runc,
+  CNI plugins, iptables, ...) and a small "tools" root that the kube-proxy,
+  flannel and helper images are made on (kind/rootfs-<name>-<ver>/)
 - the component images (registry.k8s.io/kube-apiserver:v1.32.4, ..., pause,
-  etcd, CoreDNS, flannel): one-layer OCI archives written here, imported by
-  the node at boot from /kind/images                                         kind/images-<key>/
+  etcd, CoreDNS, flannel, local-path): one-layer OCI archives written here,
+  imported by the node at boot from /kind/images (kind/images-<key>/)
 - the node image: the node root plus hack/kind/node/*, `docker import`ed as
   azl-kind-node:<k8s version>-<key>
 
@@ -43,8 +44,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
@@ -80,7 +82,10 @@ GO_PARTS = {
     "coredns": ("github.com/coredns/coredns", COREDNS_VERSION, "github.com/coredns/coredns"),
     "flanneld": ("github.com/flannel-io/flannel", FLANNEL_VERSION, "github.com/flannel-io/flannel"),
     "local-path-provisioner": (
-        "github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION, "github.com/rancher/local-path-provisioner"),
+        "github.com/rancher/local-path-provisioner",
+        LOCAL_PATH_VERSION,
+        "github.com/rancher/local-path-provisioner",
+    ),
 }
 # flannel links all its backends: the tencentvpc one requires an SDK version the
 # proxy refuses (403 "not available"; v1.0.1000 is served), and the udp one
@@ -141,7 +146,9 @@ def timed(what: str) -> Any:
             log.info("%s ...", what)
 
         def __exit__(self, *exc: object) -> None:
-            log.info("%s: %.0f s%s", what, time.monotonic() - self.t0, " (failed)" if exc[0] else "")
+            log.info(
+                "%s: %.0f s%s", what, time.monotonic() - self.t0, " (failed)" if exc[0] else ""
+            )
 
     return _T()
 
@@ -156,10 +163,21 @@ def build_kind() -> None:
     out = kind_bin().parent.with_name(kind_bin().parent.name + ".partial")
     with timed(f"kind {KIND_VERSION} (go install)"):
         proc = subprocess.run(
-            ["nice", "-n", "10", "go", "install", "-trimpath", "-ldflags", "-s -w",
-             f"sigs.k8s.io/kind@{KIND_VERSION}"],
-            env=dict(go_env(), GOBIN=str(out)), text=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "nice",
+                "-n",
+                "10",
+                "go",
+                "install",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                f"sigs.k8s.io/kind@{KIND_VERSION}",
+            ],
+            env=dict(go_env(), GOBIN=str(out)),
+            text=True,
+            capture_output=True,
+        )
         if proc.returncode != 0:
             raise ClusterError(f"kind build failed: {proc.stderr.strip()[-800:]}")
     shutil.rmtree(kind_bin().parent, ignore_errors=True)
@@ -167,7 +185,7 @@ def build_kind() -> None:
 
 
 def build_go_part(name: str) -> None:
-    """Build one component from its Go module in a throw-away module (its go.mod may have replaces)."""
+    """Build one component from its Go module in a throw-away module (no inherited replaces)."""
     module, version, pkg = GO_PARTS[name]
     target = part_bin(name)
     if target.exists():
@@ -175,7 +193,9 @@ def build_go_part(name: str) -> None:
     work = CACHE / "build" / f"kind-{name}-{version}"
     work.mkdir(parents=True, exist_ok=True)
     replaces = "".join(f"replace {m} => {m} {v}\n" for m, v in GO_REPLACES.get(name, {}).items())
-    (work / "go.mod").write_text(f"module azaion-loader/kind{name}\n\ngo 1.23\n\nrequire {module} {version}\n\n{replaces}")
+    (work / "go.mod").write_text(
+        f"module azaion-loader/kind{name}\n\ngo 1.23\n\nrequire {module} {version}\n\n{replaces}"
+    )
     env = dict(go_env(), CGO_ENABLED="1" if name in GO_CGO else "0")
     build_log = CACHE / "logs" / f"kind-{name}-{version}-build.log"
     build_log.parent.mkdir(parents=True, exist_ok=True)
@@ -183,9 +203,24 @@ def build_go_part(name: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with timed(f"{name} {version} (go build)"), build_log.open("w") as fh:
         proc = subprocess.run(
-            ["nice", "-n", "10", "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), pkg],
-            cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                "nice",
+                "-n",
+                "10",
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(tmp),
+                pkg,
+            ],
+            cwd=work,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     if proc.returncode != 0:
         raise ClusterError(f"{name} build failed (log: {build_log})")
     tmp.rename(target)
@@ -222,15 +257,27 @@ def rootfs_tar(name: str) -> Path:
         with timed(f"debootstrap {name} root ({key})"):
             with (cache / "debootstrap.log").open("w") as fh:
                 proc = subprocess.run(
-                    ["debootstrap", "--variant=minbase", f"--include={packages}", "bookworm",
-                     str(work / "root"), DEBIAN_MIRROR],
-                    stdout=fh, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    [
+                        "debootstrap",
+                        "--variant=minbase",
+                        f"--include={packages}",
+                        "bookworm",
+                        str(work / "root"),
+                        DEBIAN_MIRROR,
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )
             if proc.returncode != 0:
                 raise ClusterError(f"debootstrap failed (log: {cache / 'debootstrap.log'})")
             root = work / "root"
-            for sub in ("var/lib/apt/lists", "var/cache/apt/archives", "usr/share/doc", "usr/share/man",
-                        "usr/share/locale"):  # fmt: skip
+            for sub in (
+                "var/lib/apt/lists",
+                "var/cache/apt/archives",
+                "usr/share/doc",
+                "usr/share/man",
+                "usr/share/locale",
+            ):
                 for p in (root / sub).glob("*"):
                     if p.is_dir() and not p.is_symlink():
                         shutil.rmtree(p)
@@ -246,7 +293,9 @@ def rootfs_tar(name: str) -> Path:
 # ---------------------------------------------------------------- OCI archives
 
 
-def _tarinfo(path: str, size: int = 0, mode: int = 0o644, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+def _tarinfo(
+    path: str, size: int = 0, mode: int = 0o644, kind: bytes = tarfile.REGTYPE
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(path)
     info.size, info.mode, info.mtime, info.type = size, mode, 0, kind
     return info
@@ -286,8 +335,14 @@ class _HashWriter(io.RawIOBase):
         return len(b)
 
 
-def oci_image(out: Path, name: str, files: dict[str, Path | bytes], *, base: Path | None = None,
-              entrypoint: list[str] | None = None) -> None:  # fmt: skip
+def oci_image(
+    out: Path,
+    name: str,
+    files: dict[str, Path | bytes],
+    *,
+    base: Path | None = None,
+    entrypoint: list[str] | None = None,
+) -> None:
     """Write a one-layer, uncompressed OCI image archive for `ctr images import`.
 
     The layer is base (a root tarball) if given, plus files {path in image: source}.
@@ -315,9 +370,13 @@ def oci_image(out: Path, name: str, files: dict[str, Path | bytes], *, base: Pat
         if entrypoint:
             config["Entrypoint"] = entrypoint
         config_b = json.dumps(
-            {"architecture": "amd64", "os": "linux", "config": config,
-             "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}
-        ).encode()  # fmt: skip
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": config,
+                "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            }
+        ).encode()
 
         def desc(media: str, digest: str, size: int) -> dict[str, Any]:
             return {"mediaType": media, "digest": digest, "size": size}
@@ -326,10 +385,17 @@ def oci_image(out: Path, name: str, files: dict[str, Path | bytes], *, base: Pat
             return "sha256:" + hashlib.sha256(b).hexdigest()
 
         manifest_b = json.dumps(
-            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-             "config": desc("application/vnd.oci.image.config.v1+json", sha(config_b), len(config_b)),
-             "layers": [desc("application/vnd.oci.image.layer.v1.tar", layer_digest, layer_size)]}
-        ).encode()  # fmt: skip
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": desc(
+                    "application/vnd.oci.image.config.v1+json", sha(config_b), len(config_b)
+                ),
+                "layers": [
+                    desc("application/vnd.oci.image.layer.v1.tar", layer_digest, layer_size)
+                ],
+            }
+        ).encode()
         mdesc = desc("application/vnd.oci.image.manifest.v1+json", sha(manifest_b), len(manifest_b))
         mdesc["annotations"] = {
             "io.containerd.image.name": name,
@@ -338,9 +404,12 @@ def oci_image(out: Path, name: str, files: dict[str, Path | bytes], *, base: Pat
         index_b = json.dumps({"schemaVersion": 2, "manifests": [mdesc]}).encode()
         partial = out.with_name(out.name + ".partial")
         with tarfile.open(partial, "w") as tar:
-            for path, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index_b),
-                               ("blobs/sha256/" + sha(config_b)[7:], config_b),
-                               ("blobs/sha256/" + sha(manifest_b)[7:], manifest_b)):  # fmt: skip
+            for path, data in (
+                ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                ("index.json", index_b),
+                ("blobs/sha256/" + sha(config_b)[7:], config_b),
+                ("blobs/sha256/" + sha(manifest_b)[7:], manifest_b),
+            ):
                 _add_file(tar, path, data, 0o644)
             _add_file(tar, "blobs/sha256/" + layer_digest[7:], layer_path, 0o644)
         partial.rename(out)
@@ -350,23 +419,47 @@ def component_images() -> dict[str, tuple[dict[str, Path | bytes], str | None, l
     """image name -> (files, base root name or None, entrypoint)."""
     kb, v = k8s_bin(), K8S_VERSION
     return {
-        f"registry.k8s.io/kube-apiserver:{v}": ({"/usr/local/bin/kube-apiserver": kb / "kube-apiserver"}, None, None),
+        f"registry.k8s.io/kube-apiserver:{v}": (
+            {"/usr/local/bin/kube-apiserver": kb / "kube-apiserver"},
+            None,
+            None,
+        ),
         f"registry.k8s.io/kube-controller-manager:{v}": (
-            {"/usr/local/bin/kube-controller-manager": kb / "kube-controller-manager"}, None, None),
-        f"registry.k8s.io/kube-scheduler:{v}": ({"/usr/local/bin/kube-scheduler": kb / "kube-scheduler"}, None, None),
+            {"/usr/local/bin/kube-controller-manager": kb / "kube-controller-manager"},
+            None,
+            None,
+        ),
+        f"registry.k8s.io/kube-scheduler:{v}": (
+            {"/usr/local/bin/kube-scheduler": kb / "kube-scheduler"},
+            None,
+            None,
+        ),
         # kube-proxy execs iptables-save/-restore and conntrack: a Debian root under it
-        f"registry.k8s.io/kube-proxy:{v}": ({"/usr/local/bin/kube-proxy": kb / "kube-proxy"}, "tools", None),
+        f"registry.k8s.io/kube-proxy:{v}": (
+            {"/usr/local/bin/kube-proxy": kb / "kube-proxy"},
+            "tools",
+            None,
+        ),
         f"registry.k8s.io/etcd:{ETCD_TAG}": ({"/usr/local/bin/etcd": part_bin("etcd")}, None, None),
         f"registry.k8s.io/coredns/coredns:{COREDNS_VERSION}": (
-            {"/coredns": part_bin("coredns")}, None, ["/coredns"]),
+            {"/coredns": part_bin("coredns")},
+            None,
+            ["/coredns"],
+        ),
         f"registry.k8s.io/pause:{PAUSE_TAG}": ({"/pause": build_pause()}, None, ["/pause"]),
         f"azaion-loader.local/flanneld:{FLANNEL_VERSION}": (
-            {"/usr/local/bin/flanneld": part_bin("flanneld")}, "tools", None),
+            {"/usr/local/bin/flanneld": part_bin("flanneld")},
+            "tools",
+            None,
+        ),
         f"azaion-loader.local/local-path-provisioner:{LOCAL_PATH_VERSION}": (
-            {"/usr/local/bin/local-path-provisioner": part_bin("local-path-provisioner")}, None, None),
+            {"/usr/local/bin/local-path-provisioner": part_bin("local-path-provisioner")},
+            None,
+            None,
+        ),
         # the local-path provisioner's helper pods (sh, mkdir, rm); also a shell for probes
         f"azaion-loader.local/kind-tools:{ROOTFS['tools'][0]}": ({}, "tools", None),
-    }  # fmt: skip
+    }
 
 
 def images_key() -> str:
@@ -376,7 +469,9 @@ def images_key() -> str:
         h.update(f"{name}|{base}|{ep}|{ROOTFS.get(base or '', '')}".encode())
         for path, src in sorted(files.items()):
             st = src.stat() if isinstance(src, Path) else None
-            h.update(f"{path}:{st.st_size if st else len(src)}:{int(st.st_mtime) if st else 0}".encode())  # type: ignore[arg-type]
+            h.update(
+                f"{path}:{st.st_size if st else len(src)}:{int(st.st_mtime) if st else 0}".encode()
+            )  # type: ignore[arg-type]
     return h.hexdigest()[:12]
 
 
@@ -390,7 +485,13 @@ def build_images() -> Path:
         for name, (files, base, ep) in component_images().items():
             fname = name.replace("/", "_").replace(":", "_") + ".tar"
             if not (out_dir / fname).exists():
-                oci_image(out_dir / fname, name, files, base=rootfs_tar(base) if base else None, entrypoint=ep)
+                oci_image(
+                    out_dir / fname,
+                    name,
+                    files,
+                    base=rootfs_tar(base) if base else None,
+                    entrypoint=ep,
+                )
                 log.info("  %s (%d MB)", name, (out_dir / fname).stat().st_size >> 20)
     (out_dir / "done").write_text("")
     return out_dir
@@ -420,7 +521,11 @@ def node_files(images: Path) -> Iterator[tuple[str, Path | bytes, int]]:
     yield "usr/local/sbin/azl-kind-import-images", nf / "azl-kind-import-images", 0o755
     yield "usr/local/sbin/azl-kind-egress", nf / "azl-kind-egress", 0o755
     yield "etc/containerd/config.toml", nf / "containerd-config.toml", 0o644
-    yield "etc/systemd/system/containerd.service.d/10-azl.conf", nf / "systemd" / "containerd-azl.conf", 0o644
+    yield (
+        "etc/systemd/system/containerd.service.d/10-azl.conf",
+        nf / "systemd" / "containerd-azl.conf",
+        0o644,
+    )
     for unit in ("kubelet.service", "azl-kind-images.service"):
         yield f"etc/systemd/system/{unit}", nf / "systemd" / unit, 0o644
     yield "etc/sysctl.d/10-azl-kind.conf", nf / "sysctl.conf", 0o644
@@ -447,13 +552,22 @@ def build_node_image(images: Path) -> str:
     skip = {p for p, _, _ in added}
     with timed(f"node image {image} (docker import)"):
         proc = subprocess.Popen(
-            ["docker", "import",
-             "--change", 'ENTRYPOINT ["/usr/local/sbin/azl-node-init", "/sbin/init"]',
-             "--change", "ENV container=docker",
-             "--change", f"LABEL azl.kind.k8s={K8S_VERSION} azl.kind.key={image.rsplit('-', 1)[1]}",
-             "-", image],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                "docker",
+                "import",
+                "--change",
+                'ENTRYPOINT ["/usr/local/sbin/azl-node-init", "/sbin/init"]',
+                "--change",
+                "ENV container=docker",
+                "--change",
+                f"LABEL azl.kind.k8s={K8S_VERSION} azl.kind.key={image.rsplit('-', 1)[1]}",
+                "-",
+                image,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stdin is not None
         try:
             with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -474,7 +588,9 @@ def build_node_image(images: Path) -> str:
                     link.linkname = "/dev/null"
                     tar.addfile(link)
                 for unit in ("azl-kind-images.service",):
-                    link = _tarinfo(f"etc/systemd/system/multi-user.target.wants/{unit}", kind=tarfile.SYMTYPE)
+                    link = _tarinfo(
+                        f"etc/systemd/system/multi-user.target.wants/{unit}", kind=tarfile.SYMTYPE
+                    )
                     link.linkname = f"/etc/systemd/system/{unit}"
                     tar.addfile(link)
                 link = _tarinfo("opt/cni/bin", kind=tarfile.SYMTYPE)
@@ -516,7 +632,11 @@ def kind_env() -> dict[str, str]:
     if not link.is_symlink() or os.readlink(link) != str(DOCKER_SHIM):
         link.unlink(missing_ok=True)
         link.symlink_to(DOCKER_SHIM)
-    return dict(os.environ, PATH=f"{shim_dir}:{os.environ['PATH']}", KIND_EXPERIMENTAL_DOCKER_NETWORK=DOCKER_NETWORK)
+    return dict(
+        os.environ,
+        PATH=f"{shim_dir}:{os.environ['PATH']}",
+        KIND_EXPERIMENTAL_DOCKER_NETWORK=DOCKER_NETWORK,
+    )
 
 
 def kind(*args: str, check: bool = True) -> int:
@@ -531,8 +651,24 @@ def kind(*args: str, check: bool = True) -> int:
 def create(image: str, logs_dir: Path) -> None:
     KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    rc = kind("create", "cluster", "--name", CLUSTER_NAME, "--image", image, "--config", str(CLUSTER_CONFIG),
-              "--kubeconfig", str(KUBECONFIG), "--retain", "--wait", "5m", "-v", "3", check=False)  # fmt: skip
+    rc = kind(
+        "create",
+        "cluster",
+        "--name",
+        CLUSTER_NAME,
+        "--image",
+        image,
+        "--config",
+        str(CLUSTER_CONFIG),
+        "--kubeconfig",
+        str(KUBECONFIG),
+        "--retain",
+        "--wait",
+        "5m",
+        "-v",
+        "3",
+        check=False,
+    )
     log.info("kind create cluster: rc %d after %.0f s", rc, time.monotonic() - t0)
     if rc != 0:
         kind("export", "logs", str(logs_dir), "--name", CLUSTER_NAME, check=False)
@@ -540,26 +676,18 @@ def create(image: str, logs_dir: Path) -> None:
 
 
 CHECK_NS = "azl-kind-check"
-PROBE = r"""
-set -u
-fail=0
-try() { local what=$1; shift; if out=$(timeout 10 "$@" 2>&1); then echo "ok   $what: $out"; else echo "FAIL $what: $out"; fail=1; fi; }
-http() { exec 3<>"/dev/tcp/$1/$2" && printf 'GET %s HTTP/1.0\r\n\r\n' "$3" >&3 && head -1 <&3 | tr -d '\r'; }
-try "pod->pod $DNS_POD:8080 (CoreDNS on $DNS_NODE)" bash -c "$(declare -f http); http $DNS_POD 8080 /health"
-try "service kube-dns $DNS_SVC:9153" bash -c "$(declare -f http); http $DNS_SVC 9153 /metrics"
-try "service kubernetes $API_SVC:443 (TCP)" bash -c "exec 3<>/dev/tcp/$API_SVC/443 && echo connected"
-try "DNS kubernetes.default" getent hosts kubernetes.default.svc.cluster.local
-exit $fail
-"""
+PROBE = (REPO / "hack" / "kind" / "probe.sh").read_text()
 
 
 def check() -> bool:
-    """Prove the cluster: nodes Ready, pod-to-pod across nodes, Services, cluster DNS, a local-path volume."""
+    """Prove the cluster: pod-to-pod across nodes, Services, cluster DNS, a local-path volume."""
     kubectl = str(k8s_bin() / "kubectl")
     env = dict(os.environ, KUBECONFIG=str(KUBECONFIG))
 
     def k(*args: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run([kubectl, *args], env=env, input=stdin, text=True, capture_output=True)
+        proc = subprocess.run(
+            [kubectl, *args], env=env, input=stdin, text=True, capture_output=True
+        )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout.strip()
@@ -568,44 +696,131 @@ def check() -> bool:
     k("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
     k("-n", "kube-system", "rollout", "status", "deploy/coredns", "--timeout=180s")
     nodes = k("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
-    dns_pod, dns_node = k("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o",
-                          "jsonpath={.items[0].status.podIP} {.items[0].spec.nodeName}").split()  # fmt: skip
+    dns_pod, dns_node = k(
+        "-n",
+        "kube-system",
+        "get",
+        "pods",
+        "-l",
+        "k8s-app=kube-dns",
+        "-o",
+        "jsonpath={.items[0].status.podIP} {.items[0].spec.nodeName}",
+    ).split()
     dns_svc = k("-n", "kube-system", "get", "svc", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
     api_svc = k("get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
     k("delete", "namespace", CHECK_NS, "--ignore-not-found", "--wait=true")
     k("create", "namespace", CHECK_NS)
     pods = []
     for node in nodes:
-        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"probe-{node}", "namespace": CHECK_NS},
-                     "spec": {"nodeName": node, "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
-                              "containers": [{"name": "probe", "image": tools, "imagePullPolicy": "Never",
-                                              "command": ["sleep", "600"]}]}})  # fmt: skip
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"probe-{node}", "namespace": CHECK_NS},
+                "spec": {
+                    "nodeName": node,
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [
+                        {
+                            "name": "probe",
+                            "image": tools,
+                            "imagePullPolicy": "Never",
+                            "command": ["sleep", "600"],
+                        }
+                    ],
+                },
+            }
+        )
     worker = next((n for n in nodes if "worker" in n), nodes[0])
-    pods.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": CHECK_NS},
-                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}})  # fmt: skip
-    pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "volume", "namespace": CHECK_NS},
-                 "spec": {"nodeSelector": {"kubernetes.io/hostname": worker}, "restartPolicy": "Never",
-                          "containers": [{"name": "w", "image": tools, "imagePullPolicy": "Never",
-                                          "command": ["sh", "-c", "echo hello > /data/f && cat /data/f"],
-                                          "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
-                          "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}})  # fmt: skip
+    pods.append(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": CHECK_NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "16Mi"}},
+            },
+        }
+    )
+    pods.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "volume", "namespace": CHECK_NS},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": worker},
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "w",
+                        "image": tools,
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", "echo hello > /data/f && cat /data/f"],
+                        "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+            },
+        }
+    )
     k("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
-    k("-n", CHECK_NS, "wait", "--for=condition=Ready", "pod", "-l", "!none", "--field-selector",
-      "metadata.name!=volume", "--timeout=120s")  # fmt: skip
+    k(
+        "-n",
+        CHECK_NS,
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "!none",
+        "--field-selector",
+        "metadata.name!=volume",
+        "--timeout=120s",
+    )
     ok = True
     for node in nodes:
         proc = subprocess.run(
-            [kubectl, "-n", CHECK_NS, "exec", f"probe-{node}", "--", "env", f"DNS_POD={dns_pod}",
-             f"DNS_NODE={dns_node}", f"DNS_SVC={dns_svc}", f"API_SVC={api_svc}", "bash", "-c", PROBE],
-            env=env, text=True, capture_output=True,
-        )  # fmt: skip
+            [
+                kubectl,
+                "-n",
+                CHECK_NS,
+                "exec",
+                f"probe-{node}",
+                "--",
+                "env",
+                f"DNS_POD={dns_pod}",
+                f"DNS_NODE={dns_node}",
+                f"DNS_SVC={dns_svc}",
+                f"API_SVC={api_svc}",
+                "bash",
+                "-c",
+                PROBE,
+            ],
+            env=env,
+            text=True,
+            capture_output=True,
+        )
         print(f"from a pod on {node}:\n{proc.stdout.rstrip()}{proc.stderr.rstrip()}")
         ok &= proc.returncode == 0
-    k("-n", CHECK_NS, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/volume", "--timeout=120s", check=False)
+    k(
+        "-n",
+        CHECK_NS,
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/volume",
+        "--timeout=120s",
+        check=False,
+    )
     phase = k("-n", CHECK_NS, "get", "pod", "volume", "-o", "jsonpath={.status.phase}")
-    pv = k("get", "pv", "-o", "jsonpath={range .items[?(@.spec.claimRef.namespace==\"" + CHECK_NS + "\")]}"
-           "{.metadata.name} {.spec.storageClassName} {.spec.nodeAffinity.required.nodeSelectorTerms[0]"
-           ".matchExpressions[0].values[0]}{end}")  # fmt: skip
+    pv = k(
+        "get",
+        "pv",
+        "-o",
+        'jsonpath={range .items[?(@.spec.claimRef.namespace=="' + CHECK_NS + '")]}'
+        "{.metadata.name} {.spec.storageClassName} "
+        "{.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]}{end}",
+    )
     vol_ok = phase == "Succeeded" and worker in pv
     print(f"{'ok  ' if vol_ok else 'FAIL'} local-path volume on {worker}: pod {phase}, PV {pv}")
     ok &= vol_ok
@@ -616,9 +831,13 @@ def check() -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["build", "create", "check", "delete", "env"])
-    ap.add_argument("--logs", default="/tmp/kind-work/logs", help="where `kind export logs` writes on failure")
+    ap.add_argument(
+        "--logs", default="/tmp/kind-work/logs", help="where `kind export logs` writes on failure"
+    )
     a = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         if a.command == "build":
             print(build())
