@@ -608,6 +608,19 @@ def build_node_image(images: Path) -> str:
     return image
 
 
+def prune(image: str, images: Path) -> None:
+    """Remove this tool's older node images (unless a container uses them) and image archives."""
+    tags = run(["docker", "image", "ls", NODE_REPO, "--format", "{{.Repository}}:{{.Tag}}"]).stdout
+    for old in tags.split():
+        if old != image:
+            used = run(["docker", "ps", "-aq", "--filter", f"ancestor={old}"]).stdout.strip()
+            if not used and run(["docker", "rmi", old], check=False).returncode == 0:
+                log.info("removed old node image %s", old)
+    for old_dir in images.parent.glob("images-*"):
+        if old_dir != images:
+            shutil.rmtree(old_dir, ignore_errors=True)
+
+
 def build() -> str:
     """Build every part (cached) and the node image; return its name."""
     build_kind()
@@ -618,7 +631,9 @@ def build() -> str:
     for name in ROOTFS:
         rootfs_tar(name)
     images = build_images()
-    return build_node_image(images)
+    image = build_node_image(images)
+    prune(image, images)
+    return image
 
 
 # ---------------------------------------------------------------- kind
