@@ -663,7 +663,19 @@ def kind(*args: str, check: bool = True) -> int:
     return rc
 
 
+def cluster_exists() -> bool:
+    proc = subprocess.run(
+        [str(kind_bin()), "get", "clusters"], env=kind_env(), text=True, capture_output=True
+    )
+    return CLUSTER_NAME in proc.stdout.split()
+
+
 def create(image: str, logs_dir: Path) -> None:
+    """kind create cluster from hack/kind/cluster.yaml; an existing cluster is reused."""
+    if cluster_exists():
+        log.info("cluster %s exists; reusing it (delete it first for a new one)", CLUSTER_NAME)
+        kind("export", "kubeconfig", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
+        return
     KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     rc = kind(
