@@ -33,6 +33,7 @@ its `docker`: see there why. Standard library only, like the cluster tool.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -44,7 +45,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,20 +138,17 @@ def part_bin(name: str) -> Path:
     return CACHE / "bin" / "kind-parts" / f"{name}-{GO_PARTS[name][1]}" / name
 
 
-def timed(what: str) -> Any:
-    """Context manager logging how long a step took."""
-
-    class _T:
-        def __enter__(self) -> None:
-            self.t0 = time.monotonic()
-            log.info("%s ...", what)
-
-        def __exit__(self, *exc: object) -> None:
-            log.info(
-                "%s: %.0f s%s", what, time.monotonic() - self.t0, " (failed)" if exc[0] else ""
-            )
-
-    return _T()
+@contextlib.contextmanager
+def timed(what: str) -> Iterator[None]:
+    """Log how long a step took (the docs' timings come from these lines)."""
+    t0 = time.monotonic()
+    log.info("%s ...", what)
+    try:
+        yield
+    except BaseException:
+        log.info("%s: %.0f s (failed)", what, time.monotonic() - t0)
+        raise
+    log.info("%s: %.0f s", what, time.monotonic() - t0)
 
 
 # ---------------------------------------------------------------- Go builds
@@ -309,7 +307,7 @@ def _add_file(tar: tarfile.TarFile, path: str, src: Path | bytes, mode: int = 0o
             tar.addfile(_tarinfo(path, src.stat().st_size, mode), fh)
 
 
-def _copy_tar(tar: tarfile.TarFile, source: Path, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def _copy_tar(tar: tarfile.TarFile, source: Path, skip: Collection[str] = ()) -> None:
     """Append every member of a tarball (keeping owners and modes), except paths in skip."""
     with tarfile.open(source) as src:
         for member in src:
@@ -463,15 +461,16 @@ def component_images() -> dict[str, tuple[dict[str, Path | bytes], str | None, l
 
 
 def images_key() -> str:
-    """What the component images are made of: versions and the binaries' sizes and times."""
+    """What the component images are made of: names, bases, and each file's size and time."""
     h = hashlib.sha256()
     for name, (files, base, ep) in sorted(component_images().items()):
         h.update(f"{name}|{base}|{ep}|{ROOTFS.get(base or '', '')}".encode())
         for path, src in sorted(files.items()):
-            st = src.stat() if isinstance(src, Path) else None
-            h.update(
-                f"{path}:{st.st_size if st else len(src)}:{int(st.st_mtime) if st else 0}".encode()
-            )  # type: ignore[arg-type]
+            if isinstance(src, Path):
+                st = src.stat()
+                h.update(f"{path}:{st.st_size}:{int(st.st_mtime)}".encode())
+            else:
+                h.update(path.encode() + src)
     return h.hexdigest()[:12]
 
 
