@@ -76,12 +76,16 @@ COREDNS_VERSION = "v1.11.3"
 PAUSE_TAG = "3.10"
 FLANNEL_VERSION = "v0.28.10"
 LOCAL_PATH_VERSION = "v0.0.30"
+# the oldest cri-tools the module proxy serves (v1.32.x: 403 "not available");
+# crictl speaks CRI v1, which containerd 1.6 serves. kind's log export runs it.
+CRICTL_VERSION = "v1.34.0"
 
 # name -> (Go module, version, package to build)
 GO_PARTS = {
     "etcd": ("go.etcd.io/etcd/server/v3", ETCD_VERSION, "go.etcd.io/etcd/server/v3"),
     "coredns": ("github.com/coredns/coredns", COREDNS_VERSION, "github.com/coredns/coredns"),
     "flanneld": ("github.com/flannel-io/flannel", FLANNEL_VERSION, "github.com/flannel-io/flannel"),
+    "crictl": ("sigs.k8s.io/cri-tools", CRICTL_VERSION, "sigs.k8s.io/cri-tools/cmd/crictl"),
     "local-path-provisioner": (
         "github.com/rancher/local-path-provisioner",
         LOCAL_PATH_VERSION,
@@ -500,14 +504,19 @@ def build_images() -> Path:
 
 
 def node_key(images: Path) -> str:
+    """What the node image is made of: the node root's key, every added file, the masks."""
     h = hashlib.sha256()
     h.update(f"{K8S_VERSION}|{ROOTFS['node']}|{images.name}|{MASKED_UNITS}".encode())
-    for p in sorted(NODE_FILES.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(NODE_FILES).as_posix().encode() + p.read_bytes())
-    for b in ("kubeadm", "kubelet", "kubectl"):
-        st = (k8s_bin() / b).stat()
-        h.update(f"{b}:{st.st_size}:{int(st.st_mtime)}".encode())
+    for path, src, mode in node_files(images):
+        if path.startswith("kind/images/"):
+            continue  # keyed by images.name
+        if isinstance(src, bytes):
+            h.update(f"{path}:{mode}:".encode() + src)
+        elif src.is_relative_to(NODE_FILES):
+            h.update(f"{path}:{mode}:".encode() + src.read_bytes())
+        else:  # binaries: size and time
+            st = src.stat()
+            h.update(f"{path}:{mode}:{st.st_size}:{int(st.st_mtime)}".encode())
     return h.hexdigest()[:12]
 
 
@@ -516,6 +525,8 @@ def node_files(images: Path) -> Iterator[tuple[str, Path | bytes, int]]:
     kb, nf = k8s_bin(), NODE_FILES
     for b in ("kubeadm", "kubelet", "kubectl"):
         yield f"usr/bin/{b}", kb / b, 0o755
+    yield "usr/bin/crictl", part_bin("crictl"), 0o755
+    yield "etc/crictl.yaml", b"runtime-endpoint: unix:///run/containerd/containerd.sock\n", 0o644
     yield "usr/local/sbin/azl-node-init", nf / "azl-node-init", 0o755
     yield "usr/local/sbin/azl-kind-import-images", nf / "azl-kind-import-images", 0o755
     yield "usr/local/sbin/azl-kind-egress", nf / "azl-kind-egress", 0o755
