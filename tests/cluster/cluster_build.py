@@ -158,11 +158,13 @@ def build_kubernetes(s: Settings, extra: tuple[str, ...] = ()) -> None:
     if proc.returncode != 0:
         raise ClusterError(f"Kubernetes build failed (log: {build_log})")
     if s.k8s_bin.exists():
-        for f in s.k8s_bin.iterdir():
-            if not (out / f.name).exists():
-                shutil.copy2(f, out / f.name)
-        shutil.rmtree(s.k8s_bin)
-    out.rename(s.k8s_bin)
+        # Add to the cache in place, one atomic rename per binary: a cluster
+        # may be running from (or starting with) the binaries already there.
+        for f in out.iterdir():
+            os.replace(f, s.k8s_bin / f.name)
+        shutil.rmtree(out)
+    else:
+        out.rename(s.k8s_bin)
     log.info("Kubernetes binaries built in %.0fs", time.monotonic() - t0)
 
 
