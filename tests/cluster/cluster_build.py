@@ -87,12 +87,18 @@ def build_helm(s: Settings) -> None:
     log.info("helm built in %.0fs", time.monotonic() - t0)
 
 
-def build_kubernetes(s: Settings) -> None:
-    """Build the Kubernetes server binaries (and kubectl if the machine lacks a v1.32 one)."""
+def build_kubernetes(s: Settings, extra: tuple[str, ...] = ()) -> None:
+    """Build the Kubernetes server binaries (and kubectl if the machine lacks a v1.32 one).
+
+    extra names more commands of k8s.io/kubernetes/cmd (the kind node image asks
+    for kubeadm and kubectl); only the binaries not yet in the cache are built.
+    """
     wanted = list(SERVER_BINARIES)
     if not Path(kubectl_path(s)).exists():
         wanted.append("kubectl")
-    if all((s.k8s_bin / b).exists() for b in wanted):
+    wanted += [b for b in extra if b not in wanted]
+    wanted = [b for b in wanted if not (s.k8s_bin / b).exists()]
+    if not wanted:
         return
     t0 = time.monotonic()
     log.info(
@@ -152,11 +158,13 @@ def build_kubernetes(s: Settings) -> None:
     if proc.returncode != 0:
         raise ClusterError(f"Kubernetes build failed (log: {build_log})")
     if s.k8s_bin.exists():
-        for f in s.k8s_bin.iterdir():
-            if not (out / f.name).exists():
-                shutil.copy2(f, out / f.name)
-        shutil.rmtree(s.k8s_bin)
-    out.rename(s.k8s_bin)
+        # Add to the cache in place, one atomic rename per binary: a cluster
+        # may be running from (or starting with) the binaries already there.
+        for f in out.iterdir():
+            os.replace(f, s.k8s_bin / f.name)
+        shutil.rmtree(out)
+    else:
+        out.rename(s.k8s_bin)
     log.info("Kubernetes binaries built in %.0fs", time.monotonic() - t0)
 
 
