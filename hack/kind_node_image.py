@@ -13,7 +13,7 @@ packages) and is cached by version under /var/cache/azaion-loader:
 
 - kind CLI: `go install sigs.k8s.io/kind@KIND_VERSION` (bin/kind-<ver>/)
 - kubeadm, kubelet, kubectl and the control-plane binaries: the local cluster's
-  build of k8s.io/kubernetes, tests/cluster/cluster_build.py (bin/k8s-<ver>/)
+  build of k8s.io/kubernetes, hack/localcluster/cluster_build.py (bin/k8s-<ver>/)
 - etcd, CoreDNS, flanneld, local-path-provisioner: each `go build` of its
   module (bin/kind-parts/<name>-<ver>/)
 - two Debian bookworm roots (debootstrap): the node (systemd, containerd, runc,
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
+sys.path.insert(0, str(REPO / "hack" / "localcluster"))
 
 from cluster_build import build_kubernetes, go_env  # noqa: E402
 from cluster_common import CACHE, K8S_VERSION, ClusterError, Settings, run  # noqa: E402

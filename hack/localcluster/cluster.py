@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real single-node Kubernetes v1.32 on this machine, without any image registry.
 
-Run as root: ``python3 tests/cluster/cluster.py up|down|status [--json]|env|build``
+Run as root: ``python3 hack/localcluster/cluster.py up|down|status [--json]|env|build``
 (``scripts/cluster`` is the wrapper). Python standard library only, so it runs
 before the project's virtualenv exists.
 
