@@ -52,7 +52,7 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack" / "localcluster"))
 
-from cluster_build import build_kubernetes, go_env  # noqa: E402
+from cluster_build import build_kubernetes, go_env, go_install  # noqa: E402
 from cluster_common import CACHE, K8S_VERSION, ClusterError, Settings, run  # noqa: E402
 from cluster_images import PAUSE_C  # noqa: E402
 
@@ -162,28 +162,8 @@ def build_kind() -> None:
     """go install sigs.k8s.io/kind@KIND_VERSION into the cache."""
     if kind_bin().exists():
         return
-    out = kind_bin().parent.with_name(kind_bin().parent.name + ".partial")
     with timed(f"kind {KIND_VERSION} (go install)"):
-        proc = subprocess.run(
-            [
-                "nice",
-                "-n",
-                "10",
-                "go",
-                "install",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                f"sigs.k8s.io/kind@{KIND_VERSION}",
-            ],
-            env=dict(go_env(), GOBIN=str(out)),
-            text=True,
-            capture_output=True,
-        )
-        if proc.returncode != 0:
-            raise ClusterError(f"kind build failed: {proc.stderr.strip()[-800:]}")
-    shutil.rmtree(kind_bin().parent, ignore_errors=True)
-    out.rename(kind_bin().parent)
+        go_install(f"sigs.k8s.io/kind@{KIND_VERSION}", kind_bin().parent, what="kind")
 
 
 def build_go_part(name: str) -> None:

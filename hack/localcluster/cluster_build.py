@@ -55,35 +55,39 @@ def go_env() -> dict[str, str]:
     return env
 
 
+def go_install(package: str, bin_dir: Path, *, ldflags: str = "-s -w", what: str) -> None:
+    """``go install package`` (``path@version``) into ``bin_dir``, atomically.
+
+    The binaries land in ``bin_dir.partial`` first, which is renamed onto
+    ``bin_dir`` only once the build succeeded: a cache directory that exists
+    is complete.
+    """
+    out = bin_dir.with_name(bin_dir.name + ".partial")
+    out.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["nice", "-n", "10", "go", "install", "-trimpath", "-ldflags", ldflags, package],
+        env=dict(go_env(), GOBIN=str(out)),
+        text=True,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"{what} build failed: {proc.stderr.strip()[-800:]}")
+    shutil.rmtree(bin_dir, ignore_errors=True)
+    out.rename(bin_dir)
+
+
 def build_helm(s: Settings) -> None:
     """Build helm from helm.sh/helm/v3 through the Go module proxy into the cache."""
     if s.helm_bin.exists():
         return
     t0 = time.monotonic()
     log.info("building helm %s (Go module proxy; a few minutes)", HELM_VERSION)
-    out = s.helm_bin.parent.with_name(s.helm_bin.parent.name + ".partial")
-    out.mkdir(parents=True, exist_ok=True)
-    ld = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
-    proc = subprocess.run(
-        [
-            "nice",
-            "-n",
-            "10",
-            "go",
-            "install",
-            "-trimpath",
-            "-ldflags",
-            ld,
-            f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
-        ],
-        env=dict(go_env(), GOBIN=str(out)),
-        text=True,
-        capture_output=True,
+    go_install(
+        f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
+        s.helm_bin.parent,
+        ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        what="helm",
     )
-    if proc.returncode != 0:
-        raise ClusterError(f"helm build failed: {proc.stderr.strip()[-800:]}")
-    shutil.rmtree(s.helm_bin.parent, ignore_errors=True)
-    out.rename(s.helm_bin.parent)
     log.info("helm built in %.0fs", time.monotonic() - t0)
 
 
