@@ -105,7 +105,13 @@ class StdinProcess:
         with contextlib.suppress(OSError):
             self._input.shutdown(socket.SHUT_WR)
         self._input.close()
-        code = self.proc.wait()
+        try:
+            code = self.proc.wait()
+        except BaseException:
+            # Interrupted while the CLI works (SIGTERM, Ctrl-C): it must not
+            # outlive us, still loading into the engine.
+            self.kill()
+            raise
         for t in self._readers:
             t.join(timeout=10)
         return code, self._out.get("stdout", b""), self._out.get("stderr", b"")

@@ -13,7 +13,9 @@ bytes, the fault:
 - ``cut``: both sockets are closed (a dropped link);
 - ``stall``: nothing more is forwarded (a peer that hangs);
 - ``slow``: ``rate`` bytes per second, a few bytes at a time (a trickle that
-  every per-read timeout lets through).
+  every per-read timeout lets through);
+- ``503``: the server's answer is replaced by ``503 Service Unavailable``
+  (S3's "slow down"), and the connection closed.
 
 A fault applies to ``times`` connections (default 1), so a retry or a second
 fetch can go through.  Every wait is bounded by :meth:`close`.
@@ -60,7 +62,7 @@ class FaultProxy:
 
     def arm(self, match: bytes, kind: str, *, at: int, rate: float = 0.0, times: int = 1) -> None:
         """Break the answer to the next ``times`` requests holding ``match`` past ``at`` bytes."""
-        if kind not in ("cut", "stall", "slow"):
+        if kind not in ("cut", "stall", "slow", "503"):
             raise ValueError(kind)
         with self._lock:
             self._plan = _Plan(match, kind, at, rate, times)
@@ -149,6 +151,14 @@ class FaultProxy:
         self, plan: _Plan, client: socket.socket, rest: bytes, server: socket.socket
     ) -> None:
         if plan.kind == "cut":
+            return
+        if plan.kind == "503":
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your rate</Message></Error>"
+            head = (
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            client.sendall(head.encode() + body)
             return
         if plan.kind == "stall":
             self._closed.wait()

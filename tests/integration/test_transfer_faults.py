@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from loader_cli import fetch_model, upload_model
 
+LOADER = [sys.executable, "-m", "azaion_loader"]
 BIG = 4 * 1024 * 1024 + 123
 """Plaintext size: the big part is several 2 MiB fetch chunks."""
 
@@ -199,3 +202,156 @@ def test_sigkill_mid_fetch_leaves_no_plaintext_and_the_next_fetch_completes(
     assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
     assert out.read_bytes() == published
     assert [p.name for p in target_dir.iterdir()] == ["model.bin"]
+
+
+# -- servers down, restarted, or answering 503 ---------------------------------------
+
+
+def test_api_down_then_back_within_the_retries(
+    dev_env: Any, published: bytes, tmp_path: Path
+) -> None:
+    """The API refuses connections, comes back during the retries: the fetch completes."""
+    dev_env.api.stop()
+    timer = threading.Timer(1.0, dev_env.api.start)
+    timer.start()
+    try:
+        out = tmp_path / "model.bin"
+        env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_RETRIES="6")
+        code, result, _, err = fetch_model(env, out, timeout=120)
+    finally:
+        timer.cancel()
+        dev_env.api.start()
+    assert code == 0, err
+    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
+    assert out.read_bytes() == published
+
+
+def test_api_down_for_good_fails_with_its_class(
+    dev_env: Any, published: bytes, tmp_path: Path
+) -> None:
+    dev_env.api.stop()
+    try:
+        target_dir, out = target_dir_with_old(tmp_path)
+        env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_RETRIES="2")
+        code, result, _, err = fetch_model(env, out, timeout=120)
+    finally:
+        dev_env.api.start()
+    assert code == 14, err
+    assert result is not None and result["error"] == "ApiUnavailableError"
+    errors = [line for line in err.splitlines() if line.startswith("loader: error:")]
+    assert len(errors) == 1 and "Traceback" not in err  # retry warnings, then one line
+    assert_untouched(target_dir, out)
+
+
+@pytest.mark.parametrize(("answers", "code"), [(2, 0), (40, 21)])
+def test_cdn_503_storm(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path, answers: int, code: int
+) -> None:
+    """S3 answers 503 to the big part's GET ``answers`` times: retried through, or given up."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"GET /models/model.bin.big", "503", at=0, times=answers)
+    cdn_through(dev_env, proxy)
+    target_dir, out = target_dir_with_old(tmp_path)
+    started = time.monotonic()
+    got, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out, timeout=180)
+    assert proxy.reached.is_set()
+    assert got == code, err
+    if code == 0:
+        assert out.read_bytes() == published
+        assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]
+    else:
+        assert result is not None and result["error"] == "CdnUnavailableError"
+        assert time.monotonic() - started < 120
+        assert_untouched(target_dir, out)
+
+
+# -- signals in an upload and in an image load ----------------------------------------
+
+
+def test_sigterm_mid_upload_registers_nothing_and_a_new_upload_works(
+    dev_env: Any, fault_proxy: Any, tmp_path: Path
+) -> None:
+    """SIGTERM while the big part goes to the CDN: no record at the API, no cache leftovers."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"PUT /models/model.bin.big", "stall", at=0, times=100)
+    cdn_through(dev_env, proxy)
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(BIG))
+    cache = tmp_path / "cache"
+    env = dev_env.merged(LOADER_CACHE_DIR=str(cache))
+    proc = subprocess.Popen(
+        [*LOADER, "upload", "--folder", "models", "--name", "model.bin", str(src), "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proxy.reached.wait(60), "the upload never reached the CDN"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "loader: terminated by SIGTERM" in stderr and "Traceback" not in stderr
+    assert dev_env.api.count("PUT", "/resources/models/model.bin") == 0
+    leftovers = [p.name for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+    assert leftovers == []
+    code, _, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), tmp_path / "x")
+    assert code == 12, err  # nothing was registered: NotFoundError
+    proxy.disarm()
+    code, _, _, err = upload_model(dev_env.merged(LOADER_CACHE_DIR=""), src)
+    assert code == 0, err
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def test_sigterm_mid_image_load_kills_the_engine_cli(
+    dev_env: Any, fetched_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    """SIGTERM while `docker load` waits on an engine that never answers: no CLI is left."""
+    _, work = fetched_archive
+    engine = tmp_path / "silent.sock"
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(engine))
+    silent.listen(8)  # accepts connections (the kernel does), reads nothing, answers nothing
+    env = dev_env.merged()
+    proc = subprocess.Popen(
+        [*LOADER, "unlock-load", "--workdir", str(work), "--socket", str(engine), "--json"],
+        env={k: v for k, v in env.items() if not k.startswith("LOADER_")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := _children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert children, "unlock-load never started the docker CLI"
+        time.sleep(1.0)  # the digest matched; the archive went to a CLI that waits on the engine
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        # Checked while the silent engine still holds the CLI's connection open:
+        # closing it first would end the CLI by itself.
+        alive = [c for c in children if "docker" in _cmdline(c)]
+    finally:
+        proc.kill()
+        silent.close()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["exit_code"] == 143
+    assert alive == [], f"docker CLI {alive} outlived unlock-load"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
