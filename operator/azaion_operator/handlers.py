@@ -35,6 +35,7 @@ from azaion_operator.diffbase import StatusDiffBaseStorage, StatusProgressStorag
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
 from azaion_operator.gate import QuietGate
 from azaion_operator.kube import KubeClient
+from azaion_operator.metrics import Metrics, observations
 from azaion_operator.nodes import NodeInfo, node_info
 from azaion_operator.reconcile import Event, Report, reconcile_resource, reconcile_unlock
 from azaion_operator.settings import OperatorSettings
@@ -99,6 +100,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         max_workers=followers, thread_name_prefix="azaion-followup"
     )
     memo.kube = KubeClient.from_environment(pool_size=ours.workers + followers)
+    memo.metrics = Metrics(probe=memo.kube.reachable)
+    if ours.metrics_port:
+        memo.metrics.serve("0.0.0.0", ours.metrics_port)
 
     # kopf's bookkeeping lives in status.kopf (the CRDs keep that field): the
     # diff base rides on our own status patch, so a handled object costs one
@@ -136,6 +140,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     kube = getattr(memo, "kube", None)
     if kube is not None:
         kube.close()
+    metrics = getattr(memo, "metrics", None)
+    if metrics is not None:
+        metrics.close()
 
 
 @kopf.index("", "v1", "nodes")
@@ -153,13 +160,15 @@ def _post(body: Mapping[str, Any], report: Report) -> None:
 
 
 def _apply(
-    kube: KubeClient,
+    memo: kopf.Memo,
     kind: str,
     body: Mapping[str, Any],
     report: Report,
     diffbase: StatusDiffBaseStorage | None = None,
 ) -> None:
-    """Write the report's status (with kopf's diff base when ``diffbase``) and post its Events."""
+    """Write the report's status (with kopf's diff base when ``diffbase``), post its Events,
+    count what changed."""
+    kube: KubeClient = memo.kube
     plural = _RECONCILERS[kind][0]
     meta = body["metadata"]
     if report.status is not None:
@@ -170,9 +179,19 @@ def _apply(
             if diffbase is not None and handled is not None:
                 diffbase.written(meta["uid"], handled)
     _post(body, report)
+    created = sum(1 for e in report.events if e.reason == "JobCreated")
+    memo.metrics.record(
+        observations(
+            kind,
+            body,
+            report.status,
+            jobs_created=created,
+            now=datetime.datetime.now(datetime.UTC),
+        )
+    )
 
 
-def _fail(kube: KubeClient, kind: str, body: Mapping[str, Any], error: SpecError) -> None:
+def _fail(memo: kopf.Memo, kind: str, body: Mapping[str, Any], error: SpecError) -> None:
     """Record a spec the operator cannot serve: Failed status and a Warning Event (once)."""
     meta = body["metadata"]
     old = body.get("status") or {}
@@ -185,7 +204,7 @@ def _fail(kube: KubeClient, kind: str, body: Mapping[str, Any], error: SpecError
     )
     again = old.get("phase") == FAILED and old.get("message") == status["message"]
     events = [] if again else [Event("Warning", error.reason, error.message)]
-    _apply(kube, kind, body, Report(status, events))
+    _apply(memo, kind, body, Report(status, events))
 
 
 def reconcile(
@@ -204,13 +223,19 @@ def reconcile(
     kube: KubeClient = memo.kube
     settings: OperatorSettings = memo.settings
     reconciler = _RECONCILERS[kind][1]
+    metrics: Metrics = memo.metrics
     with _locked(body["metadata"]["uid"]):
         try:
             report = reconciler(kube, settings, body, nodes, now=_now())
         except SpecError as error:
-            _fail(kube, kind, body, error)
+            metrics.reconciled(kind, "spec_error")
+            _fail(memo, kind, body, error)
             raise
-        _apply(kube, kind, body, report, memo.diffbase if handler else None)
+        except KubeError:
+            metrics.reconciled(kind, "api_error")
+            raise
+        metrics.reconciled(kind, "ok")
+        _apply(memo, kind, body, report, memo.diffbase if handler else None)
 
 
 def _on_change(memo: kopf.Memo, kind: str, body: kopf.Body, node_index: kopf.Index) -> None:

@@ -126,6 +126,14 @@ class KubeClient:
 
     # --- reads -----------------------------------------------------------
 
+    def reachable(self) -> bool:
+        """Whether the API server answers ``GET /version`` (the readiness probe's question)."""
+        try:
+            kubernetes.client.VersionApi(self._api).get_code(_request_timeout=5)
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
+        return True
+
     def secret_keys(self, namespace: str, name: str) -> frozenset[str]:
         """The data keys of a Secret (never its values); raises ``KubeNotFoundError``.
 

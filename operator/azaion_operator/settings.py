@@ -100,6 +100,8 @@ class OperatorSettings:
 
     workers: int = 48
     """Threads for the synchronous handlers (and the Kubernetes client's connection pool)."""
+    metrics_port: int = 9090
+    """Port of ``/metrics`` (Prometheus) and ``/readyz``; 0 turns the endpoint off."""
 
     policy: Policy = dataclasses.field(default_factory=Policy)
     """What custom resources may ask for (``AZAION_OPERATOR_POLICY_*``; docs/security.md)."""
@@ -159,6 +161,7 @@ class OperatorSettings:
                 "LIVENESS_ENDPOINT", defaults.liveness_endpoint, empty_disables=True
             ),
             workers=reader.integer("WORKERS", defaults.workers, 1, 128),
+            metrics_port=reader.integer("METRICS_PORT", defaults.metrics_port, 0, 65535),
             policy=_read_policy(reader),
         )
         return settings

@@ -14,6 +14,7 @@ import pytest
 from azaion_operator import handlers
 from azaion_operator.errors import KubeNotFoundError, SpecError
 from azaion_operator.kube import KubeClient
+from azaion_operator.metrics import Metrics
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
 from azaion_operator.reconcile import reconcile_resource, reconcile_unlock
@@ -187,7 +188,8 @@ def test_handler_records_policy_denied_as_failed_condition_and_one_warning_event
         lambda body, *, type, reason, message: posted.append((type, reason, message)),
     )
     fake = FakeKube()
-    memo = types.SimpleNamespace(kube=fake, settings=ALLOWED, diffbase=None)
+    metrics = Metrics(probe=lambda: True)
+    memo = types.SimpleNamespace(kube=fake, settings=ALLOWED, diffbase=None, metrics=metrics)
     body = _resource_body(resource, apiUrl="https://collector.attacker.example")
     with pytest.raises(SpecError):
         handlers.reconcile(cast(Any, memo), "Resource", body, [node])
@@ -198,6 +200,13 @@ def test_handler_records_policy_denied_as_failed_condition_and_one_warning_event
     )
     assert posted == [("Warning", "PolicyDenied", message)]
     assert fake.calls == ["patch_status"]
+    counted = metrics.registry.get_sample_value
+    assert (
+        counted("azaion_loader_reconciles_total", {"kind": "Resource", "result": "spec_error"}) == 1
+    )
+    assert (
+        counted("azaion_loader_failures_total", {"kind": "Resource", "reason": "PolicyDenied"}) == 1
+    )
     status = fake.status_patches[0]
     assert status["phase"] == "Failed" and status["message"] == message
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
