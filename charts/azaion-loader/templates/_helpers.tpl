@@ -79,6 +79,9 @@ Deployment, so `helm template` and `helm install` stop with a clear message.
 {{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) }}
 {{- fail "watchNamespaces lists a namespace twice" }}
 {{- end }}
+{{- if and .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
+{{- fail "jobs.caBundle: set configMap or secret, not both" }}
+{{- end }}
 {{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
 {{- fail "rbac.create=true with serviceAccount.create=false needs serviceAccount.name (the account to bind)" }}
 {{- end }}

@@ -9,7 +9,7 @@ import pytest
 from chart_support import only
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import PREFIX, OperatorSettings
+from azaion_operator.settings import PREFIX, CaBundle, OperatorSettings
 
 Render = Callable[..., list[dict[str, Any]]]
 GROUP = "loader.azaion.com"
@@ -134,6 +134,12 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
                 "ttlSecondsAfterFinished": 2592000,
                 "runAsUser": 4242,
                 "dockerSocketGid": 998,
+                "caBundle": {"configMap": "", "secret": "corp-ca", "key": "bundle.pem"},
+                "proxy": {
+                    "httpProxy": "http://proxy.corp:3128",
+                    "httpsProxy": "https://proxy.corp:3129",
+                    "noProxy": ".svc, 10.0.0.0/8",
+                },
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "128Mi"},
                     "limits": {"cpu": "2", "memory": "1Gi"},
@@ -163,6 +169,10 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
         resync_seconds=300.0,
         log_level="DEBUG",
         log_format="json",
+        job_ca_bundle=CaBundle("secret", "corp-ca", "bundle.pem"),
+        job_http_proxy="http://proxy.corp:3128",
+        job_https_proxy="https://proxy.corp:3129",
+        job_no_proxy=".svc,10.0.0.0/8",
         peering="loaders",
         liveness_endpoint="http://0.0.0.0:8080/healthz",
         workers=4,

@@ -51,6 +51,11 @@ def test_helm_lint_strict_passes(helm: str) -> None:
         ({"jobs": {"dockerSocketGid": "docker"}}, "dockerSocketGid"),
         ({"jobs": {"resources": {"limits": {"memory": "lots"}}}}, "memory"),
         ({"rbac": {"create": "yes"}}, "create"),
+        ({"jobs": {"caBundle": {"configMap": "Corp_CA"}}}, "configMap"),
+        ({"jobs": {"caBundle": {"key": ""}}}, "key"),
+        ({"jobs": {"proxy": {"httpsProxy": "proxy:3128"}}}, "httpsProxy"),
+        ({"jobs": {"proxy": {"httpsProxy": "http://user:pw@proxy:3128"}}}, "httpsProxy"),
+        ({"jobs": {"proxy": {"socks": "x"}}}, "socks"),
         ({"nodeSelector": {"zone": 1}}, "nodeSelector"),
     ],
 )
@@ -70,6 +75,10 @@ def test_schema_rejects_unknown_keys_and_bad_types(
         (
             {"serviceAccount": {"create": False, "name": "", "annotations": {}}},
             "serviceAccount.name",
+        ),
+        (
+            {"jobs": {"caBundle": {"configMap": "a", "secret": "b"}}},
+            "jobs.caBundle: set configMap or secret, not both",
         ),
     ],
 )
