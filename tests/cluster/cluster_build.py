@@ -63,7 +63,14 @@ def build_helm(s: Settings) -> None:
     log.info("building helm %s (Go module proxy; a few minutes)", HELM_VERSION)
     out = s.helm_bin.parent.with_name(s.helm_bin.parent.name + ".partial")
     out.mkdir(parents=True, exist_ok=True)
-    ld = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+    # As helm's own Makefile: without the chartutil flags `helm template` (no
+    # cluster) assumes Kubernetes v1.20 and refuses the chart's kubeVersion >=1.25.
+    major, minor = K8S_VERSION.lstrip("v").split(".")[:2]
+    ld = (
+        f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+        f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}"
+        f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}"
+    )
     proc = subprocess.run(
         [
             "nice",

@@ -63,6 +63,13 @@ app.kubernetes.io/component: operator
 {{- default (include "azaion-loader.image" .) .Values.jobs.image }}
 {{- end }}
 
+{{/* Names of pull Secrets given as `[{name: x}]` or `[x]`, one per line. */}}
+{{- define "azaion-loader.pullSecretNames" -}}
+{{- range . }}
+{{ if kindIs "map" . }}{{ .name }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* Whether the operator watches all namespaces. */}}
 {{- define "azaion-loader.clusterWide" -}}
 {{- if empty .Values.watchNamespaces }}true{{- end }}

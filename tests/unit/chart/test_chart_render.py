@@ -95,6 +95,51 @@ def test_pod_passes_the_restricted_pod_security_profile(render: Render) -> None:
         assert "privileged" not in ctx
 
 
+def test_security_contexts_are_configurable_within_restricted(render: Render) -> None:
+    docs = render(
+        {
+            "podSecurityContext": {
+                "runAsUser": 20000,
+                "runAsGroup": 20000,
+                "fsGroup": 20000,
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "operator.json"},
+            },
+            "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 20000},
+        }
+    )
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 20000,
+        "runAsGroup": 20000,
+        "fsGroup": 20000,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "operator.json"},
+    }
+    assert container(docs)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 20000,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        ["pull-a", "pull-b"],
+        [{"name": "pull-a"}, {"name": "pull-b"}],
+        ["pull-a", {"name": "pull-b"}],
+    ],
+)
+def test_pull_secrets_as_names_or_as_in_a_pod_spec(render: Render, secrets: list[Any]) -> None:
+    docs = render({"imagePullSecrets": secrets, "jobs": {"imagePullSecrets": secrets}})
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "pull-a"}, {"name": "pull-b"}]
+    settings = OperatorSettings.from_env(env_of(docs))
+    assert settings.image_pull_secrets == ("pull-a", "pull-b")
+
+
 def test_image_digest_wins_over_tag(render: Render) -> None:
     digest = "sha256:" + "a" * 64
     docs = render(
@@ -308,6 +353,12 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
 
 
 def test_scheduling_values_reach_the_pod(render: Render) -> None:
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "azaion-loader"}},
+    }
     toleration = {"key": "edge", "operator": "Exists", "effect": "NoSchedule"}
     affinity = {
         "nodeAffinity": {
@@ -328,6 +379,7 @@ def test_scheduling_values_reach_the_pod(render: Render) -> None:
                 "imagePullSecrets": ["regcred"],
                 "podLabels": {"team": "edge"},
                 "podAnnotations": {"a": "b"},
+                "topologySpreadConstraints": [spread],
             }
         )
     )["spec"]["template"]
@@ -338,6 +390,7 @@ def test_scheduling_values_reach_the_pod(render: Render) -> None:
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["metadata"]["labels"]["team"] == "edge"
     assert pod["metadata"]["annotations"] == {"a": "b"}
+    assert pod["spec"]["topologySpreadConstraints"] == [spread]
 
 
 class _ReadRecorder(dict[str, str]):
