@@ -82,10 +82,17 @@ def build_helm(s: Settings) -> None:
         return
     t0 = time.monotonic()
     log.info("building helm %s (Go module proxy; a few minutes)", HELM_VERSION)
+    # As helm's own Makefile: without the chartutil flags `helm template` (no
+    # cluster) assumes Kubernetes v1.20 and refuses the chart's kubeVersion >=1.25.
+    major, minor = K8S_VERSION.lstrip("v").split(".")[:2]
     go_install(
         f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
         s.helm_bin.parent,
-        ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        ldflags=(
+            f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+            f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}"
+            f" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}"
+        ),
         what="helm",
     )
     log.info("helm built in %.0fs", time.monotonic() - t0)

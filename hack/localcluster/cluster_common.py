@@ -67,7 +67,9 @@ class Settings:
     etcd_peer_port: int = 12380
     pause_image: str = f"azaion-loader.local/pause:{PAUSE_VERSION}"
     k8s_bin: Path = CACHE / "bin" / f"k8s-{K8S_VERSION}"
-    helm_bin: Path = CACHE / "bin" / f"helm-{HELM_VERSION}" / "helm"
+    # Keyed by the Kubernetes version too: helm is built with it as its default
+    # (`helm template` without a cluster).
+    helm_bin: Path = CACHE / "bin" / f"helm-{HELM_VERSION}-k8s{K8S_VERSION}" / "helm"
     state: Path = STATE
     run: Path = RUN
 

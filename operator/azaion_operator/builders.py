@@ -7,14 +7,17 @@ container that talks to the API, so a node always gets the same fingerprint
 
 Resource Job::
 
-    init  fetch   loader fetch ... --out /target/<file>   credentials, target (rw), /results (rw)
+    init  fetch   loader fetch ... --out /target/<file>   credentials, target (rw), /results (rw),
+                  CA bundle and proxy settings (if configured)
     main  verify  loader verify --file ... --sha256 <from /results/fetch.json>
                   target (ro), /results (ro); writes the termination message
 
 ImageUnlock Job::
 
-    init  unlock-fetch  loader unlock-fetch ... --workdir /work   credentials, /work (rw)
-    main  unlock-load   loader unlock-load --workdir /work        Docker socket, /work (ro)
+    init  unlock-fetch  loader unlock-fetch ... --workdir /work   credentials, /work (rw),
+                        CA bundle and proxy settings (if configured)
+    main  unlock-load   loader unlock-load --workdir /work        runtime socket, /work (ro);
+                        no credentials, no CA bundle, no proxy: it talks to no network
 
 Every container: no privilege escalation, all capabilities dropped, read-only
 root filesystem, RuntimeDefault seccomp, requests and limits, non-root - except
@@ -44,6 +47,8 @@ __all__ = [
 ]
 
 CREDENTIALS_DIR = "/var/run/azaion-loader/credentials"
+CA_BUNDLE_DIR = "/var/run/azaion-loader/ca"
+CA_BUNDLE_FILE = "ca.crt"
 TARGET_DIR = "/target"
 RESULTS_DIR = "/results"
 WORK_DIR = "/work"
@@ -177,9 +182,47 @@ def _api_env(spec: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
     env += [
         {"name": "LOADER_HW_MACHINE_ID", "value": node.machine_id},
         {"name": "LOADER_HW_ARCH", "value": node.architecture},
-        {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
     ]
-    return env
+    if settings.job_ca_bundle is not None:
+        env.append({"name": "LOADER_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{CA_BUNDLE_FILE}"})
+    for name, value in (
+        ("HTTP_PROXY", settings.job_http_proxy),
+        ("HTTPS_PROXY", settings.job_https_proxy),
+        ("NO_PROXY", settings.job_no_proxy),
+    ):
+        if value:
+            env.append({"name": name, "value": value})
+    return env + _log_env(settings)
+
+
+def _log_env(settings: OperatorSettings) -> list[dict]:
+    """The Jobs log as the operator does."""
+    return [
+        {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
+        {"name": "LOADER_LOG_FORMAT", "value": settings.log_format},
+    ]
+
+
+def _fetch_mounts(settings: OperatorSettings) -> list[dict]:
+    """What only the containers that talk to the API see: credentials, the CA bundle."""
+    mounts = [_mount("credentials", CREDENTIALS_DIR, read_only=True)]
+    if settings.job_ca_bundle is not None:
+        mounts.append(_mount("ca-bundle", CA_BUNDLE_DIR, read_only=True))
+    return mounts
+
+
+def _fetch_volumes(spec: Mapping[str, Any], settings: OperatorSettings) -> list[dict]:
+    volumes = [_credentials_volume(spec, settings)]
+    bundle = settings.job_ca_bundle
+    if bundle is not None:
+        items = [{"key": bundle.key, "path": CA_BUNDLE_FILE}]
+        source: dict[str, Any] = (
+            {"configMap": {"name": bundle.name, "items": items, "defaultMode": 0o444}}
+            if bundle.kind == "configMap"
+            else {"secret": {"secretName": bundle.name, "items": items, "defaultMode": 0o444}}
+        )
+        volumes.append({"name": "ca-bundle", **source})
+    return volumes
 
 
 def _credentials_volume(spec: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
@@ -344,7 +387,7 @@ def build_resource_job(
             _mount("target", TARGET_DIR, read_only=False, sub_path=sub_path),
             _mount("results", RESULTS_DIR, read_only=False),
             _mount("tmp", "/tmp", read_only=False),
-            _mount("credentials", CREDENTIALS_DIR, read_only=True),
+            *_fetch_mounts(settings),
         ],
         security=_container_security(settings.job_uid),
         spec=spec,
@@ -353,10 +396,7 @@ def build_resource_job(
     verify = _container(
         "verify",
         ["python3", "-c", VERIFY_SHIM, f"{RESULTS_DIR}/fetch.json", out, TERMINATION_LOG],
-        env=[
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
-        ],
+        env=[{"name": "HOME", "value": "/tmp"}, *_log_env(settings)],
         mounts=[
             _mount("target", TARGET_DIR, read_only=True, sub_path=sub_path),
             _mount("results", RESULTS_DIR, read_only=True),
@@ -386,7 +426,7 @@ def build_resource_job(
                 target_volume,
                 _scratch("results", "1Mi"),
                 _scratch("tmp", "64Mi"),
-                _credentials_volume(spec, settings),
+                *_fetch_volumes(spec, settings),
             ],
         },
     )
@@ -437,7 +477,7 @@ def build_unlock_job(
         mounts=[
             _mount("work", WORK_DIR, read_only=False),
             _mount("tmp", "/tmp", read_only=False),
-            _mount("credentials", CREDENTIALS_DIR, read_only=True),
+            *_fetch_mounts(settings),
         ],
         security=_container_security(settings.job_uid),
         spec=spec,
@@ -446,10 +486,7 @@ def build_unlock_job(
     load = _container(
         "unlock-load",
         load_args,
-        env=[
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "LOADER_LOG_LEVEL", "value": settings.log_level},
-        ],
+        env=[{"name": "HOME", "value": "/tmp"}, *_log_env(settings)],
         mounts=[
             _mount("work", WORK_DIR, read_only=True),
             _mount("tmp", "/tmp", read_only=False),
@@ -481,7 +518,7 @@ def build_unlock_job(
                 # storage, not by an arbitrary cap.
                 {"name": "work", "emptyDir": {}},
                 _scratch("tmp", "64Mi"),
-                _credentials_volume(spec, settings),
+                *_fetch_volumes(spec, settings),
                 {
                     "name": "runtime-socket",
                     "hostPath": {"path": choice.socket_path, "type": "Socket"},

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 from azaion_operator.policy import ALL_NAMESPACES, Policy, normalise_path
 
-__all__ = ["PREFIX", "OperatorSettings", "SettingsError"]
+__all__ = ["PREFIX", "CaBundle", "OperatorSettings", "SettingsError"]
 
 PREFIX = "AZAION_OPERATOR_"
 
@@ -24,10 +25,25 @@ _BOOLEANS = {"true": True, "false": False}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9_]$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_NO_PROXY_ITEM = re.compile(r"^[A-Za-z0-9.:/*_\[\]-]+$")
 
 
 class SettingsError(ValueError):
     """A setting has a value the operator cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CaBundle:
+    """A CA bundle in a ConfigMap or a Secret (in the custom resource's namespace)."""
+
+    kind: str
+    """``configMap`` or ``secret``."""
+    name: str
+    """The ConfigMap's or the Secret's name."""
+    key: str = "ca.crt"
+    """The key holding the PEM bundle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +107,16 @@ class OperatorSettings:
 
     log_level: str = "INFO"
     log_format: str = "text"
+    """Log level and format of the operator, passed to the Jobs as ``LOADER_LOG_*``."""
+
+    job_ca_bundle: CaBundle | None = None
+    """CA bundle the fetching containers trust (``LOADER_CA_BUNDLE``); None: system CAs."""
+    job_http_proxy: str = ""
+    """``HTTP_PROXY`` of the fetching containers; empty: none."""
+    job_https_proxy: str = ""
+    """``HTTPS_PROXY`` of the fetching containers; empty: none."""
+    job_no_proxy: str = ""
+    """``NO_PROXY`` of the fetching containers (comma-separated hosts, domains, CIDRs)."""
 
     peering: str = ""
     """kopf peering name; empty means standalone (one replica, no peering objects)."""
@@ -156,6 +182,10 @@ class OperatorSettings:
             ),
             log_level=reader.choice("LOG_LEVEL", defaults.log_level, _LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, _LOG_FORMATS),
+            job_ca_bundle=_read_ca_bundle(reader),
+            job_http_proxy=reader.proxy("JOB_HTTP_PROXY"),
+            job_https_proxy=reader.proxy("JOB_HTTPS_PROXY"),
+            job_no_proxy=reader.no_proxy("JOB_NO_PROXY"),
             peering=reader.text("PEERING", defaults.peering),
             liveness_endpoint=reader.url(
                 "LIVENESS_ENDPOINT", defaults.liveness_endpoint, empty_disables=True
@@ -165,6 +195,21 @@ class OperatorSettings:
             policy=_read_policy(reader),
         )
         return settings
+
+
+def _read_ca_bundle(reader: _Reader) -> CaBundle | None:
+    config_map = reader.subdomain("JOB_CA_BUNDLE_CONFIGMAP")
+    secret = reader.subdomain("JOB_CA_BUNDLE_SECRET")
+    key = reader.data_key("JOB_CA_BUNDLE_KEY", CaBundle.key)
+    if config_map and secret:
+        raise SettingsError(
+            f"{PREFIX}JOB_CA_BUNDLE_CONFIGMAP and {PREFIX}JOB_CA_BUNDLE_SECRET: set one, not both"
+        )
+    if config_map:
+        return CaBundle("configMap", config_map, key)
+    if secret:
+        return CaBundle("secret", secret, key)
+    return None
 
 
 def _read_policy(reader: _Reader) -> Policy:
@@ -287,6 +332,43 @@ class _Reader:
         if not raw.startswith(("http://", "https://")):
             raise SettingsError(f"{PREFIX}{key}={raw!r}: expected an http:// or https:// URL")
         return raw
+
+    def subdomain(self, key: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return ""
+        if len(raw) > 253 or not _DNS_SUBDOMAIN.match(raw):
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected a DNS subdomain (a-z, 0-9, -, .)")
+        return raw
+
+    def data_key(self, key: str, default: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not _DATA_KEY.match(raw):
+            raise SettingsError(f"{PREFIX}{key}={raw!r}: expected a key of a-z, A-Z, 0-9, -, _, .")
+        return raw
+
+    def proxy(self, key: str) -> str:
+        raw = self._raw(key)
+        if raw is None:
+            return ""
+        # Never quoted: a proxy URL with user info carries a password.
+        if not raw.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}{key}: expected an http:// or https:// URL")
+        if "@" in urllib.parse.urlsplit(raw).netloc:
+            raise SettingsError(
+                f"{PREFIX}{key}: credentials in a proxy URL would be visible in every Job"
+                " manifest; use a proxy that needs none from the cluster"
+            )
+        return raw
+
+    def no_proxy(self, key: str) -> str:
+        items = self._items(key)
+        for item in items:
+            if not _NO_PROXY_ITEM.match(item):
+                raise SettingsError(f"{PREFIX}{key}: {item!r} is not a host, domain or CIDR")
+        return ",".join(items)
 
     def quantity(self, key: str, default: str) -> str:
         raw = self._raw(key)

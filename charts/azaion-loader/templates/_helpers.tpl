@@ -63,6 +63,13 @@ app.kubernetes.io/component: operator
 {{- default (include "azaion-loader.image" .) .Values.jobs.image }}
 {{- end }}
 
+{{/* Names of pull Secrets given as `[{name: x}]` or `[x]`, one per line. */}}
+{{- define "azaion-loader.pullSecretNames" -}}
+{{- range . }}
+{{ if kindIs "map" . }}{{ .name }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* Whether the operator watches all namespaces. */}}
 {{- define "azaion-loader.clusterWide" -}}
 {{- if empty .Values.watchNamespaces }}true{{- end }}
@@ -78,6 +85,9 @@ Deployment, so `helm template` and `helm install` stop with a clear message.
 {{- end }}
 {{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) }}
 {{- fail "watchNamespaces lists a namespace twice" }}
+{{- end }}
+{{- if and .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
+{{- fail "jobs.caBundle: set configMap or secret, not both" }}
 {{- end }}
 {{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
 {{- fail "rbac.create=true with serviceAccount.create=false needs serviceAccount.name (the account to bind)" }}

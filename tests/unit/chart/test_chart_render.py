@@ -9,7 +9,7 @@ import pytest
 from chart_support import only
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import PREFIX, OperatorSettings
+from azaion_operator.settings import PREFIX, CaBundle, OperatorSettings
 
 Render = Callable[..., list[dict[str, Any]]]
 GROUP = "loader.azaion.com"
@@ -95,6 +95,51 @@ def test_pod_passes_the_restricted_pod_security_profile(render: Render) -> None:
         assert "privileged" not in ctx
 
 
+def test_security_contexts_are_configurable_within_restricted(render: Render) -> None:
+    docs = render(
+        {
+            "podSecurityContext": {
+                "runAsUser": 20000,
+                "runAsGroup": 20000,
+                "fsGroup": 20000,
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "operator.json"},
+            },
+            "securityContext": {"readOnlyRootFilesystem": True, "runAsUser": 20000},
+        }
+    )
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 20000,
+        "runAsGroup": 20000,
+        "fsGroup": 20000,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "operator.json"},
+    }
+    assert container(docs)["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": 20000,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        ["pull-a", "pull-b"],
+        [{"name": "pull-a"}, {"name": "pull-b"}],
+        ["pull-a", {"name": "pull-b"}],
+    ],
+)
+def test_pull_secrets_as_names_or_as_in_a_pod_spec(render: Render, secrets: list[Any]) -> None:
+    docs = render({"imagePullSecrets": secrets, "jobs": {"imagePullSecrets": secrets}})
+    pod = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "pull-a"}, {"name": "pull-b"}]
+    settings = OperatorSettings.from_env(env_of(docs))
+    assert settings.image_pull_secrets == ("pull-a", "pull-b")
+
+
 def test_image_digest_wins_over_tag(render: Render) -> None:
     digest = "sha256:" + "a" * 64
     docs = render(
@@ -134,6 +179,12 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
                 "ttlSecondsAfterFinished": 2592000,
                 "runAsUser": 4242,
                 "dockerSocketGid": 998,
+                "caBundle": {"configMap": "", "secret": "corp-ca", "key": "bundle.pem"},
+                "proxy": {
+                    "httpProxy": "http://proxy.corp:3128",
+                    "httpsProxy": "https://proxy.corp:3129",
+                    "noProxy": ".svc, 10.0.0.0/8",
+                },
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "128Mi"},
                     "limits": {"cpu": "2", "memory": "1Gi"},
@@ -163,6 +214,10 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
         resync_seconds=300.0,
         log_level="DEBUG",
         log_format="json",
+        job_ca_bundle=CaBundle("secret", "corp-ca", "bundle.pem"),
+        job_http_proxy="http://proxy.corp:3128",
+        job_https_proxy="https://proxy.corp:3129",
+        job_no_proxy=".svc,10.0.0.0/8",
         peering="loaders",
         liveness_endpoint="http://0.0.0.0:8080/healthz",
         workers=4,
@@ -298,6 +353,12 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
 
 
 def test_scheduling_values_reach_the_pod(render: Render) -> None:
+    spread = {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "azaion-loader"}},
+    }
     toleration = {"key": "edge", "operator": "Exists", "effect": "NoSchedule"}
     affinity = {
         "nodeAffinity": {
@@ -318,6 +379,7 @@ def test_scheduling_values_reach_the_pod(render: Render) -> None:
                 "imagePullSecrets": ["regcred"],
                 "podLabels": {"team": "edge"},
                 "podAnnotations": {"a": "b"},
+                "topologySpreadConstraints": [spread],
             }
         )
     )["spec"]["template"]
@@ -328,6 +390,7 @@ def test_scheduling_values_reach_the_pod(render: Render) -> None:
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["metadata"]["labels"]["team"] == "edge"
     assert pod["metadata"]["annotations"] == {"a": "b"}
+    assert pod["spec"]["topologySpreadConstraints"] == [spread]
 
 
 class _ReadRecorder(dict[str, str]):

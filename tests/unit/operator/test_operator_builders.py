@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from azaion_operator.builders import VERIFY_SHIM, build_resource_job, build_unlock_job
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.runtimes import RuntimeChoice
-from azaion_operator.settings import OperatorSettings
+from azaion_operator.settings import CaBundle, OperatorSettings
 
 DOCKER_ON_NODE = RuntimeChoice("docker", "/run/docker.sock")
 CONTAINERD_ON_NODE = RuntimeChoice("containerd", "/run/containerd/containerd.sock")
@@ -48,6 +49,44 @@ def test_containerd_unlock_job_matches_golden(unlock: dict, node: NodeInfo, gold
 def test_unlock_job_with_socket_group_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
     job = build_unlock_job(unlock, node, OperatorSettings(docker_socket_gid=998), DOCKER_ON_NODE)
     assert job == golden("unlock_job_socket_gid.yaml", job)
+
+
+NETWORK = OperatorSettings(
+    job_ca_bundle=CaBundle("configMap", "corp-ca", "bundle.pem"),
+    job_http_proxy="http://proxy.corp:3128",
+    job_https_proxy="http://proxy.corp:3128",
+    job_no_proxy="10.0.0.0/8,.svc",
+    log_format="json",
+)
+
+
+def test_resource_job_behind_a_proxy_matches_golden(resource: dict, node: NodeInfo, golden) -> None:
+    settings = dataclasses.replace(NETWORK, job_ca_bundle=CaBundle("secret", "corp-ca"))
+    job = build_resource_job(resource, node, settings)
+    assert job == golden("resource_job_proxy.yaml", job)
+
+
+def test_unlock_job_behind_a_proxy_matches_golden(unlock: dict, node: NodeInfo, golden) -> None:
+    job = build_unlock_job(unlock, node, NETWORK, CONTAINERD_ON_NODE)
+    assert job == golden("unlock_job_proxy.yaml", job)
+
+
+def test_only_the_fetching_containers_get_ca_bundle_and_proxy(
+    resource: dict, unlock: dict, node: NodeInfo
+) -> None:
+    network = {"LOADER_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+    for job in (
+        build_resource_job(resource, node, NETWORK),
+        build_unlock_job(unlock, node, NETWORK, CONTAINERD_ON_NODE),
+    ):
+        fetch, main = _containers(job)
+        assert network <= {e["name"] for e in fetch["env"]}
+        assert "ca-bundle" in {m["name"] for m in fetch["volumeMounts"]}
+        assert not network & {e["name"] for e in main["env"]}
+        assert not {"ca-bundle", "credentials"} & {m["name"] for m in main["volumeMounts"]}
+        for container in (fetch, main):
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert env["LOADER_LOG_FORMAT"] == "json"
 
 
 def test_every_container_is_hardened(resource: dict, unlock: dict, node: NodeInfo) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import OperatorSettings, SettingsError
+from azaion_operator.settings import CaBundle, OperatorSettings, SettingsError
 
 
 def test_defaults() -> None:
@@ -56,6 +56,10 @@ def test_everything_parsed() -> None:
         ("JOB_UID", "0"),
         ("JOB_CPU_LIMIT", "lots"),
         ("CREDENTIALS_SECRET", "Bad Name"),
+        ("JOB_CA_BUNDLE_CONFIGMAP", "Corp_CA"),
+        ("JOB_CA_BUNDLE_KEY", "ca crt"),
+        ("JOB_HTTPS_PROXY", "proxy:3128"),
+        ("JOB_NO_PROXY", "a b"),
     ],
 )
 def test_bad_values_name_the_variable(key: str, value: str) -> None:
@@ -114,3 +118,37 @@ def test_bad_policy_values_name_the_variable(key: str, value: str, message: str)
         OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": value})
     assert str(info.value).startswith(f"AZAION_OPERATOR_{key}{message}")
     assert "canary" not in str(info.value)
+
+
+def test_ca_bundle_and_proxy_for_the_jobs() -> None:
+    env = {
+        "AZAION_OPERATOR_JOB_CA_BUNDLE_SECRET": "corp-ca",
+        "AZAION_OPERATOR_JOB_CA_BUNDLE_KEY": "bundle.pem",
+        "AZAION_OPERATOR_JOB_HTTP_PROXY": "http://proxy.corp:3128",
+        "AZAION_OPERATOR_JOB_HTTPS_PROXY": "http://proxy.corp:3128",
+        "AZAION_OPERATOR_JOB_NO_PROXY": " 10.0.0.0/8, .svc.cluster.local ,localhost",
+    }
+    s = OperatorSettings.from_env(env)
+    assert s.job_ca_bundle == CaBundle("secret", "corp-ca", "bundle.pem")
+    assert s.job_http_proxy == s.job_https_proxy == "http://proxy.corp:3128"
+    assert s.job_no_proxy == "10.0.0.0/8,.svc.cluster.local,localhost"
+    config_map = {"AZAION_OPERATOR_JOB_CA_BUNDLE_CONFIGMAP": "kube-root-ca.crt"}
+    assert OperatorSettings.from_env(config_map).job_ca_bundle == CaBundle(
+        "configMap", "kube-root-ca.crt", "ca.crt"
+    )
+
+
+def test_ca_bundle_from_one_source_only() -> None:
+    with pytest.raises(SettingsError, match="set one, not both"):
+        OperatorSettings.from_env(
+            {
+                "AZAION_OPERATOR_JOB_CA_BUNDLE_CONFIGMAP": "a",
+                "AZAION_OPERATOR_JOB_CA_BUNDLE_SECRET": "b",
+            }
+        )
+
+
+def test_proxy_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(SettingsError) as info:
+        OperatorSettings.from_env({"AZAION_OPERATOR_JOB_HTTPS_PROXY": "http://u:s3cret@proxy:3128"})
+    assert "s3cret" not in str(info.value) and "credentials" in str(info.value)

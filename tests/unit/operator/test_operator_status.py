@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import pathlib
+
+import yaml
 
 from azaion_operator.status import (
     JobOutcome,
@@ -203,3 +206,41 @@ def test_unlock_node_items_say_which_runtime_and_socket() -> None:
 def test_status_patch_drops_removed_keys() -> None:
     assert status_patch({"a": 1}, {"a": 1}) is None
     assert status_patch({"a": 1, "result": {}}, {"a": 2}) == {"a": 2, "result": None}
+
+
+def _condition_schemas() -> dict[str, dict]:
+    crds = pathlib.Path(__file__).resolve().parents[3] / "crds"
+    found = {}
+    for path in sorted(crds.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        version = crd["spec"]["versions"][0]
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        found[crd["spec"]["names"]["kind"]] = {
+            "item": status["properties"]["conditions"]["items"],
+            "columns": {c["name"]: c for c in version["additionalPrinterColumns"]},
+        }
+    return found
+
+
+def test_conditions_carry_every_field_the_crds_require() -> None:
+    # metav1.Condition: type, status, reason, message, lastTransitionTime required.
+    written = conditions(
+        phase="Failed", reason="AuthError", message="bad", generation=3, previous=[], now=NOW
+    )
+    for kind, schema in _condition_schemas().items():
+        required = set(schema["item"]["required"])
+        assert required == {"type", "status", "reason", "message", "lastTransitionTime"}, kind
+        for condition in written:
+            assert required <= condition.keys(), (kind, condition)
+            assert set(condition) <= set(schema["item"]["properties"]), (kind, condition)
+
+
+def test_kubectl_get_shows_the_ready_condition() -> None:
+    for kind, schema in _condition_schemas().items():
+        columns = schema["columns"]
+        for name, field in (("Ready", "status"), ("Reason", "reason"), ("Message", "message")):
+            assert columns[name]["jsonPath"] == (
+                f'.status.conditions[?(@.type=="Ready")].{field}'
+            ), kind
+        assert columns["Message"].get("priority") == 1, kind  # only with -o wide
+        assert "priority" not in columns["Ready"], kind
