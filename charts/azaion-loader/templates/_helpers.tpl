@@ -86,6 +86,9 @@ Deployment, so `helm template` and `helm install` stop with a clear message.
 {{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) }}
 {{- fail "watchNamespaces lists a namespace twice" }}
 {{- end }}
+{{- if and .Values.metrics.port (eq (int .Values.metrics.port) (int .Values.operator.livenessPort)) }}
+{{- fail "metrics.port and operator.livenessPort are the same port: give them different ones" }}
+{{- end }}
 {{- if and .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
 {{- fail "jobs.caBundle: set configMap or secret, not both" }}
 {{- end }}

@@ -25,6 +25,7 @@ from e2e_chart_support import (
     FOLDER,
     GROUP,
     OWNER_UID,
+    RELEASE,
     RELEASE_NAMESPACE,
     VERSION,
     DevStack,
@@ -592,6 +593,50 @@ def test_killing_the_operator_mid_job_ends_with_one_job_and_ready(
     assert obj["status"]["result"]["sha256"] == sha256(data)
     assert node_files.read_bytes(ns.host_dir / "restart.bin") == data
     assert len(operator_pods(core)) == 1
+
+
+def _scrape(chart: str, path: str) -> tuple[int, str]:
+    """GET ``path`` of the operator's metrics Service through the API server's proxy."""
+    raw = f"/api/v1/namespaces/{chart}/services/{RELEASE}-azaion-loader-metrics:metrics/proxy{path}"
+    done = kubectl("get", "--raw", raw, check=False)
+    return done.returncode, done.stdout
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample (``name{labels}``) of a Prometheus text page; 0 if absent."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_a_delivered_resource_and_readiness_answers(
+    ns: Any, custom: Any, chart: str, dev_stack: DevStack, tmp_path: Any
+) -> None:
+    code, before = _scrape(chart, "/metrics")
+    assert code == 0, before
+    data = os.urandom(120_000)
+    _publish(dev_stack, tmp_path, f"e2e-metrics-{ns.name}", data)
+    _create(custom, ns.name, _resource("counted", f"e2e-metrics-{ns.name}", "counted.bin"))
+    _wait("resource", "counted", ns.name, "Ready")
+
+    def counted() -> str | None:
+        _, after = _scrape(chart, "/metrics")
+        grew = _sample(after, "azaion_loader_delivered_bytes_total") - _sample(
+            before, "azaion_loader_delivered_bytes_total"
+        )
+        return after if grew >= len(data) else None
+
+    after = wait_for("the delivery counted", counted, timeout=60)
+    kind = 'kind="Resource"'
+    for name, labels in (
+        ("azaion_loader_jobs_created_total", kind),
+        ("azaion_loader_reconciles_total", f'{kind},result="ok"'),
+        ("azaion_loader_ready_seconds_count", kind),
+    ):
+        assert _sample(after, name, labels) > _sample(before, name, labels), name
+    assert _scrape(chart, "/readyz") == (0, "ok\n")
 
 
 def test_no_secret_in_logs_events_or_statuses(

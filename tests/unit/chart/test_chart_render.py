@@ -49,6 +49,7 @@ def test_default_render_has_exactly_the_expected_objects(render: Render) -> None
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
 
@@ -68,14 +69,36 @@ def test_deployment_is_one_replica_recreate_running_the_operator(render: Render)
 
 
 def test_liveness_probe_hits_the_endpoint_the_operator_serves(render: Render) -> None:
-    docs = render({"operator": {"livenessPort": 9090}})
+    docs = render({"operator": {"livenessPort": 8081}})
     main = container(docs)
     probe = main["livenessProbe"]["httpGet"]
-    (port,) = main["ports"]
-    assert probe == {"path": "/healthz", "port": port["name"]}
-    assert port["containerPort"] == 9090
+    ports = {port["name"]: port["containerPort"] for port in main["ports"]}
+    assert probe == {"path": "/healthz", "port": "healthz"}
+    assert ports == {"healthz": 8081, "metrics": 9090}
     endpoint = OperatorSettings.from_env(env_of(docs)).liveness_endpoint
-    assert endpoint == "http://0.0.0.0:9090/healthz"
+    assert endpoint == "http://0.0.0.0:8081/healthz"
+
+
+def test_metrics_service_readiness_and_service_monitor(render: Render) -> None:
+    docs = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "p"}}}})
+    main = container(docs)
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert OperatorSettings.from_env(env_of(docs)).metrics_port == 9090
+    [service] = [d for d in docs if d["kind"] == "Service"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "p"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    off = render({"metrics": {"port": 0}})
+    assert "readinessProbe" not in container(off)
+    assert [d["kind"] for d in off if d["kind"] in ("Service", "ServiceMonitor")] == []
+    assert OperatorSettings.from_env(env_of(off)).metrics_port == 0
 
 
 def test_pod_passes_the_restricted_pod_security_profile(render: Render) -> None:
@@ -348,7 +371,7 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
             "serviceAccount": {"create": False, "name": "mine", "annotations": {}},
         }
     )
-    assert [doc["kind"] for doc in docs] == ["Deployment"]
+    assert [doc["kind"] for doc in docs] == ["Service", "Deployment"]  # metrics Service
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
 
 

@@ -93,6 +93,10 @@ def test_schema_rejects_unknown_keys_and_bad_types(
             {"jobs": {"caBundle": {"configMap": "a", "secret": "b"}}},
             "jobs.caBundle: set configMap or secret, not both",
         ),
+        (
+            {"metrics": {"port": 8080}},
+            "metrics.port and operator.livenessPort are the same port",
+        ),
     ],
 )
 def test_guards_refuse_impossible_combinations(
