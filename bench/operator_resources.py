@@ -66,7 +66,7 @@ import kubernetes
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from azaion_operator.builders import build_resource_job
+from azaion_operator.kinds.resource import build_resource_job
 from azaion_operator.nodes import node_info
 from azaion_operator.settings import OperatorSettings
 

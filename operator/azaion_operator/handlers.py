@@ -25,7 +25,7 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -34,20 +34,16 @@ from azaion_operator import crd
 from azaion_operator.diffbase import StatusDiffBaseStorage, StatusProgressStorage
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
 from azaion_operator.gate import QuietGate
+from azaion_operator.kinds import KINDS
 from azaion_operator.kube import KubeClient
 from azaion_operator.metrics import Metrics, observations
 from azaion_operator.nodes import NodeInfo, node_info
-from azaion_operator.reconcile import Event, Report, reconcile_resource, reconcile_unlock
+from azaion_operator.reconcile import Event, Report
 from azaion_operator.settings import OperatorSettings
 from azaion_operator.status import FAILED, failed_status, status_patch
 
 log = logging.getLogger(__name__)
 
-Reconciler = Callable[..., Report]
-_RECONCILERS: dict[str, tuple[str, Reconciler]] = {
-    crd.RESOURCE_KIND: (crd.RESOURCE_PLURAL, reconcile_resource),
-    crd.UNLOCK_KIND: (crd.UNLOCK_PLURAL, reconcile_unlock),
-}
 _RETRY_DELAY = 10.0
 _FOLLOWUP_PATIENCE = 10.0
 """How long a follow-up waits for a quiet moment (no new objects) before it goes anyway."""
@@ -169,7 +165,7 @@ def _apply(
     """Write the report's status (with kopf's diff base when ``diffbase``), post its Events,
     count what changed."""
     kube: KubeClient = memo.kube
-    plural = _RECONCILERS[kind][0]
+    plural = KINDS[kind].plural
     meta = body["metadata"]
     if report.status is not None:
         patch = status_patch(body.get("status") or {}, report.status)
@@ -222,7 +218,7 @@ def reconcile(
     """
     kube: KubeClient = memo.kube
     settings: OperatorSettings = memo.settings
-    reconciler = _RECONCILERS[kind][1]
+    reconciler = KINDS[kind].reconcile
     metrics: Metrics = memo.metrics
     with _locked(body["metadata"]["uid"]):
         try:
@@ -324,7 +320,7 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
             return
     labels = meta.get("labels") or {}
     kind = labels.get(crd.LABEL_OWNER_KIND)
-    if kind not in _RECONCILERS:
+    if kind not in KINDS:
         return
     owner = next(
         (ref for ref in meta.get("ownerReferences") or () if ref.get("kind") == kind), None
@@ -356,7 +352,7 @@ def _reconcile_owner(
     with _queued_guard:
         _queued_followups.discard(owner.get("uid"))
     try:
-        parent = kube.get_custom(_RECONCILERS[kind][0], namespace, owner["name"])
+        parent = kube.get_custom(KINDS[kind].plural, namespace, owner["name"])
     except KubeNotFoundError:
         return  # the owner is gone; the garbage collector takes the Job
     except KubeError as error:
@@ -407,7 +403,7 @@ def _reconcile_all(
 ) -> None:
     kube: KubeClient = memo.kube
     settings: OperatorSettings = memo.settings
-    for kind, (plural, _) in _RECONCILERS.items():
+    for kind, plural in ((k.name, k.plural) for k in KINDS.values()):
         try:
             items = kube.list_custom(plural, settings.namespaces)
         except KubeError as error:

@@ -26,16 +26,16 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "SUCCEEDED",
+    "TERMINAL",
     "JobOutcome",
-    "NodeEntry",
     "conditions",
     "failed_status",
     "job_outcome",
+    "one_line",
     "outcome_from_item",
     "parse_result_line",
-    "resource_status",
+    "progress_word",
     "status_patch",
-    "unlock_status",
 ]
 
 PENDING = "Pending"
@@ -60,20 +60,7 @@ class JobOutcome:
     result: Mapping[str, Any] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class NodeEntry:
-    """One node of an ``ImageUnlock``: its Job (if any yet) and how it went."""
-
-    node: str
-    job_name: str | None
-    outcome: JobOutcome | None
-    runtime: str | None = None
-    """The container runtime the node's Job loads into (``docker``, ``containerd``)."""
-    socket_path: str | None = None
-    """That runtime's socket on the node."""
-
-
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= _MAX_MESSAGE else line[: _MAX_MESSAGE - 3] + "..."
 
@@ -176,10 +163,10 @@ def _failure_from_pod(pod: Mapping[str, Any] | None) -> tuple[str, str, dict | N
             error = str(line.get("error") or "LoaderError")
             reason = error if _REASON.match(error) else "LoaderError"
             text = f"{term['name']}: {error} (exit {code}): {line.get('message', '')}"
-            return reason, _one_line(text), line
+            return reason, one_line(text), line
         tail = (term.get("message") or "").strip().splitlines()
         detail = tail[-1] if tail else term.get("reason") or "no message"
-        return "ContainerFailed", _one_line(f"{term['name']} exited {code}: {detail}"), None
+        return "ContainerFailed", one_line(f"{term['name']} exited {code}: {detail}"), None
     return None
 
 
@@ -227,7 +214,7 @@ def job_outcome(
             reason, message, line = found
         else:
             reason = job_reason if _REASON.match(job_reason) else "JobFailed"
-            message = _one_line(f"the Job failed: {job_reason}: {failed.get('message', '')}")
+            message = one_line(f"the Job failed: {job_reason}: {failed.get('message', '')}")
             line = None
         return JobOutcome(
             phase=FAILED,
@@ -240,7 +227,7 @@ def job_outcome(
     if pod is not None:
         stuck = _waiting_reason(pod)
         if stuck is not None:
-            return JobOutcome(PENDING, stuck[0], _one_line(stuck[1]), start_time=start)
+            return JobOutcome(PENDING, stuck[0], one_line(stuck[1]), start_time=start)
         step = _running_step(pod, steps or {})
         if step is not None:
             return JobOutcome(RUNNING, step, f"{step.lower()} on its node", start_time=start)
@@ -277,7 +264,7 @@ def conditions(
                 "type": kind,
                 "status": value,
                 "reason": reason,
-                "message": _one_line(message),
+                "message": one_line(message),
                 "lastTransitionTime": now if changed else before.get("lastTransitionTime", now),
                 "observedGeneration": generation,
             }
@@ -285,49 +272,9 @@ def conditions(
     return result
 
 
-def _progress(phase: str, reason: str) -> str:
+def progress_word(phase: str, reason: str) -> str:
+    """The `progress` column's word for a phase: Done, Failed, else the reason."""
     return {SUCCEEDED: "Done", FAILED: "Failed"}.get(phase, reason)
-
-
-def resource_status(
-    *,
-    generation: int,
-    node: str,
-    job_name: str,
-    outcome: JobOutcome,
-    previous: Mapping[str, Any],
-    now: str,
-) -> dict[str, Any]:
-    """The whole ``status`` of a ``Resource`` whose Job stands at ``outcome``."""
-    status: dict[str, Any] = {
-        "phase": outcome.phase,
-        "progress": _progress(outcome.phase, outcome.reason),
-        "observedGeneration": generation,
-        "node": node,
-        "jobName": job_name,
-        "message": _one_line(outcome.message),
-        "conditions": conditions(
-            phase=outcome.phase,
-            reason=outcome.reason,
-            message=outcome.message,
-            generation=generation,
-            previous=previous.get("conditions") or (),
-            now=now,
-        ),
-    }
-    if outcome.start_time:
-        status["startTime"] = outcome.start_time
-    if outcome.completion_time and outcome.phase in TERMINAL:
-        status["completionTime"] = outcome.completion_time
-    if outcome.phase == SUCCEEDED and outcome.result:
-        result = {
-            k: outcome.result[k]
-            for k in ("size", "sha256", "path", "version")
-            if k in outcome.result
-        }
-        if result:
-            status["result"] = result
-    return status
 
 
 def failed_status(
@@ -338,7 +285,7 @@ def failed_status(
         "phase": FAILED,
         "progress": "Failed",
         "observedGeneration": generation,
-        "message": _one_line(message),
+        "message": one_line(message),
         "conditions": conditions(
             phase=FAILED,
             reason=reason,
@@ -348,93 +295,6 @@ def failed_status(
             now=now,
         ),
     }
-
-
-def _node_item(entry: NodeEntry) -> dict[str, Any]:
-    outcome = entry.outcome
-    item: dict[str, Any] = {"name": entry.node, "phase": outcome.phase if outcome else PENDING}
-    if entry.job_name:
-        item["jobName"] = entry.job_name
-    if entry.runtime:
-        item["runtime"] = entry.runtime
-    if entry.socket_path:
-        item["socketPath"] = entry.socket_path
-    if outcome is None:
-        item["reason"] = "WaitingForSlot"
-        item["message"] = "waits until fewer Jobs than spec.parallelism run"
-        return item
-    item["reason"] = outcome.reason
-    item["message"] = _one_line(outcome.message)
-    if outcome.start_time:
-        item["startTime"] = outcome.start_time
-    if outcome.completion_time and outcome.phase in TERMINAL:
-        item["completionTime"] = outcome.completion_time
-    if outcome.phase == SUCCEEDED and outcome.result and outcome.result.get("images"):
-        item["images"] = [str(i) for i in outcome.result["images"]]
-    return item
-
-
-def unlock_status(
-    *,
-    generation: int,
-    entries: Sequence[NodeEntry],
-    previous: Mapping[str, Any],
-    now: str,
-) -> dict[str, Any]:
-    """The whole ``status`` of an ``ImageUnlock`` from its per-node entries."""
-    items = [_node_item(e) for e in sorted(entries, key=lambda e: e.node)]
-    desired = len(items)
-    succeeded = [i for i in items if i["phase"] == SUCCEEDED]
-    failed = [i for i in items if i["phase"] == FAILED]
-    active = [i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i]
-    waiting = [i for i in items if "jobName" not in i and i["phase"] == PENDING]
-    if not desired:
-        phase, reason = FAILED, "NoMatchingNode"
-        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
-    elif len(succeeded) == desired:
-        phase, reason = SUCCEEDED, "Succeeded"
-        message = f"images loaded on all {desired} nodes"
-    elif active or waiting:
-        phase = RUNNING if active else PENDING
-        reason = "Unlocking" if active else "WaitingForSlot"
-        message = (
-            f"{len(succeeded)}/{desired} nodes done, {len(active)} running, "
-            f"{len(waiting)} waiting, {len(failed)} failed"
-        )
-    else:
-        phase, reason = FAILED, "NodesFailed"
-        names = ", ".join(i["name"] for i in failed)
-        message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
-    images = sorted({img for i in succeeded for img in i.get("images", ())})
-    starts = [i["startTime"] for i in items if i.get("startTime")]
-    status: dict[str, Any] = {
-        "phase": phase,
-        "progress": f"{len(succeeded)}/{desired}",
-        "observedGeneration": generation,
-        "message": _one_line(message),
-        "desired": desired,
-        "active": len(active),
-        "succeeded": len(succeeded),
-        "failed": len(failed),
-        "nodes": items,
-        "failedNodes": [i["name"] for i in failed],
-        "images": images,
-        "conditions": conditions(
-            phase=phase,
-            reason=reason,
-            message=message,
-            generation=generation,
-            previous=previous.get("conditions") or (),
-            now=now,
-        ),
-    }
-    if starts:
-        status["startTime"] = min(starts)
-    if phase in TERMINAL:
-        ends = [i["completionTime"] for i in items if i.get("completionTime")]
-        if ends:
-            status["completionTime"] = max(ends)
-    return status
 
 
 FRAMEWORK_KEY = "kopf"

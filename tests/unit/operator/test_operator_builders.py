@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from azaion_operator.builders import VERIFY_SHIM, build_resource_job, build_unlock_job
+from azaion_operator.kinds.image_unlock import build_unlock_job
+from azaion_operator.kinds.resource import VERIFY_SHIM, build_resource_job
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.runtimes import RuntimeChoice
 from azaion_operator.settings import CaBundle, OperatorSettings

@@ -13,11 +13,12 @@ import pytest
 
 from azaion_operator import handlers
 from azaion_operator.errors import KubeNotFoundError, SpecError
+from azaion_operator.kinds.image_unlock import reconcile_unlock
+from azaion_operator.kinds.resource import reconcile_resource
 from azaion_operator.kube import KubeClient
 from azaion_operator.metrics import Metrics
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
-from azaion_operator.reconcile import reconcile_resource, reconcile_unlock
 from azaion_operator.settings import OperatorSettings
 
 NOW = "2026-12-01T00:00:00Z"

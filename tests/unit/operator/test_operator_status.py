@@ -7,15 +7,14 @@ import pathlib
 
 import yaml
 
+from azaion_operator.kinds.image_unlock import NodeEntry, unlock_status
+from azaion_operator.kinds.resource import resource_status
 from azaion_operator.status import (
     JobOutcome,
-    NodeEntry,
     conditions,
     job_outcome,
     parse_result_line,
-    resource_status,
     status_patch,
-    unlock_status,
 )
 
 NOW = "2025-01-01T00:00:00Z"

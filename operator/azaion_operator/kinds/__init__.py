@@ -1,0 +1,33 @@
+"""The custom resource kinds, one module each, and the table the handlers serve them from.
+
+Adding a kind: a module here with its Job builder, its reconcile and its
+status; a row in :data:`KINDS`; its CRD in ``crds/``; its handlers (the
+``@kopf.on`` decorators name each plural) in ``handlers.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from azaion_operator import crd
+from azaion_operator.kinds.image_unlock import reconcile_unlock
+from azaion_operator.kinds.resource import reconcile_resource
+from azaion_operator.reconcile import Report
+
+__all__ = ["KINDS", "Kind"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One custom resource kind: its plural (for API calls) and its reconcile."""
+
+    name: str
+    plural: str
+    reconcile: Callable[..., Report]
+
+
+KINDS: dict[str, Kind] = {
+    crd.RESOURCE_KIND: Kind(crd.RESOURCE_KIND, crd.RESOURCE_PLURAL, reconcile_resource),
+    crd.UNLOCK_KIND: Kind(crd.UNLOCK_KIND, crd.UNLOCK_PLURAL, reconcile_unlock),
+}

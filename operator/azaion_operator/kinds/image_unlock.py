@@ -1,0 +1,434 @@
+"""The ``ImageUnlock`` kind: its Job per node, its reconcile and its status, in one place.
+
+An ``ImageUnlock`` loads one encrypted image archive into the container
+runtime of every matching node (at most ``spec.parallelism`` at once)::
+
+    init  unlock-fetch  loader unlock-fetch ... --workdir /work   credentials, /work (rw),
+                        CA bundle and proxy settings (if configured)
+    main  unlock-load   loader unlock-load --workdir /work        runtime socket, /work (ro);
+                        no credentials, no CA bundle, no proxy: it talks to no network
+
+``unlock-load`` runs as uid 0 with no capabilities at all when no socket group
+is configured: the only identity that can open a ``root:docker 0660`` (or
+containerd's ``root 0660``) socket whose group id differs from node to node.
+Which runtime and socket each node gets is ``runtimes.choose_runtime``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from azaion_operator import crd
+from azaion_operator.builders import (
+    TERMINATION_LOG,
+    WORK_DIR,
+    api_env,
+    container,
+    container_security,
+    fetch_mounts,
+    fetch_volumes,
+    job_manifest,
+    log_env,
+    mount,
+    scratch,
+)
+from azaion_operator.errors import SpecError
+from azaion_operator.kube import KubeClient
+from azaion_operator.names import job_name
+from azaion_operator.nodes import NodeInfo, eligible_nodes
+from azaion_operator.policy import unlock_denial
+from azaion_operator.reconcile import (
+    Event,
+    Report,
+    check_credentials,
+    delete_stale,
+    enforce,
+    ensure_job,
+    pods_of,
+    split_jobs,
+    transition_events,
+)
+from azaion_operator.runtimes import (
+    CONTAINERD,
+    DOCKER,
+    RuntimeChoice,
+    UnsupportedRuntime,
+    check_socket_policy,
+    choose_runtime,
+)
+from azaion_operator.settings import OperatorSettings
+from azaion_operator.status import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    JobOutcome,
+    conditions,
+    job_outcome,
+    one_line,
+    outcome_from_item,
+)
+
+__all__ = [
+    "NodeEntry",
+    "build_unlock_job",
+    "image_repository",
+    "reconcile_unlock",
+    "unlock_status",
+]
+
+
+RUNTIME_SOCKET = "/run/azaion-loader/runtime.sock"
+"""Where the node's container-runtime socket appears in the unlock-load container."""
+
+
+def image_repository(image: str) -> str:
+    """``registry.local/azaion-loader`` of ``registry.local/azaion-loader:1.0@sha256:...``."""
+    name = image.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name[: name.rindex(":")]
+    return name
+
+
+def _socket_gid(runtime: str, settings: OperatorSettings) -> int | None:
+    if runtime == CONTAINERD:
+        return settings.containerd_socket_gid
+    return settings.docker_socket_gid
+
+
+def _runtime_security(runtime: str, settings: OperatorSettings) -> dict[str, Any]:
+    """The unlock-load container: as narrow as the runtime's socket allows."""
+    if _socket_gid(runtime, settings) is not None:
+        # The socket's group is known: stay non-root, reach it through that group
+        # (added to the pod's supplementalGroups).
+        return container_security(settings.job_uid)
+    context = container_security(0)
+    context["runAsNonRoot"] = False
+    context["runAsGroup"] = settings.job_uid  # reads /work through its group, not as root
+    return context
+
+
+def build_unlock_job(
+    unlock: Mapping[str, Any],
+    node: NodeInfo,
+    settings: OperatorSettings,
+    choice: RuntimeChoice,
+) -> dict[str, Any]:
+    """The Job that fetches an ``ImageUnlock``'s archive and loads it into ``node``'s runtime.
+
+    ``choice``: the runtime and its socket on the node (:func:`runtimes.choose_runtime`).
+    """
+    meta = unlock["metadata"]
+    spec = unlock["spec"]
+    archive = spec["archive"]
+
+    fetch_args = [
+        "loader",
+        "unlock-fetch",
+        "--archive-folder",
+        archive["folder"],
+        "--archive-name",
+        archive["name"],
+    ]
+    if archive.get("version"):
+        fetch_args += ["--version", str(archive["version"])]
+    fetch_args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
+
+    load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
+    load_args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
+    # An archive may not replace the image the Jobs themselves run.
+    load_args += ["--forbid-repository", image_repository(settings.job_image)]
+    if choice.runtime == CONTAINERD:
+        load_args += ["--namespace", settings.containerd_namespace]
+        if spec.get("pinImages"):
+            load_args.append("--pin")
+    load_args += ["--json", "--result-file", TERMINATION_LOG]
+    if spec.get("images"):
+        load_args += ["--images", *[str(i) for i in spec["images"]]]
+
+    fetch = container(
+        "unlock-fetch",
+        fetch_args,
+        env=api_env(spec, node, settings),
+        mounts=[
+            mount("work", WORK_DIR, read_only=False),
+            mount("tmp", "/tmp", read_only=False),
+            *fetch_mounts(settings),
+        ],
+        security=container_security(settings.job_uid),
+        spec=spec,
+        settings=settings,
+    )
+    load = container(
+        "unlock-load",
+        load_args,
+        env=[{"name": "HOME", "value": "/tmp"}, *log_env(settings)],
+        mounts=[
+            mount("work", WORK_DIR, read_only=True),
+            mount("tmp", "/tmp", read_only=False),
+            mount("runtime-socket", RUNTIME_SOCKET, read_only=False),
+        ],
+        security=_runtime_security(choice.runtime, settings),
+        spec=spec,
+        settings=settings,
+    )
+    name = job_name(
+        prefix="unl",
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        node=node.name,
+    )
+    job = job_manifest(
+        unlock,
+        name=name,
+        component="image-unlock-job",
+        node=node,
+        settings=settings,
+        pod_spec={
+            "initContainers": [fetch],
+            "containers": [load],
+            "volumes": [
+                # The encrypted archive lands here: size it by the job's ephemeral
+                # storage, not by an arbitrary cap.
+                {"name": "work", "emptyDir": {}},
+                scratch("tmp", "64Mi"),
+                *fetch_volumes(spec, settings),
+                {
+                    "name": "runtime-socket",
+                    "hostPath": {"path": choice.socket_path, "type": "Socket"},
+                },
+            ],
+        },
+    )
+    job["metadata"]["annotations"].update(
+        {crd.ANNOTATION_RUNTIME: choice.runtime, crd.ANNOTATION_SOCKET: choice.socket_path}
+    )
+    gid = _socket_gid(choice.runtime, settings)
+    if gid is not None:
+        pod_security = job["spec"]["template"]["spec"]["securityContext"]
+        pod_security["supplementalGroups"] = [gid]
+    return job
+
+
+UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
+
+
+def _job_runtime(job: Mapping[str, Any]) -> RuntimeChoice:
+    """The runtime and socket an existing unlock Job was built for (its annotations)."""
+    notes = (job.get("metadata") or {}).get("annotations") or {}
+    return RuntimeChoice(
+        str(notes.get(crd.ANNOTATION_RUNTIME) or DOCKER),
+        str(notes.get(crd.ANNOTATION_SOCKET) or ""),
+    )
+
+
+def reconcile_unlock(
+    kube: KubeClient,
+    settings: OperatorSettings,
+    body: Mapping[str, Any],
+    nodes: Sequence[NodeInfo],
+    *,
+    now: str,
+) -> Report:
+    """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
+    meta, spec = body["metadata"], body["spec"]
+    namespace, uid = meta["namespace"], meta["uid"]
+    generation = int(meta.get("generation", 1))
+    old = body.get("status") or {}
+    parallelism = int(spec.get("parallelism") or 1)
+    enforce(unlock_denial(namespace, spec, settings.api_url, settings.policy))
+
+    check_socket_policy(spec, settings)
+    jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
+    current, stale = split_jobs(jobs, generation)
+    events = delete_stale(kube, namespace, stale)
+    by_node = {
+        ((j.get("metadata") or {}).get("annotations") or {}).get(crd.ANNOTATION_NODE, ""): j
+        for j in current
+    }
+
+    same_generation = old.get("observedGeneration") == generation
+    previous = {i["name"]: i for i in (old.get("nodes") or ()) if same_generation}
+    known = {n.name: n for n in nodes}
+    eligible = {
+        n.name: n
+        for n in eligible_nodes(
+            nodes,
+            selector=spec.get("nodeSelector") or {},
+            tolerations=spec.get("tolerations") or [],
+        )
+    }
+    done_before = {
+        name
+        for name, item in previous.items()
+        if item.get("phase") in TERMINAL and name in known and name not in by_node
+    }
+    targets = sorted(set(eligible) | set(by_node) | done_before)
+    if not targets:
+        raise SpecError(
+            "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
+            f"({len(nodes)} nodes known)",
+            reason="NoMatchingNode",
+        )
+
+    pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid}) if by_node else []
+    outcomes: dict[str, JobOutcome] = {}
+    for name, job in by_node.items():
+        outcomes[name] = job_outcome(job, pods_of(pods, job), steps=UNLOCK_STEPS)
+    for name in done_before:
+        outcomes[name] = outcome_from_item(previous[name])
+
+    choices = {n: _job_runtime(j) for n, j in by_node.items()}
+    for name in targets:
+        if name in outcomes or name not in eligible:
+            continue
+        try:
+            choices[name] = choose_runtime(spec, eligible[name], settings)
+        except UnsupportedRuntime as exc:
+            # Decided by the node, not by time: fail that node now, never wait on it.
+            outcomes[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+
+    active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
+    waiting = [n for n in targets if n not in outcomes]
+    job_names = {n: j["metadata"]["name"] for n, j in by_node.items()}
+    if waiting and active < parallelism:
+        check_credentials(kube, namespace, spec, settings)
+    for name in waiting:
+        if active >= parallelism:
+            break
+        job, created = ensure_job(
+            kube, build_unlock_job(body, eligible[name], settings, choices[name]), uid
+        )
+        job_names[name] = job["metadata"]["name"]
+        outcomes[name] = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
+        active += 1
+        if created:
+            events.append(Event("Normal", "JobCreated", f"created Job {job_names[name]} on {name}"))
+
+    for name, outcome in outcomes.items():
+        before = previous.get(name, {}).get("phase")
+        events += transition_events(before, outcome, f"node {name}")
+    entries = [
+        NodeEntry(
+            node=n,
+            job_name=job_names.get(n) or previous.get(n, {}).get("jobName"),
+            outcome=outcomes.get(n),
+            runtime=choices[n].runtime if n in choices else previous.get(n, {}).get("runtime"),
+            socket_path=(
+                choices[n].socket_path if n in choices else previous.get(n, {}).get("socketPath")
+            ),
+        )
+        for n in targets
+    ]
+    status = unlock_status(generation=generation, entries=entries, previous=old, now=now)
+    if status["phase"] != (old.get("phase") if same_generation else None):
+        if status["phase"] == SUCCEEDED:
+            events.append(Event("Normal", "Succeeded", status["message"]))
+        elif status["phase"] == FAILED:
+            events.append(Event("Warning", "NodesFailed", status["message"]))
+    return Report(status, events)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEntry:
+    """One node of an ``ImageUnlock``: its Job (if any yet) and how it went."""
+
+    node: str
+    job_name: str | None
+    outcome: JobOutcome | None
+    runtime: str | None = None
+    """The container runtime the node's Job loads into (``docker``, ``containerd``)."""
+    socket_path: str | None = None
+    """That runtime's socket on the node."""
+
+
+def _node_item(entry: NodeEntry) -> dict[str, Any]:
+    outcome = entry.outcome
+    item: dict[str, Any] = {"name": entry.node, "phase": outcome.phase if outcome else PENDING}
+    if entry.job_name:
+        item["jobName"] = entry.job_name
+    if entry.runtime:
+        item["runtime"] = entry.runtime
+    if entry.socket_path:
+        item["socketPath"] = entry.socket_path
+    if outcome is None:
+        item["reason"] = "WaitingForSlot"
+        item["message"] = "waits until fewer Jobs than spec.parallelism run"
+        return item
+    item["reason"] = outcome.reason
+    item["message"] = one_line(outcome.message)
+    if outcome.start_time:
+        item["startTime"] = outcome.start_time
+    if outcome.completion_time and outcome.phase in TERMINAL:
+        item["completionTime"] = outcome.completion_time
+    if outcome.phase == SUCCEEDED and outcome.result and outcome.result.get("images"):
+        item["images"] = [str(i) for i in outcome.result["images"]]
+    return item
+
+
+def unlock_status(
+    *,
+    generation: int,
+    entries: Sequence[NodeEntry],
+    previous: Mapping[str, Any],
+    now: str,
+) -> dict[str, Any]:
+    """The whole ``status`` of an ``ImageUnlock`` from its per-node entries."""
+    items = [_node_item(e) for e in sorted(entries, key=lambda e: e.node)]
+    desired = len(items)
+    succeeded = [i for i in items if i["phase"] == SUCCEEDED]
+    failed = [i for i in items if i["phase"] == FAILED]
+    active = [i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i]
+    waiting = [i for i in items if "jobName" not in i and i["phase"] == PENDING]
+    if not desired:
+        phase, reason = FAILED, "NoMatchingNode"
+        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
+    elif len(succeeded) == desired:
+        phase, reason = SUCCEEDED, "Succeeded"
+        message = f"images loaded on all {desired} nodes"
+    elif active or waiting:
+        phase = RUNNING if active else PENDING
+        reason = "Unlocking" if active else "WaitingForSlot"
+        message = (
+            f"{len(succeeded)}/{desired} nodes done, {len(active)} running, "
+            f"{len(waiting)} waiting, {len(failed)} failed"
+        )
+    else:
+        phase, reason = FAILED, "NodesFailed"
+        names = ", ".join(i["name"] for i in failed)
+        message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
+    images = sorted({img for i in succeeded for img in i.get("images", ())})
+    starts = [i["startTime"] for i in items if i.get("startTime")]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "progress": f"{len(succeeded)}/{desired}",
+        "observedGeneration": generation,
+        "message": one_line(message),
+        "desired": desired,
+        "active": len(active),
+        "succeeded": len(succeeded),
+        "failed": len(failed),
+        "nodes": items,
+        "failedNodes": [i["name"] for i in failed],
+        "images": images,
+        "conditions": conditions(
+            phase=phase,
+            reason=reason,
+            message=message,
+            generation=generation,
+            previous=previous.get("conditions") or (),
+            now=now,
+        ),
+    }
+    if starts:
+        status["startTime"] = min(starts)
+    if phase in TERMINAL:
+        ends = [i["completionTime"] for i in items if i.get("completionTime")]
+        if ends:
+            status["completionTime"] = max(ends)
+    return status
