@@ -218,6 +218,17 @@ def build_unlock_job(
 UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
 
 
+NODE_UNAVAILABLE = "NodeUnavailable"
+
+
+def _matches(node: NodeInfo, spec: Mapping[str, Any]) -> bool:
+    """Whether ``node`` still matches ``spec.nodeSelector`` (readiness aside)."""
+    selector = spec.get("nodeSelector") or {}
+    return node.operating_system == "linux" and all(
+        node.labels.get(k) == v for k, v in selector.items()
+    )
+
+
 def _job_runtime(job: Mapping[str, Any]) -> RuntimeChoice:
     """The runtime and socket an existing unlock Job was built for (its annotations)."""
     notes = (job.get("metadata") or {}).get("annotations") or {}
@@ -266,9 +277,25 @@ def reconcile_unlock(
     done_before = {
         name
         for name, item in previous.items()
-        if item.get("phase") in TERMINAL and name in known and name not in by_node
+        if item.get("phase") in TERMINAL
+        and name in known
+        and name not in by_node
+        # a node that was unavailable and is back gets its Job after all
+        and not (item.get("reason") == NODE_UNAVAILABLE and name in eligible)
     }
-    targets = sorted(set(eligible) | set(by_node) | done_before)
+    # Nodes this status listed as still to do that still match the selector but
+    # went NotReady or unschedulable (cordoned) before their Job started: reported
+    # as failed at once, never waited on.
+    unavailable = {
+        name
+        for name, item in previous.items()
+        if item.get("phase") not in TERMINAL
+        and name in known
+        and name not in eligible
+        and name not in by_node
+        and _matches(known[name], spec)
+    }
+    targets = sorted(set(eligible) | set(by_node) | done_before | unavailable)
     if not targets:
         raise SpecError(
             "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
@@ -282,6 +309,13 @@ def reconcile_unlock(
         outcomes[name] = job_outcome(job, pods_of(pods, job), steps=UNLOCK_STEPS)
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
+    for name in unavailable:
+        outcomes[name] = JobOutcome(
+            FAILED,
+            NODE_UNAVAILABLE,
+            f"node {name} went NotReady or unschedulable before its Job started: it has not "
+            "got the images (it gets its Job when it is Ready and schedulable again)",
+        )
 
     choices = {n: _job_runtime(j) for n, j in by_node.items()}
     for name in targets:

@@ -262,3 +262,35 @@ def test_unlock_with_a_socket_outside_the_policy_builds_nothing(
         reconcile_unlock(_kube(fake), ALLOWED, body, [node], now=NOW)
     assert info.value.reason == "PolicyDenied" and "/etc/shadow" in info.value.message
     assert "create_job" not in fake.calls and "secret_keys" not in fake.calls
+
+
+def test_a_node_cordoned_before_its_job_is_reported_and_retried_when_back(
+    unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    other = dataclasses.replace(node, name="edge-2")
+    body = _unlock_body(unlock, "edge")
+    body["spec"]["parallelism"] = 1
+    body["spec"].pop("dockerSocketPath")
+    body["status"] = {
+        "observedGeneration": 1,
+        "nodes": [
+            {"name": "edge-1", "phase": "Succeeded", "reason": "Succeeded", "jobName": "j1"},
+            {"name": "edge-2", "phase": "Pending", "reason": "WaitingForSlot"},
+        ],
+    }
+    cordoned = dataclasses.replace(other, unschedulable=True)
+    fake = FakeKube()
+    report = reconcile_unlock(_kube(fake), ALLOWED, body, [node, cordoned], now=NOW)
+    by_name = {n["name"]: n for n in report.status["nodes"]}
+    assert (by_name["edge-2"]["phase"], by_name["edge-2"]["reason"]) == (
+        "Failed",
+        "NodeUnavailable",
+    )
+    assert report.status["phase"] == "Failed"  # terminal: never waited on
+    assert fake.created == []  # edge-1 is done, edge-2 is not schedulable
+    # Back in service: the node gets its Job.
+    body["status"] = report.status
+    again = FakeKube()
+    reconcile_unlock(_kube(again), ALLOWED, body, [node, other], now=NOW)
+    built = [j["metadata"]["annotations"]["loader.azaion.com/node-name"] for j in again.created]
+    assert built == ["edge-2"]
