@@ -435,12 +435,12 @@ class ApiClient:
                     log.info("%s %s: HTTP %d, logging in again", method, path, resp.status_code)
                     self.login()
                     continue
-                _code, message = self._error_body(resp)
+                code, message = self._error_body(resp)
                 detail = f": {message}" if message else ""
                 raise AuthError(
                     f"the API refused {method} {path} (HTTP {resp.status_code}){detail}",
                     hint=(
-                        "this user's role may not do this; use an uploader account"
+                        _FORBIDDEN_HINTS.get(code or 0, _FORBIDDEN_HINTS[12])
                         if resp.status_code == 403
                         else None
                     ),
@@ -522,12 +522,11 @@ class ApiClient:
         body = self.request("PUT", f"/resources/{_seg(folder)}/{_seg(name)}", json=dict(record))
         return _version(body, record)
 
-    def list_versions(self, kind: str, folder: str, name: str) -> list[str]:
-        """The registered versions of ``folder/name``, oldest first (``[]`` if none).
+    def listing_item(self, kind: str, folder: str, name: str) -> Mapping[str, Any] | None:
+        """The listing entry of ``folder/name`` (``GET /{kind}?folder=F``), or None.
 
-        ``kind`` is ``resources`` or ``archives``.  Uses the listing
-        (``GET /resources?folder=F``), which needs no envelope and binds no
-        hardware, so a publisher can check a version before uploading.
+        ``kind`` is ``resources`` or ``archives``.  The listing needs no
+        envelope and binds no hardware, so a publisher can check before uploading.
         """
         if kind not in ("resources", "archives"):
             raise ValueError(f"unknown kind {kind!r}")
@@ -541,18 +540,41 @@ class ApiClient:
                 and item.get("folder") == folder
                 and item.get("name") == name
             ):
-                versions = item.get("versions") or []
-                return [str(v.get("version")) for v in versions if isinstance(v, Mapping)]
-        return []
+                return item
+        return None
 
-    def ensure_version_free(self, kind: str, folder: str, name: str, version: str) -> None:
-        """Raise :class:`ConflictError` (ErrorCode 31) if ``version`` is already registered.
+    def list_versions(self, kind: str, folder: str, name: str) -> list[str]:
+        """The registered versions of ``folder/name``, oldest first (``[]`` if none)."""
+        item = self.listing_item(kind, folder, name)
+        versions = (item or {}).get("versions") or []
+        return [str(v.get("version")) for v in versions if isinstance(v, Mapping)]
 
-        Called before anything goes to the CDN: the CDN key carries no version,
-        so an upload refused only at registration would already have replaced
-        the big part of the registered version.
+    def ensure_publishable(self, kind: str, folder: str, name: str, version: str | None) -> None:
+        """Refuse, before anything goes to the CDN, what the API would refuse at registration.
+
+        :class:`AuthError` if ``folder/name`` is owned by another user and this
+        one is not an admin (the API would answer 403/13); :class:`ConflictError`
+        (ErrorCode 31) if an explicit ``version`` is already registered.  The CDN
+        key carries no version, so an upload refused only at registration would
+        already have replaced the registered big part.
         """
-        if version in self.list_versions(kind, folder, name):
+        item = self.listing_item(kind, folder, name)
+        if item is None:
+            return
+        owner = item.get("owner")
+        me = self._credentials.email.strip().lower()
+        if "owner" in item and owner != me and self.role != "admin":
+            whose = f"owned by {printable(str(owner), 200)}" if owner else "unowned"
+            raise AuthError(
+                f"{folder}/{name} is {whose}: only its owner or an admin may publish new "
+                "versions (ErrorCode 13); nothing was uploaded",
+                hint=_FORBIDDEN_HINTS[13],
+                status=403,
+            )
+        versions = [
+            str(v.get("version")) for v in item.get("versions") or [] if isinstance(v, Mapping)
+        ]
+        if version is not None and version in versions:
             raise ConflictError(
                 f"{folder}/{name} version {version} is already registered (ErrorCode 31); "
                 "nothing was uploaded",
@@ -577,6 +599,11 @@ class ApiClient:
         body = self.request("PUT", f"/archives/{_seg(folder)}/{_seg(name)}", json=dict(record))
         return _version(body, record)
 
+
+_FORBIDDEN_HINTS = {
+    12: "this user's role may not do this; use an uploader account",
+    13: "another uploader owns this folder/name; ask its owner or an admin, or use another name",
+}
 
 _CONFLICT_HINTS = {
     30: "this user is bound to other hardware; ask the API operator to release a device",

@@ -141,6 +141,15 @@ def create_app(config: ServerConfig) -> Flask:
         key = envelope.derive_envelope_key(base64.b64decode(user.user_key), fingerprint)
         return jsonify({"envelope": envelope.seal_envelope(key, purpose, payload)})
 
+    def listing_for(user: User, kind: str) -> list[dict[str, Any]]:
+        # An empty ?folder= is malformed (400), not "every folder".
+        folder = request.args.get("folder")
+        listing = store.list_entries(kind, None if folder is None else check_folder(folder))
+        if user.role not in UPLOAD_ROLES:  # owners' emails only for publishers
+            for item in listing:
+                del item["owner"]
+        return listing
+
     def version_arg() -> str | None:
         version = request.args.get("version")
         return None if version in (None, "") else check_version(version)
@@ -253,10 +262,8 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.get("/resources")
     def list_resources() -> Response:
-        current_user()
-        folder = request.args.get("folder")
-        listing = store.list_entries("resources", check_folder(folder) if folder else None)
-        return jsonify({"resources": listing})
+        user = current_user()
+        return jsonify({"resources": listing_for(user, "resources")})
 
     @app.put("/resources/<folder>/<name>")
     def put_resource(folder: str, name: str) -> tuple[Response, int]:
@@ -265,7 +272,7 @@ def create_app(config: ServerConfig) -> Flask:
         check_folder(folder)
         check_name(name)
         record = parse_resource_put(_json_body(), created=now())
-        created = store.put_resource(folder, name, record)
+        created = store.put_resource(folder, name, record, user)
         return jsonify({"version": record.version}), 201 if created else 200
 
     @app.get("/resources/<folder>/<name>")
@@ -291,10 +298,8 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.get("/archives")
     def list_archives() -> Response:
-        current_user()
-        folder = request.args.get("folder")
-        listing = store.list_entries("archives", check_folder(folder) if folder else None)
-        return jsonify({"archives": listing})
+        user = current_user()
+        return jsonify({"archives": listing_for(user, "archives")})
 
     @app.put("/archives/<folder>/<name>")
     def put_archive(folder: str, name: str) -> tuple[Response, int]:
@@ -303,7 +308,7 @@ def create_app(config: ServerConfig) -> Flask:
         check_folder(folder)
         check_name(name)
         record = parse_archive_put(_json_body(), created=now())
-        created = store.put_archive(folder, name, record)
+        created = store.put_archive(folder, name, record, user)
         return jsonify({"version": record.version}), 201 if created else 200
 
     @app.get("/archives/<folder>/<name>/key-fragment")

@@ -5,6 +5,7 @@
     +-- LoginFailed           (401, 10) wrong email or password
     +-- TokenInvalid          (401, 11) token missing, invalid or expired
     +-- RoleNotAllowed        (403, 12)
+    +-- NotOwner              (403, 13) folder/name is owned by another uploader
     +-- UnknownEntry          (404, 20) unknown resource, archive, version or user
     +-- HardwareMismatch      (409, 30) the user is bound to other hardware
     +-- VersionConflict       (409, 31) the version exists with other content
@@ -19,6 +20,7 @@ __all__ = [
     "BadRequest",
     "HardwareMismatch",
     "LoginFailed",
+    "NotOwner",
     "RoleNotAllowed",
     "TokenInvalid",
     "UnknownEntry",
@@ -59,6 +61,11 @@ class TokenInvalid(ApiFailure):
 class RoleNotAllowed(ApiFailure):
     status = 403
     error_code = 12
+
+
+class NotOwner(ApiFailure):
+    status = 403
+    error_code = 13
 
 
 class UnknownEntry(ApiFailure):
