@@ -9,6 +9,7 @@ Routes::
     GET  /cdn-config                                   any role, envelope "cdn-config"
     PUT  /cdn-config                                   admin
     POST /users                                        admin
+    PUT  /users/{email}/password                       admin
     DELETE /users/{email}/devices                      admin
     GET  /resources[?folder=F]                         any role
     PUT  /resources/{folder}/{name}                    uploader, admin
@@ -52,11 +53,12 @@ from azaion_loader.server.validation import (
     parse_archive_put,
     parse_cdn_config,
     parse_credentials,
+    parse_password_put,
     parse_resource_put,
     parse_user_put,
 )
 
-__all__ = ["ServerState", "create_app", "register_user", "server_state"]
+__all__ = ["ServerState", "change_password", "create_app", "register_user", "server_state"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,16 @@ def register_user(
         password_hash=hash_password(password),
         user_key=base64.b64encode(user_key).decode("ascii"),
         max_devices=max_devices,
+    )
+
+
+def change_password(store: Store, *, email: str, password: str) -> User:
+    """Replace a user's password (login hash and K_user); earlier tokens fail from now on."""
+    user_key = envelope.derive_user_key(email.strip().lower(), password)
+    return store.set_password(
+        email,
+        password_hash=hash_password(password),
+        user_key=base64.b64encode(user_key).decode("ascii"),
     )
 
 
@@ -128,6 +140,8 @@ def create_app(config: ServerConfig) -> Flask:
         user = store.user_by_id(str(claims["sub"]))
         if user is None:
             raise TokenInvalid("the token's user no longer exists")
+        if claims.get("gen", 0) != user.token_epoch:  # tokens from before "gen" count as 0
+            raise TokenInvalid("the token predates a password change; log in again")
         g.user_email = user.email
         return user
 
@@ -252,6 +266,13 @@ def create_app(config: ServerConfig) -> Flask:
         )
         body = {"email": new.email, "role": new.role, "max_devices": new.max_devices}
         return jsonify(body), 201 if created else 200
+
+    @app.put("/users/<email>/password")
+    def put_password(email: str) -> Response:
+        user = current_user()
+        require_role(user, frozenset({"admin"}), "change passwords")
+        target = change_password(store, email=email, password=parse_password_put(_json_body()))
+        return jsonify({"email": target.email})
 
     @app.delete("/users/<email>/devices")
     def delete_devices(email: str) -> Response:

@@ -94,7 +94,10 @@ class Store:
         user_key: str,
         max_devices: int,
     ) -> User:
-        """Create the user ``email``, or update its role, password and device limit."""
+        """Create the user ``email``, or update its role, password and device limit.
+
+        A new password (a new ``user_key``) raises ``token_epoch``: earlier tokens fail.
+        """
         with self._transaction(_USERS) as data:
             users = data.setdefault("users", {})
             found = self._find_email(users, email)
@@ -110,6 +113,8 @@ class Store:
                 log.info("created user %s (role %s)", user.email, role)
             else:
                 user = found
+                if user_key != user.user_key:  # K_user depends on the password alone here
+                    user.token_epoch += 1
                 user.role = role
                 user.password_hash = password_hash
                 user.user_key = user_key
@@ -156,6 +161,19 @@ class Store:
             log.info(
                 "bound user %s to device %d of %d", user.email, len(user.devices), user.max_devices
             )
+            return user
+
+    def set_password(self, email: str, *, password_hash: str, user_key: str) -> User:
+        """Replace the user's password; every token issued before is refused from now on."""
+        with self._transaction(_USERS) as data:
+            user = self._find_email(data.get("users", {}), email)
+            if user is None:
+                raise UnknownEntry(f"unknown user {email}")
+            user.password_hash = password_hash
+            user.user_key = user_key
+            user.token_epoch += 1
+            data["users"][user.id] = user.to_json()
+            log.info("changed the password of user %s; earlier tokens are void", user.email)
             return user
 
     def reset_devices(self, email: str) -> User:

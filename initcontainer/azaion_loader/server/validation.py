@@ -23,6 +23,7 @@ __all__ = [
     "parse_archive_put",
     "parse_cdn_config",
     "parse_credentials",
+    "parse_password_put",
     "parse_resource_put",
     "parse_user_put",
     "small_part_size",
@@ -176,6 +177,11 @@ def parse_credentials(body: object) -> tuple[str, str]:
     """``{"email", "password"}`` of ``POST /login``."""
     data = _object(body)
     return _str(data, "email").strip().lower(), _str(data, "password")
+
+
+def parse_password_put(body: object) -> str:
+    """``{"password"}`` of ``PUT /users/{email}/password``."""
+    return _str(_object(body), "password")
 
 
 def parse_user_put(body: object) -> tuple[str, str, str, int]:
