@@ -8,7 +8,8 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- NotFoundError        404
     +-- ConflictError        409 {ErrorCode, Message}
     +-- ApiUnavailableError  5xx, connection errors and timeouts after bounded backoff;
-    |                        no complete answer within ``LOADER_DEADLINE``
+    |                        no complete answer within ``LOADER_DEADLINE``; 429 (not
+    |                        retried: a throttled login would only be refused again)
     +-- ProtocolError        400, a redirect, a body over ``LOADER_MAX_RESPONSE``, or a
                              response that breaks the protocol
 
@@ -150,6 +151,7 @@ class _Reply:
     status_code: int
     body: bytes
     location: str = ""
+    retry_after: str = ""
 
 
 def _b64url_json(segment: str) -> Any:
@@ -236,6 +238,13 @@ class ApiClient:
             raise AuthError(
                 f"the API at {self.api_url} refused the login: wrong email or password",
                 status=resp.status_code,
+            )
+        if resp.status_code == 429:  # not retried: waiting out the throttle is the caller's call
+            raise ApiUnavailableError(
+                f"the API at {self.api_url} refuses logins for now after too many failed "
+                f"attempts (HTTP 429{_retry_after(resp)})",
+                hint="wait, then check the email and password in the credentials Secret",
+                status=429,
             )
         self._raise_for_status(resp, "POST /login")
         body = self._json(resp, "POST /login")
@@ -379,7 +388,12 @@ class ApiClient:
             _calls.watch = None
         if watch.fired:  # a close-delimited body ends quietly when its socket is cut
             raise requests.Timeout("the call's deadline passed")
-        return _Reply(resp.status_code, body, resp.headers.get("Location", ""))
+        return _Reply(
+            resp.status_code,
+            body,
+            resp.headers.get("Location", ""),
+            resp.headers.get("Retry-After", ""),
+        )
 
     def _read_body(self, resp: requests.Response, watch: StreamWatch) -> bytes:
         cap = self.http.max_response
@@ -482,6 +496,11 @@ class ApiClient:
             )
         if status == 400:
             raise ProtocolError(f"{what}: the API rejected the request{detail}", status=status)
+        if status == 429:
+            raise ApiUnavailableError(
+                f"{what}: the API asks to slow down (HTTP 429{_retry_after(resp)}){detail}",
+                status=status,
+            )
         raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
 
     @staticmethod
@@ -609,6 +628,11 @@ _CONFLICT_HINTS = {
     30: "this user is bound to other hardware; ask the API operator to release a device",
     31: "this version already exists with other content; choose another --version",
 }
+
+
+def _retry_after(resp: _Reply) -> str:
+    seconds = resp.retry_after.strip()
+    return f", retry after {seconds} s" if seconds.isdigit() else ""
 
 
 def _seg(value: str) -> str:

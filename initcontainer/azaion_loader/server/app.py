@@ -39,11 +39,13 @@ from azaion_loader.server.failures import (
     LoginFailed,
     RoleNotAllowed,
     TokenInvalid,
+    TooManyLogins,
     UnknownEntry,
 )
 from azaion_loader.server.passwords import hash_password, verify_password
 from azaion_loader.server.records import UPLOAD_ROLES, User
 from azaion_loader.server.store import Store, now
+from azaion_loader.server.throttle import LoginThrottle
 from azaion_loader.server.tokens import TokenService
 from azaion_loader.server.validation import (
     check_fingerprint,
@@ -130,6 +132,7 @@ def create_app(config: ServerConfig) -> Flask:
     )
     app.extensions[_EXTENSION] = state
     store, tokens = state.store, state.tokens
+    throttle = LoginThrottle(config.login_limits)
 
     def current_user() -> User:
         header = request.headers.get("Authorization", "")
@@ -187,8 +190,8 @@ def create_app(config: ServerConfig) -> Flask:
         return response
 
     @app.errorhandler(ApiFailure)
-    def _api_failure(exc: ApiFailure) -> tuple[Response, int]:
-        return jsonify(exc.body()), exc.status
+    def _api_failure(exc: ApiFailure) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(exc.body()), exc.status, exc.headers()
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -217,12 +220,17 @@ def create_app(config: ServerConfig) -> Flask:
     def login() -> Response:
         email, password = parse_credentials(_json_body())
         g.user_email = email
+        address = request.remote_addr or "-"
+        wait = throttle.retry_after(email, address)
+        if wait is not None:  # refused before the password is checked
+            raise TooManyLogins(f"too many failed logins; try again in {wait} s", retry_after=wait)
         user = store.user_by_email(email)
         if user is None:
             verify_password(password, _DUMMY_HASH)
+        if user is None or not verify_password(password, user.password_hash):
+            throttle.failed(email, address)
             raise LoginFailed("wrong email or password")
-        if not verify_password(password, user.password_hash):
-            raise LoginFailed("wrong email or password")
+        throttle.succeeded(email)
         return jsonify({"token": tokens.issue(user)})
 
     @app.get("/me")

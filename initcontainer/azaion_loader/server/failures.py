@@ -4,6 +4,7 @@
     +-- BadRequest            (400, 40) malformed request
     +-- LoginFailed           (401, 10) wrong email or password
     +-- TokenInvalid          (401, 11) token missing, invalid or expired
+    +-- TooManyLogins         (429, 14) too many failed logins; carries Retry-After
     +-- RoleNotAllowed        (403, 12)
     +-- NotOwner              (403, 13) folder/name is owned by another uploader
     +-- UnknownEntry          (404, 20) unknown resource, archive, version or user
@@ -23,6 +24,7 @@ __all__ = [
     "NotOwner",
     "RoleNotAllowed",
     "TokenInvalid",
+    "TooManyLogins",
     "UnknownEntry",
     "VersionConflict",
 ]
@@ -42,6 +44,10 @@ class ApiFailure(Exception):
         """The JSON error body."""
         return {"ErrorCode": self.error_code, "Message": self.message}
 
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
+        return {}
+
 
 class BadRequest(ApiFailure):
     status = 400
@@ -56,6 +62,18 @@ class LoginFailed(ApiFailure):
 class TokenInvalid(ApiFailure):
     status = 401
     error_code = 11
+
+
+class TooManyLogins(ApiFailure):
+    status = 429
+    error_code = 14
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class RoleNotAllowed(ApiFailure):

@@ -373,3 +373,13 @@ def test_an_admin_may_publish_over_another_owner() -> None:
     listing.raw = io.BytesIO(listing._content)
     c, _, _ = client([FakeResponse(200, {"token": token(role="admin")}), listing])
     c.ensure_publishable("resources", "models", "m", "2")
+
+
+def test_a_throttled_login_is_api_unavailable_and_not_retried() -> None:
+    throttled = FakeResponse(429, {"ErrorCode": 14, "Message": "too many failed logins"})
+    throttled.headers["Retry-After"] = "42"
+    c, s, sleeps = client([throttled])
+    with pytest.raises(ApiUnavailableError, match="retry after 42 s") as info:
+        c.me()
+    assert info.value.status == 429 and len(s.calls) == 1 and sleeps == []
+    assert "canary-password" not in info.value.one_line()
