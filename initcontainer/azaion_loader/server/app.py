@@ -29,7 +29,7 @@ from importlib import resources as package_files
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from azaion_loader import envelope
 from azaion_loader.server.config import ServerConfig
@@ -169,7 +169,7 @@ def create_app(config: ServerConfig) -> Flask:
 
     def version_arg() -> str | None:
         version = request.args.get("version")
-        return None if version in (None, "") else check_version(version)
+        return None if version is None else check_version(version)  # "?version=" is 400
 
     @app.before_request
     def _start_clock() -> None:
@@ -194,13 +194,16 @@ def create_app(config: ServerConfig) -> Flask:
         return jsonify(exc.body()), exc.status, exc.headers()
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    def _http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
         status = exc.code or 500
         code = {404: 20, 401: 11, 403: 12}.get(status, 40 if status < 500 else 50)
         message = {404: "no such endpoint", 405: "method not allowed"}.get(
             status, exc.description or exc.name
         )
-        return jsonify({"ErrorCode": code, "Message": message}), status
+        headers = {}
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110 §15.5.6
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return jsonify({"ErrorCode": code, "Message": message}), status, headers
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -83,9 +83,12 @@ def _b64(body: dict[str, Any], field: str) -> bytes:
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{field} is not valid base64") from None
+    if base64.b64encode(decoded).decode("ascii") != value:  # one spelling per value
+        raise BadRequest(f"{field} is not canonical base64 (padding bits must be zero)")
+    return decoded
 
 
 def _int(body: dict[str, Any], field: str, minimum: int) -> int:
@@ -215,7 +218,7 @@ def parse_cdn_config(body: object) -> dict[str, Any]:
     write = data.get("write")
     return {
         "endpoint_url": endpoint,
-        "region": data.get("region") or "us-east-1",
+        "region": _str(data, "region") if "region" in data else "us-east-1",
         "read": _key_pair(data.get("read"), "read"),
         "write": None if write is None else _key_pair(write, "write"),
     }
