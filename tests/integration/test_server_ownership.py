@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from test_server_http import PAIR, WPAIR, Session, _b64, assert_error, resource_body
 
-from azaion_loader.server import ServerConfig, create_app, server_state
+from azaion_loader.server import ServerConfig, ServerThread, create_app
 
 
 def _archive_body(version: str = "1") -> dict[str, Any]:
@@ -88,13 +88,17 @@ def test_ownership_survives_a_restart(
     api_server: Any, publishers: tuple[Session, Session, Session]
 ) -> None:
     owner, other, _ = publishers
-    owner.call("PUT", "/archives/images/app", json=_archive_body())
-    restarted = server_state(
-        create_app(ServerConfig(data_dir=api_server.data_dir, jwt_secret=b"k" * 32))
-    ).store
-    entry = restarted.list_entries("archives", "images")
-    assert [e["owner"] for e in entry] == [owner.email]
-    assert other.email != owner.email
+    assert owner.call("PUT", "/archives/images/app", json=_archive_body()).status_code == 201
+    api_server.stop()
+    app = create_app(ServerConfig(data_dir=api_server.data_dir, jwt_secret=b"k" * 32))
+    with ServerThread(app) as restarted:
+        again = Session(restarted.url, other.email, other.password)
+        assert_error(again.call("PUT", "/archives/images/app", json=_archive_body("2")), 403, 13)
+        owner_again = Session(restarted.url, owner.email, owner.password)
+        assert (
+            owner_again.call("PUT", "/archives/images/app", json=_archive_body("2")).status_code
+            == 201
+        )
 
 
 def test_entries_from_before_owners_are_admin_only(
