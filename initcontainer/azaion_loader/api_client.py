@@ -8,7 +8,8 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- NotFoundError        404
     +-- ConflictError        409 {ErrorCode, Message}
     +-- ApiUnavailableError  5xx, connection errors and timeouts after bounded backoff;
-    |                        no complete answer within ``LOADER_DEADLINE``
+    |                        no complete answer within ``LOADER_DEADLINE``; 429 (not
+    |                        retried: a throttled login would only be refused again)
     +-- ProtocolError        400, a redirect, a body over ``LOADER_MAX_RESPONSE``, or a
                              response that breaks the protocol
 
@@ -150,6 +151,7 @@ class _Reply:
     status_code: int
     body: bytes
     location: str = ""
+    retry_after: str = ""
 
 
 def _b64url_json(segment: str) -> Any:
@@ -236,6 +238,13 @@ class ApiClient:
             raise AuthError(
                 f"the API at {self.api_url} refused the login: wrong email or password",
                 status=resp.status_code,
+            )
+        if resp.status_code == 429:  # not retried: waiting out the throttle is the caller's call
+            raise ApiUnavailableError(
+                f"the API at {self.api_url} refuses logins for now after too many failed "
+                f"attempts (HTTP 429{_retry_after(resp)})",
+                hint="wait, then check the email and password in the credentials Secret",
+                status=429,
             )
         self._raise_for_status(resp, "POST /login")
         body = self._json(resp, "POST /login")
@@ -379,7 +388,12 @@ class ApiClient:
             _calls.watch = None
         if watch.fired:  # a close-delimited body ends quietly when its socket is cut
             raise requests.Timeout("the call's deadline passed")
-        return _Reply(resp.status_code, body, resp.headers.get("Location", ""))
+        return _Reply(
+            resp.status_code,
+            body,
+            resp.headers.get("Location", ""),
+            resp.headers.get("Retry-After", ""),
+        )
 
     def _read_body(self, resp: requests.Response, watch: StreamWatch) -> bytes:
         cap = self.http.max_response
@@ -435,12 +449,12 @@ class ApiClient:
                     log.info("%s %s: HTTP %d, logging in again", method, path, resp.status_code)
                     self.login()
                     continue
-                _code, message = self._error_body(resp)
+                code, message = self._error_body(resp)
                 detail = f": {message}" if message else ""
                 raise AuthError(
                     f"the API refused {method} {path} (HTTP {resp.status_code}){detail}",
                     hint=(
-                        "this user's role may not do this; use an uploader account"
+                        _FORBIDDEN_HINTS.get(code or 0, _FORBIDDEN_HINTS[12])
                         if resp.status_code == 403
                         else None
                     ),
@@ -482,6 +496,11 @@ class ApiClient:
             )
         if status == 400:
             raise ProtocolError(f"{what}: the API rejected the request{detail}", status=status)
+        if status == 429:
+            raise ApiUnavailableError(
+                f"{what}: the API asks to slow down (HTTP 429{_retry_after(resp)}){detail}",
+                status=status,
+            )
         raise ApiError(f"{what}: HTTP {status}{detail}", status=status)
 
     @staticmethod
@@ -522,12 +541,11 @@ class ApiClient:
         body = self.request("PUT", f"/resources/{_seg(folder)}/{_seg(name)}", json=dict(record))
         return _version(body, record)
 
-    def list_versions(self, kind: str, folder: str, name: str) -> list[str]:
-        """The registered versions of ``folder/name``, oldest first (``[]`` if none).
+    def listing_item(self, kind: str, folder: str, name: str) -> Mapping[str, Any] | None:
+        """The listing entry of ``folder/name`` (``GET /{kind}?folder=F``), or None.
 
-        ``kind`` is ``resources`` or ``archives``.  Uses the listing
-        (``GET /resources?folder=F``), which needs no envelope and binds no
-        hardware, so a publisher can check a version before uploading.
+        ``kind`` is ``resources`` or ``archives``.  The listing needs no
+        envelope and binds no hardware, so a publisher can check before uploading.
         """
         if kind not in ("resources", "archives"):
             raise ValueError(f"unknown kind {kind!r}")
@@ -541,18 +559,41 @@ class ApiClient:
                 and item.get("folder") == folder
                 and item.get("name") == name
             ):
-                versions = item.get("versions") or []
-                return [str(v.get("version")) for v in versions if isinstance(v, Mapping)]
-        return []
+                return item
+        return None
 
-    def ensure_version_free(self, kind: str, folder: str, name: str, version: str) -> None:
-        """Raise :class:`ConflictError` (ErrorCode 31) if ``version`` is already registered.
+    def list_versions(self, kind: str, folder: str, name: str) -> list[str]:
+        """The registered versions of ``folder/name``, oldest first (``[]`` if none)."""
+        item = self.listing_item(kind, folder, name)
+        versions = (item or {}).get("versions") or []
+        return [str(v.get("version")) for v in versions if isinstance(v, Mapping)]
 
-        Called before anything goes to the CDN: the CDN key carries no version,
-        so an upload refused only at registration would already have replaced
-        the big part of the registered version.
+    def ensure_publishable(self, kind: str, folder: str, name: str, version: str | None) -> None:
+        """Refuse, before anything goes to the CDN, what the API would refuse at registration.
+
+        :class:`AuthError` if ``folder/name`` is owned by another user and this
+        one is not an admin (the API would answer 403/13); :class:`ConflictError`
+        (ErrorCode 31) if an explicit ``version`` is already registered.  The CDN
+        key carries no version, so an upload refused only at registration would
+        already have replaced the registered big part.
         """
-        if version in self.list_versions(kind, folder, name):
+        item = self.listing_item(kind, folder, name)
+        if item is None:
+            return
+        owner = item.get("owner")
+        me = self._credentials.email.strip().lower()
+        if "owner" in item and owner != me and self.role != "admin":
+            whose = f"owned by {printable(str(owner), 200)}" if owner else "unowned"
+            raise AuthError(
+                f"{folder}/{name} is {whose}: only its owner or an admin may publish new "
+                "versions (ErrorCode 13); nothing was uploaded",
+                hint=_FORBIDDEN_HINTS[13],
+                status=403,
+            )
+        versions = [
+            str(v.get("version")) for v in item.get("versions") or [] if isinstance(v, Mapping)
+        ]
+        if version is not None and version in versions:
             raise ConflictError(
                 f"{folder}/{name} version {version} is already registered (ErrorCode 31); "
                 "nothing was uploaded",
@@ -578,10 +619,20 @@ class ApiClient:
         return _version(body, record)
 
 
+_FORBIDDEN_HINTS = {
+    12: "this user's role may not do this; use an uploader account",
+    13: "another uploader owns this folder/name; ask its owner or an admin, or use another name",
+}
+
 _CONFLICT_HINTS = {
     30: "this user is bound to other hardware; ask the API operator to release a device",
     31: "this version already exists with other content; choose another --version",
 }
+
+
+def _retry_after(resp: _Reply) -> str:
+    seconds = resp.retry_after.strip()
+    return f", retry after {seconds} s" if seconds.isdigit() else ""
 
 
 def _seg(value: str) -> str:

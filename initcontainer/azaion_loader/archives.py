@@ -333,11 +333,11 @@ def publish_archive(
     registered.  A file with no ``manifest.json`` is refused (and its upload
     deleted) unless ``require_manifest`` is false (tests publish such archives).
     An explicit ``version`` that is already registered is refused with
-    :class:`ConflictError` before anything is uploaded.
+    :class:`ConflictError`, and a ``folder/name`` owned by another uploader with
+    :class:`AuthError`, before anything is uploaded.
     """
     src_path = Path(path)
-    if version is not None:
-        api.ensure_version_free("archives", folder, name, version)
+    api.ensure_publishable("archives", folder, name, version)
     fragment = os.urandom(FRAGMENT_SIZE)
     key = derive_archive_key(fragment)
     scanner = TarManifestScanner()

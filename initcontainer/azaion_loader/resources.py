@@ -377,13 +377,13 @@ def upload_resource(
     """Encrypt ``path``, put the big part on the CDN, register the rest with the API.
 
     An explicit ``version`` that is already registered is refused with
-    :class:`ConflictError` before anything is uploaded (the CDN object has no
+    :class:`ConflictError`, and a ``folder/name`` owned by another uploader with
+    :class:`AuthError`, before anything is uploaded (the CDN object has no
     version in its key, so uploading first would replace the registered big part).
     """
     progress = progress or _noop
     src_path = Path(path)
-    if version is not None:
-        api.ensure_version_free("resources", folder, name, version)
+    api.ensure_publishable("resources", folder, name, version)
     try:
         src = open(src_path, "rb", buffering=0)
     except OSError as exc:

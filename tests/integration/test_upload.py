@@ -135,3 +135,39 @@ def test_refused_archive_version_leaves_the_cdn_object_unchanged(
     assert "ErrorCode 31" in result["message"]
     assert _cdn_object(dev_env, "images", "app.enc") == before
     assert dev_env.api.count("PUT", "/archives/images/app") == 1
+
+
+def test_another_uploader_may_not_replace_and_the_cdn_object_stays(
+    dev_env: Any, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(os.urandom(300_000))
+    b.write_bytes(os.urandom(200_000))
+    code, _, _, err = run_loader(
+        dev_env.merged(LOADER_CACHE_DIR=""), "upload", "--folder", "models", "--name", "f", str(a)
+    )
+    assert code == 0, err
+    before = _cdn_object(dev_env, "models", "f.big")
+    other = dev_env.api.create_user(role="uploader")
+    other_env = dev_env.merged(
+        LOADER_EMAIL=other.email, LOADER_PASSWORD=other.password, LOADER_CACHE_DIR=""
+    )
+
+    code, result, _, err = run_loader(
+        other_env, "upload", "--folder", "models", "--name", "f", str(b)
+    )
+    assert code == 11, err  # AuthError
+    assert result is not None and result["error"] == "AuthError"
+    assert "only its owner or an admin may publish" in result["message"]
+    assert "nothing was uploaded" in result["message"]
+    assert [line for line in err.splitlines() if "error" in line] == [err.splitlines()[-1]]
+    # refused before the CDN was touched
+    assert _cdn_object(dev_env, "models", "f.big") == before
+    assert dev_env.api.count("PUT", "/resources/models/f") == 1
+
+    args = ("upload-archive", "--folder", "images", "--name", "app")
+    _docker_save_like(a, "demo/a:1")
+    assert run_loader(dev_env.merged(), *args, str(a))[0] == 0
+    code, result, _, err = run_loader(other_env, *args, str(a))
+    assert code == 11, err
+    assert result is not None and "only its owner or an admin" in result["message"]

@@ -9,6 +9,7 @@ Routes::
     GET  /cdn-config                                   any role, envelope "cdn-config"
     PUT  /cdn-config                                   admin
     POST /users                                        admin
+    PUT  /users/{email}/password                       admin
     DELETE /users/{email}/devices                      admin
     GET  /resources[?folder=F]                         any role
     PUT  /resources/{folder}/{name}                    uploader, admin
@@ -28,7 +29,7 @@ from importlib import resources as package_files
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from azaion_loader import envelope
 from azaion_loader.server.config import ServerConfig
@@ -38,11 +39,13 @@ from azaion_loader.server.failures import (
     LoginFailed,
     RoleNotAllowed,
     TokenInvalid,
+    TooManyLogins,
     UnknownEntry,
 )
 from azaion_loader.server.passwords import hash_password, verify_password
 from azaion_loader.server.records import UPLOAD_ROLES, User
 from azaion_loader.server.store import Store, now
+from azaion_loader.server.throttle import LoginThrottle
 from azaion_loader.server.tokens import TokenService
 from azaion_loader.server.validation import (
     check_fingerprint,
@@ -52,11 +55,12 @@ from azaion_loader.server.validation import (
     parse_archive_put,
     parse_cdn_config,
     parse_credentials,
+    parse_password_put,
     parse_resource_put,
     parse_user_put,
 )
 
-__all__ = ["ServerState", "create_app", "register_user", "server_state"]
+__all__ = ["ServerState", "change_password", "create_app", "register_user", "server_state"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,16 @@ def register_user(
     )
 
 
+def change_password(store: Store, *, email: str, password: str) -> User:
+    """Replace a user's password (login hash and K_user); earlier tokens fail from now on."""
+    user_key = envelope.derive_user_key(email.strip().lower(), password)
+    return store.set_password(
+        email,
+        password_hash=hash_password(password),
+        user_key=base64.b64encode(user_key).decode("ascii"),
+    )
+
+
 def _openapi_text() -> str:
     return (
         package_files.files("azaion_loader.server")
@@ -118,6 +132,7 @@ def create_app(config: ServerConfig) -> Flask:
     )
     app.extensions[_EXTENSION] = state
     store, tokens = state.store, state.tokens
+    throttle = LoginThrottle(config.login_limits)
 
     def current_user() -> User:
         header = request.headers.get("Authorization", "")
@@ -128,6 +143,8 @@ def create_app(config: ServerConfig) -> Flask:
         user = store.user_by_id(str(claims["sub"]))
         if user is None:
             raise TokenInvalid("the token's user no longer exists")
+        if claims.get("gen", 0) != user.token_epoch:  # tokens from before "gen" count as 0
+            raise TokenInvalid("the token predates a password change; log in again")
         g.user_email = user.email
         return user
 
@@ -141,9 +158,18 @@ def create_app(config: ServerConfig) -> Flask:
         key = envelope.derive_envelope_key(base64.b64decode(user.user_key), fingerprint)
         return jsonify({"envelope": envelope.seal_envelope(key, purpose, payload)})
 
+    def listing_for(user: User, kind: str) -> list[dict[str, Any]]:
+        # An empty ?folder= is malformed (400), not "every folder".
+        folder = request.args.get("folder")
+        listing = store.list_entries(kind, None if folder is None else check_folder(folder))
+        if user.role not in UPLOAD_ROLES:  # owners' emails only for publishers
+            for item in listing:
+                del item["owner"]
+        return listing
+
     def version_arg() -> str | None:
         version = request.args.get("version")
-        return None if version in (None, "") else check_version(version)
+        return None if version is None else check_version(version)  # "?version=" is 400
 
     @app.before_request
     def _start_clock() -> None:
@@ -164,17 +190,20 @@ def create_app(config: ServerConfig) -> Flask:
         return response
 
     @app.errorhandler(ApiFailure)
-    def _api_failure(exc: ApiFailure) -> tuple[Response, int]:
-        return jsonify(exc.body()), exc.status
+    def _api_failure(exc: ApiFailure) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(exc.body()), exc.status, exc.headers()
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    def _http_error(exc: HTTPException) -> tuple[Response, int, dict[str, str]]:
         status = exc.code or 500
         code = {404: 20, 401: 11, 403: 12}.get(status, 40 if status < 500 else 50)
         message = {404: "no such endpoint", 405: "method not allowed"}.get(
             status, exc.description or exc.name
         )
-        return jsonify({"ErrorCode": code, "Message": message}), status
+        headers = {}
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110 §15.5.6
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return jsonify({"ErrorCode": code, "Message": message}), status, headers
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
@@ -194,12 +223,17 @@ def create_app(config: ServerConfig) -> Flask:
     def login() -> Response:
         email, password = parse_credentials(_json_body())
         g.user_email = email
+        address = request.remote_addr or "-"
+        wait = throttle.retry_after(email, address)
+        if wait is not None:  # refused before the password is checked
+            raise TooManyLogins(f"too many failed logins; try again in {wait} s", retry_after=wait)
         user = store.user_by_email(email)
         if user is None:
             verify_password(password, _DUMMY_HASH)
+        if user is None or not verify_password(password, user.password_hash):
+            throttle.failed(email, address)
             raise LoginFailed("wrong email or password")
-        if not verify_password(password, user.password_hash):
-            raise LoginFailed("wrong email or password")
+        throttle.succeeded(email)
         return jsonify({"token": tokens.issue(user)})
 
     @app.get("/me")
@@ -244,6 +278,13 @@ def create_app(config: ServerConfig) -> Flask:
         body = {"email": new.email, "role": new.role, "max_devices": new.max_devices}
         return jsonify(body), 201 if created else 200
 
+    @app.put("/users/<email>/password")
+    def put_password(email: str) -> Response:
+        user = current_user()
+        require_role(user, frozenset({"admin"}), "change passwords")
+        target = change_password(store, email=email, password=parse_password_put(_json_body()))
+        return jsonify({"email": target.email})
+
     @app.delete("/users/<email>/devices")
     def delete_devices(email: str) -> Response:
         user = current_user()
@@ -253,10 +294,8 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.get("/resources")
     def list_resources() -> Response:
-        current_user()
-        folder = request.args.get("folder")
-        listing = store.list_entries("resources", check_folder(folder) if folder else None)
-        return jsonify({"resources": listing})
+        user = current_user()
+        return jsonify({"resources": listing_for(user, "resources")})
 
     @app.put("/resources/<folder>/<name>")
     def put_resource(folder: str, name: str) -> tuple[Response, int]:
@@ -265,7 +304,7 @@ def create_app(config: ServerConfig) -> Flask:
         check_folder(folder)
         check_name(name)
         record = parse_resource_put(_json_body(), created=now())
-        created = store.put_resource(folder, name, record)
+        created = store.put_resource(folder, name, record, user)
         return jsonify({"version": record.version}), 201 if created else 200
 
     @app.get("/resources/<folder>/<name>")
@@ -291,10 +330,8 @@ def create_app(config: ServerConfig) -> Flask:
 
     @app.get("/archives")
     def list_archives() -> Response:
-        current_user()
-        folder = request.args.get("folder")
-        listing = store.list_entries("archives", check_folder(folder) if folder else None)
-        return jsonify({"archives": listing})
+        user = current_user()
+        return jsonify({"archives": listing_for(user, "archives")})
 
     @app.put("/archives/<folder>/<name>")
     def put_archive(folder: str, name: str) -> tuple[Response, int]:
@@ -303,7 +340,7 @@ def create_app(config: ServerConfig) -> Flask:
         check_folder(folder)
         check_name(name)
         record = parse_archive_put(_json_body(), created=now())
-        created = store.put_archive(folder, name, record)
+        created = store.put_archive(folder, name, record, user)
         return jsonify({"version": record.version}), 201 if created else 200
 
     @app.get("/archives/<folder>/<name>/key-fragment")

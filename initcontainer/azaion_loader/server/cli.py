@@ -19,6 +19,7 @@ from azaion_loader.server.app import create_app, register_user, server_state
 from azaion_loader.server.config import DEFAULT_TOKEN_TTL, ServerConfig
 from azaion_loader.server.serving import ServerThread, wait_for_stop_signal
 from azaion_loader.server.settings_files import load_cdn_file, load_users_file
+from azaion_loader.server.throttle import LoginLimits
 
 __all__ = ["EPILOG", "add_arguments", "load_jwt_secret", "run"]
 
@@ -58,6 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_TOKEN_TTL,
         help="token lifetime in seconds (default %(default)s)",
+    )
+    limits = LoginLimits()
+    parser.add_argument(
+        "--login-max-failures",
+        type=int,
+        default=limits.failures_per_email,
+        help="failed logins per email within --login-window before 429 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--login-max-failures-per-address",
+        type=int,
+        default=limits.failures_per_address,
+        help="failed logins per client address within --login-window (default %(default)s)",
+    )
+    parser.add_argument(
+        "--login-window",
+        type=float,
+        default=limits.window,
+        help="login throttling window in seconds (default %(default)s)",
     )
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
@@ -103,8 +123,19 @@ def run(args: argparse.Namespace) -> int:
     cdn = load_cdn_file(args.cdn_config_file) if args.cdn_config_file else None
     if args.token_ttl < 1:
         raise ConfigError("--token-ttl must be at least 1 second")
+    try:
+        limits = LoginLimits(
+            failures_per_email=args.login_max_failures,
+            failures_per_address=args.login_max_failures_per_address,
+            window=args.login_window,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--login-*: {exc}") from None
     config = ServerConfig(
-        data_dir=args.data_dir, jwt_secret=load_jwt_secret(args.data_dir), token_ttl=args.token_ttl
+        data_dir=args.data_dir,
+        jwt_secret=load_jwt_secret(args.data_dir),
+        token_ttl=args.token_ttl,
+        login_limits=limits,
     )
     app = create_app(config)
     store = server_state(app).store

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from azaion_loader.server.throttle import LoginLimits
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_TOKEN_TTL", "ServerConfig"]
 
@@ -26,6 +28,9 @@ class ServerConfig:
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest request body accepted; bigger bodies get 413."""
+
+    login_limits: LoginLimits = field(default_factory=LoginLimits)
+    """Failed logins allowed per email and per address within a window (then 429)."""
 
     def __post_init__(self) -> None:
         if len(self.jwt_secret) < 32:

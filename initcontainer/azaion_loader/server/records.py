@@ -22,6 +22,8 @@ class User:
     user_key: str
     max_devices: int
     devices: list[str] = field(default_factory=list)
+    token_epoch: int = 0
+    """Raised at each password change; tokens carry it (claim ``gen``) and older ones fail."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form stored on disk."""

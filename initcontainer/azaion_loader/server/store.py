@@ -18,11 +18,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from azaion_loader.publish import publish_bytes
 from azaion_loader.server.failures import HardwareMismatch, UnknownEntry, VersionConflict
+from azaion_loader.server.ownership import check_may_publish
 from azaion_loader.server.records import ArchiveVersion, ResourceVersion, User
 
 __all__ = ["Store"]
@@ -92,7 +94,10 @@ class Store:
         user_key: str,
         max_devices: int,
     ) -> User:
-        """Create the user ``email``, or update its role, password and device limit."""
+        """Create the user ``email``, or update its role, password and device limit.
+
+        A new password (a new ``user_key``) raises ``token_epoch``: earlier tokens fail.
+        """
         with self._transaction(_USERS) as data:
             users = data.setdefault("users", {})
             found = self._find_email(users, email)
@@ -108,6 +113,8 @@ class Store:
                 log.info("created user %s (role %s)", user.email, role)
             else:
                 user = found
+                if user_key != user.user_key:  # K_user depends on the password alone here
+                    user.token_epoch += 1
                 user.role = role
                 user.password_hash = password_hash
                 user.user_key = user_key
@@ -156,6 +163,19 @@ class Store:
             )
             return user
 
+    def set_password(self, email: str, *, password_hash: str, user_key: str) -> User:
+        """Replace the user's password; every token issued before is refused from now on."""
+        with self._transaction(_USERS) as data:
+            user = self._find_email(data.get("users", {}), email)
+            if user is None:
+                raise UnknownEntry(f"unknown user {email}")
+            user.password_hash = password_hash
+            user.user_key = user_key
+            user.token_epoch += 1
+            data["users"][user.id] = user.to_json()
+            log.info("changed the password of user %s; earlier tokens are void", user.email)
+            return user
+
     def reset_devices(self, email: str) -> User:
         """Forget every device bound to the user ``email``."""
         with self._transaction(_USERS) as data:
@@ -169,22 +189,44 @@ class Store:
 
     # -- resources and archives ------------------------------------------------
 
-    def put_resource(self, folder: str, name: str, record: ResourceVersion) -> bool:
-        """Register a resource version; True if new, False if the same content was there."""
-        with self._transaction(_RESOURCES) as data:
-            entry = data.setdefault("resources", {}).setdefault(
-                f"{folder}/{name}", {"folder": folder, "name": name, "versions": []}
-            )
+    def put_resource(
+        self, folder: str, name: str, record: ResourceVersion, publisher: User
+    ) -> bool:
+        """Register a resource version; True if new, False if the same content was there.
+
+        ``NotOwner`` unless ``publisher`` may publish ``folder/name`` (``ownership``);
+        the first publisher becomes its owner, in the same atomic write.
+        """
+        return self._register(_RESOURCES, "resources", folder, name, record, publisher)
+
+    def _register(
+        self,
+        filename: str,
+        kind: str,
+        folder: str,
+        name: str,
+        record: ResourceVersion | ArchiveVersion,
+        publisher: User,
+    ) -> bool:
+        what = f"{'resource' if kind == 'resources' else 'archive'} {folder}/{name}"
+        with self._transaction(filename) as data:
+            entries = data.setdefault(kind, {})
+            entry = entries.get(f"{folder}/{name}")
+            if entry is None:
+                entry = {"folder": folder, "name": name, "owner": publisher.email, "versions": []}
+            else:
+                check_may_publish(entry.get("owner"), publisher, what)
             for raw in entry["versions"]:
                 if raw["version"] == record.version:
-                    if ResourceVersion.from_json(raw).same_content(record):
+                    stored = type(record).from_json(raw)
+                    if stored == replace(record, created=stored.created):  # same content
                         return False
                     raise VersionConflict(
-                        f"version {record.version} of {folder}/{name} already exists "
-                        "with other content"
+                        f"version {record.version} of {what} already exists with other content"
                     )
             entry["versions"].append(record.to_json())
-            log.info("registered resource %s/%s version %s", folder, name, record.version)
+            entries[f"{folder}/{name}"] = entry
+            log.info("registered %s version %s (by %s)", what, record.version, publisher.email)
             return True
 
     def get_resource(self, folder: str, name: str, version: str | None) -> ResourceVersion:
@@ -194,23 +236,9 @@ class Store:
         raw = self._pick(entry, version, f"resource {folder}/{name}")
         return ResourceVersion.from_json(raw)
 
-    def put_archive(self, folder: str, name: str, record: ArchiveVersion) -> bool:
-        """Register an archive version; True if new, False if the same content was there."""
-        with self._transaction(_ARCHIVES) as data:
-            entry = data.setdefault("archives", {}).setdefault(
-                f"{folder}/{name}", {"folder": folder, "name": name, "versions": []}
-            )
-            for raw in entry["versions"]:
-                if raw["version"] == record.version:
-                    if ArchiveVersion.from_json(raw).same_content(record):
-                        return False
-                    raise VersionConflict(
-                        f"version {record.version} of archive {folder}/{name} already exists "
-                        "with other content"
-                    )
-            entry["versions"].append(record.to_json())
-            log.info("registered archive %s/%s version %s", folder, name, record.version)
-            return True
+    def put_archive(self, folder: str, name: str, record: ArchiveVersion, publisher: User) -> bool:
+        """Register an archive version, like :meth:`put_resource`."""
+        return self._register(_ARCHIVES, "archives", folder, name, record, publisher)
 
     def get_archive(self, folder: str, name: str, version: str | None) -> ArchiveVersion:
         """The given version of an archive, or its latest; ``UnknownEntry`` if absent."""
@@ -234,8 +262,9 @@ class Store:
     def list_entries(self, kind: str, folder: str | None) -> list[dict[str, Any]]:
         """A listing of ``kind`` (``resources`` or ``archives``), optionally in one folder.
 
-        Each item: ``folder``, ``name``, ``latest`` and ``versions`` (version, sha256,
-        size, created); no keys, small parts or fragments.
+        Each item: ``folder``, ``name``, ``owner`` (an email, or None for entries
+        registered before owners were recorded), ``latest`` and ``versions``
+        (version, sha256, size, created); no keys, small parts or fragments.
         """
         filename = {"resources": _RESOURCES, "archives": _ARCHIVES}[kind]
         with self._locked():
@@ -253,6 +282,7 @@ class Store:
                 {
                     "folder": entry["folder"],
                     "name": entry["name"],
+                    "owner": entry.get("owner"),
                     "latest": versions[-1]["version"],
                     "versions": versions,
                 }

@@ -1,6 +1,7 @@
 """JWT issuing and checking (HS256, PyJWT).
 
-Claims: ``sub`` (user id), ``email``, ``role``, ``iat``, ``exp``.
+Claims: ``sub`` (user id), ``email``, ``role``, ``gen`` (the user's token
+epoch, raised at each password change), ``iat``, ``exp``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class TokenService:
             "sub": user.id,
             "email": user.email,
             "role": user.role,
+            "gen": user.token_epoch,
             "iat": issued,
             "exp": issued + self._ttl,
         }

@@ -23,6 +23,7 @@ __all__ = [
     "parse_archive_put",
     "parse_cdn_config",
     "parse_credentials",
+    "parse_password_put",
     "parse_resource_put",
     "parse_user_put",
     "small_part_size",
@@ -178,6 +179,11 @@ def parse_credentials(body: object) -> tuple[str, str]:
     return _str(data, "email").strip().lower(), _str(data, "password")
 
 
+def parse_password_put(body: object) -> str:
+    """``{"password"}`` of ``PUT /users/{email}/password``."""
+    return _str(_object(body), "password")
+
+
 def parse_user_put(body: object) -> tuple[str, str, str, int]:
     """``{"email", "password", "role", "max_devices"}`` of ``POST /users``."""
     data = _object(body)
@@ -209,7 +215,7 @@ def parse_cdn_config(body: object) -> dict[str, Any]:
     write = data.get("write")
     return {
         "endpoint_url": endpoint,
-        "region": data.get("region") or "us-east-1",
+        "region": _str(data, "region") if "region" in data else "us-east-1",
         "read": _key_pair(data.get("read"), "read"),
         "write": None if write is None else _key_pair(write, "write"),
     }

@@ -283,9 +283,9 @@ def test_existing_version_is_a_conflict_31() -> None:
         ]
     )
     with pytest.raises(ConflictError, match="already registered") as info:
-        c.ensure_version_free("resources", "models", "m", "1")
+        c.ensure_publishable("resources", "models", "m", "1")
     assert info.value.error_code == 31
-    c.ensure_version_free("resources", "models", "m", "2")  # a new version is fine
+    c.ensure_publishable("resources", "models", "m", "2")  # a new version is fine
 
 
 def test_unknown_name_has_no_versions() -> None:
@@ -334,3 +334,52 @@ def test_a_redirect_is_a_protocol_error_without_retry() -> None:
         c.login()
     assert len(session.calls) == 1
     assert "pw@" not in info.value.one_line()
+
+
+def test_a_refused_registration_names_the_ownership_rule() -> None:
+    refused = FakeResponse(403, {"ErrorCode": 13, "Message": "resource models/m is owned by x"})
+    c, _, _ = client(
+        [
+            FakeResponse(200, {"token": token()}),
+            refused,
+            FakeResponse(200, {"token": token()}),
+            refused,
+        ]
+    )
+    with pytest.raises(AuthError) as info:
+        c.put_resource("models", "m", {"version": "1"})
+    assert "owned by x" in info.value.message
+    assert "owns this folder/name" in info.value.hint
+
+
+def test_another_owner_in_the_listing_refuses_before_the_upload() -> None:
+    listing = _listing("resources", ["1"])
+    body = json.loads(listing._content)
+    body["resources"][1]["owner"] = "someone@else.test"
+    listing._content = json.dumps(body).encode()
+    listing.raw = io.BytesIO(listing._content)
+    c, s, _ = client([FakeResponse(200, {"token": token()}), listing])
+    with pytest.raises(AuthError, match=r"owned by someone@else\.test") as info:
+        c.ensure_publishable("resources", "models", "m", None)
+    assert info.value.exit_code == 11 and "nothing was uploaded" in info.value.message
+    assert len(s.calls) == 2  # login and the listing only
+
+
+def test_an_admin_may_publish_over_another_owner() -> None:
+    listing = _listing("resources", ["1"])
+    body = json.loads(listing._content)
+    body["resources"][1]["owner"] = "someone@else.test"
+    listing._content = json.dumps(body).encode()
+    listing.raw = io.BytesIO(listing._content)
+    c, _, _ = client([FakeResponse(200, {"token": token(role="admin")}), listing])
+    c.ensure_publishable("resources", "models", "m", "2")
+
+
+def test_a_throttled_login_is_api_unavailable_and_not_retried() -> None:
+    throttled = FakeResponse(429, {"ErrorCode": 14, "Message": "too many failed logins"})
+    throttled.headers["Retry-After"] = "42"
+    c, s, sleeps = client([throttled])
+    with pytest.raises(ApiUnavailableError, match="retry after 42 s") as info:
+        c.me()
+    assert info.value.status == 429 and len(s.calls) == 1 and sleeps == []
+    assert "canary-password" not in info.value.one_line()

@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from azaion_loader.server.failures import HardwareMismatch, UnknownEntry, VersionConflict
-from azaion_loader.server.records import ArchiveVersion, ResourceVersion
+from azaion_loader.server.failures import (
+    HardwareMismatch,
+    NotOwner,
+    UnknownEntry,
+    VersionConflict,
+)
+from azaion_loader.server.records import ArchiveVersion, ResourceVersion, User
 from azaion_loader.server.store import Store
 
 FP1, FP2, FP3 = "1" * 64, "2" * 64, "3" * 64
+PUBLISHER = User(
+    id="p", email="p@example.com", role="uploader", password_hash="h", user_key="k", max_devices=1
+)
 
 
 def _user(store: Store, email: str = "A@Example.com", max_devices: int = 1) -> str:
@@ -75,21 +83,23 @@ def test_binding_survives_a_new_store_on_the_same_directory(tmp_path: Path) -> N
 
 def test_same_version_same_content_is_idempotent_other_content_conflicts(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    assert store.put_resource("models", "m.bin", _resource("1")) is True
-    assert store.put_resource("models", "m.bin", _resource("1")) is False
+    assert store.put_resource("models", "m.bin", _resource("1"), PUBLISHER) is True
+    assert store.put_resource("models", "m.bin", _resource("1"), PUBLISHER) is False
     with pytest.raises(VersionConflict) as caught:
-        store.put_resource("models", "m.bin", _resource("1", small="b3RoZXI="))
+        store.put_resource("models", "m.bin", _resource("1", small="b3RoZXI="), PUBLISHER)
     assert (caught.value.status, caught.value.error_code) == (409, 31)
 
 
 def test_plain_digest_is_stored_and_part_of_the_content(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    assert store.put_resource("models", "m.bin", _resource("1", plain_sha256="e" * 64))
-    assert not store.put_resource("models", "m.bin", _resource("1", plain_sha256="e" * 64))
+    assert store.put_resource("models", "m.bin", _resource("1", plain_sha256="e" * 64), PUBLISHER)
+    assert not store.put_resource(
+        "models", "m.bin", _resource("1", plain_sha256="e" * 64), PUBLISHER
+    )
     with pytest.raises(VersionConflict):
-        store.put_resource("models", "m.bin", _resource("1", plain_sha256="f" * 64))
+        store.put_resource("models", "m.bin", _resource("1", plain_sha256="f" * 64), PUBLISHER)
     with pytest.raises(VersionConflict):
-        store.put_resource("models", "m.bin", _resource("1"))
+        store.put_resource("models", "m.bin", _resource("1"), PUBLISHER)
     assert Store(tmp_path).get_resource("models", "m.bin", "1").plain_sha256 == "e" * 64
 
 
@@ -106,8 +116,8 @@ def test_versions_stored_without_a_plain_digest_still_load(tmp_path: Path) -> No
 
 def test_latest_is_the_last_registered_version(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    store.put_resource("models", "m.bin", _resource("2"))
-    store.put_resource("models", "m.bin", _resource("10", small="eA=="))
+    store.put_resource("models", "m.bin", _resource("2"), PUBLISHER)
+    store.put_resource("models", "m.bin", _resource("10", small="eA=="), PUBLISHER)
     assert store.get_resource("models", "m.bin", None).version == "10"
     assert store.get_resource("models", "m.bin", "2").version == "2"
     with pytest.raises(UnknownEntry):
@@ -121,7 +131,7 @@ def test_archives_keep_their_images(tmp_path: Path) -> None:
     record = ArchiveVersion(
         version="1", fragment="Zg==", sha256="e" * 64, size=48, images=("demo/app:1.0",)
     )
-    assert store.put_archive("images", "app", record)
+    assert store.put_archive("images", "app", record, PUBLISHER)
     assert store.get_archive("images", "app", "1").images == ("demo/app:1.0",)
     listing = store.list_entries("archives", None)
     assert [(e["folder"], e["name"], e["latest"]) for e in listing] == [("images", "app", "1")]
@@ -130,8 +140,8 @@ def test_archives_keep_their_images(tmp_path: Path) -> None:
 
 def test_listing_filters_by_folder_and_hides_secrets(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    store.put_resource("models", "a.bin", _resource("1"))
-    store.put_resource("other", "b.bin", _resource("1"))
+    store.put_resource("models", "a.bin", _resource("1"), PUBLISHER)
+    store.put_resource("other", "b.bin", _resource("1"), PUBLISHER)
     listing = store.list_entries("resources", "models")
     assert [e["name"] for e in listing] == ["a.bin"]
     assert set(listing[0]["versions"][0]) == {"version", "sha256", "size", "created"}
@@ -140,7 +150,7 @@ def test_listing_filters_by_folder_and_hides_secrets(tmp_path: Path) -> None:
 def test_state_files_are_private_and_leave_no_temporaries(tmp_path: Path) -> None:
     store = Store(tmp_path / "data")
     _user(store)
-    store.put_resource("models", "m.bin", _resource("1"))
+    store.put_resource("models", "m.bin", _resource("1"), PUBLISHER)
     store.set_cdn_config({"endpoint_url": "http://x", "read": {}, "write": None})
     names = sorted(p.name for p in (tmp_path / "data").iterdir())
     assert names == [".lock", "cdn.json", "resources.json", "users.json"]
@@ -168,3 +178,35 @@ def test_concurrent_bindings_never_exceed_max_devices(tmp_path: Path) -> None:
         thread.join()
     assert outcomes.count("bound") == 3
     assert len(store.user_by_id(user_id).devices) == 3  # type: ignore[union-attr]
+
+
+def test_concurrent_first_publishers_leave_exactly_one_owner(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    publishers = [
+        User(
+            id=str(i),
+            email=f"p{i}@example.com",
+            role="uploader",
+            password_hash="h",
+            user_key="k",
+            max_devices=1,
+        )
+        for i in range(8)
+    ]
+    accepted: list[str] = []
+
+    def publish(user: User) -> None:
+        try:
+            store.put_resource("models", "m.bin", _resource(user.id), user)
+        except NotOwner:
+            return
+        accepted.append(user.email)
+
+    threads = [threading.Thread(target=publish, args=(u,)) for u in publishers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [owner] = accepted
+    [entry] = Store(tmp_path).list_entries("resources", None)
+    assert entry["owner"] == owner and len(entry["versions"]) == 1

@@ -30,7 +30,14 @@ def test_token_claims() -> None:
     service = TokenService(SECRET, ttl=600)
     token = service.issue(USER, now=1000)
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims == {"sub": "u1", "email": "a@b.c", "role": "uploader", "iat": 1000, "exp": 1600}
+    assert claims == {
+        "sub": "u1",
+        "email": "a@b.c",
+        "role": "uploader",
+        "gen": 0,
+        "iat": 1000,
+        "exp": 1600,
+    }
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     assert service.check(service.issue(USER))["sub"] == "u1"
 
