@@ -59,6 +59,9 @@ __all__ = ["Event", "Report", "reconcile_resource", "reconcile_unlock"]
 
 log = logging.getLogger(__name__)
 
+# an ImageUnlock node cordoned or NotReady before its Job (reported, not waited on)
+NODE_UNSCHEDULABLE = "NodeUnschedulable"
+
 RESOURCE_STEPS = {"fetch": "Fetching", "verify": "Verifying"}
 UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
@@ -373,12 +376,34 @@ def reconcile_unlock(
             tolerations=spec.get("tolerations") or [],
         )
     }
+    # A node of this generation's status that still matches the selector but was
+    # cordoned (or went NotReady) before its Job was made: reported as failed, never
+    # waited on; it gets its Job once it is eligible again.
+    matching = {
+        n.name
+        for n in eligible_nodes(
+            [dataclasses.replace(n, ready=True, unschedulable=False) for n in nodes],
+            selector=spec.get("nodeSelector") or {},
+            tolerations=spec.get("tolerations") or [],
+        )
+    }
+    blocked = {
+        name
+        for name, item in previous.items()
+        if name in matching
+        and name not in eligible
+        and name not in by_node
+        and (item.get("phase") not in TERMINAL or item.get("reason") == NODE_UNSCHEDULABLE)
+    }
     done_before = {
         name
         for name, item in previous.items()
-        if item.get("phase") in TERMINAL and name in known and name not in by_node
+        if item.get("phase") in TERMINAL
+        and name in known
+        and name not in by_node
+        and not (item.get("reason") == NODE_UNSCHEDULABLE and name in eligible)
     }
-    targets = sorted(set(eligible) | set(by_node) | done_before)
+    targets = sorted(set(eligible) | set(by_node) | done_before | blocked)
     if not targets:
         raise SpecError(
             "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
@@ -392,6 +417,12 @@ def reconcile_unlock(
         outcomes[name] = job_outcome(job, _pods_of(pods, job), steps=UNLOCK_STEPS)
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
+    for name in blocked:
+        outcomes[name] = JobOutcome(
+            FAILED,
+            NODE_UNSCHEDULABLE,
+            f"node {name} became unschedulable or NotReady before its Job started; no Job made",
+        )
 
     choices = {n: _job_runtime(j) for n, j in by_node.items()}
     for name in targets:
