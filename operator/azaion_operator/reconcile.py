@@ -61,6 +61,14 @@ log = logging.getLogger(__name__)
 
 # an ImageUnlock node cordoned or NotReady before its Job (reported, not waited on)
 NODE_UNSCHEDULABLE = "NodeUnschedulable"
+# the taints Kubernetes adds for a cordoned / NotReady node (not the admin's own)
+_NODE_STATE_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    }
+)
 
 RESOURCE_STEPS = {"fetch": "Fetching", "verify": "Verifying"}
 UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
@@ -382,7 +390,15 @@ def reconcile_unlock(
     matching = {
         n.name
         for n in eligible_nodes(
-            [dataclasses.replace(n, ready=True, unschedulable=False) for n in nodes],
+            [
+                dataclasses.replace(
+                    n,
+                    ready=True,
+                    unschedulable=False,
+                    taints=tuple(t for t in n.taints if t.get("key") not in _NODE_STATE_TAINTS),
+                )
+                for n in nodes
+            ],
             selector=spec.get("nodeSelector") or {},
             tolerations=spec.get("tolerations") or [],
         )

@@ -271,7 +271,9 @@ def test_unlock_reports_a_node_cordoned_before_its_job_and_gives_it_one_when_unc
 
     fake.jobs = [job]
     body["status"] = first.status
-    cordoned = dataclasses.replace(other, unschedulable=True)
+    # as the API server has it: a cordon also adds the unschedulable taint
+    cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+    cordoned = dataclasses.replace(other, unschedulable=True, taints=(*other.taints, cordon))
     second = reconcile_unlock(_kube(fake), ALLOWED, body, [node, cordoned], now=NOW)
     item = {n["name"]: n for n in second.status["nodes"]}["edge-2"]
     assert (item["phase"], item["reason"]) == ("Failed", "NodeUnschedulable"), item
