@@ -1,5 +1,5 @@
 # Shortcuts to the scripts in scripts/ (which CI and the README call directly).
-.PHONY: help install check test unit image chart-lint sync-crds e2e-kind kind-cluster
+.PHONY: help install check test unit image chart-lint sync-crds e2e-kind e2e-kind-local kind-cluster
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ chart-lint:  ## helm lint --strict and the chart's tests
 
 e2e-kind:  ## the e2e suite on a kind cluster (needs docker, kind, kubectl, helm)
 	./scripts/e2e-kind
+
+e2e-kind-local:  ## the e2e suite on the 3-node kind cluster of these machines (node image built here)
+	./scripts/e2e-kind --local
 
 kind-cluster:  ## a 3-node kind cluster on a node image built here, no registry (docs/cluster.md)
 	./scripts/kind-node-image create

@@ -266,21 +266,32 @@ class KubeClient:
                 ),
             )
             return list(body.get("items") or [])
+        # One namespace that cannot be listed (deleted, its RoleBinding gone) must not
+        # hide the others from the resync and node reconciles: logged and skipped;
+        # raised only when no namespace answers.
+        errors: list[KubeError] = []
         for namespace in wanted:
-            body = _wrap(
-                f"list {plural} in {namespace}",
-                lambda ns=namespace: _json(  # type: ignore[misc]
-                    self._custom.list_namespaced_custom_object(
-                        crd.GROUP,
-                        crd.VERSION,
-                        ns,
-                        plural,
-                        _preload_content=False,
-                        _request_timeout=_TIMEOUT,
-                    )
-                ),
-            )
+            try:
+                body = _wrap(
+                    f"list {plural} in {namespace}",
+                    lambda ns=namespace: _json(  # type: ignore[misc]
+                        self._custom.list_namespaced_custom_object(
+                            crd.GROUP,
+                            crd.VERSION,
+                            ns,
+                            plural,
+                            _preload_content=False,
+                            _request_timeout=_TIMEOUT,
+                        )
+                    ),
+                )
+            except KubeError as error:
+                log.warning("%s (skipped; the other namespaces are listed)", error.message)
+                errors.append(error)
+                continue
             items += body.get("items") or []
+        if errors and len(errors) == len(wanted):
+            raise errors[0]
         return items
 
     # --- writes ----------------------------------------------------------

@@ -221,12 +221,30 @@ UNLOCK_STEPS = {"unlock-fetch": "Fetching", "unlock-load": "Loading"}
 NODE_UNAVAILABLE = "NodeUnavailable"
 
 
+# The taints Kubernetes itself adds to a cordoned or NotReady node (not the admin's).
+_NODE_STATE_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    }
+)
+
+
 def _matches(node: NodeInfo, spec: Mapping[str, Any]) -> bool:
-    """Whether ``node`` still matches ``spec.nodeSelector`` (readiness aside)."""
-    selector = spec.get("nodeSelector") or {}
-    return node.operating_system == "linux" and all(
-        node.labels.get(k) == v for k, v in selector.items()
+    """Whether ``node`` would be eligible if it were Ready and not cordoned."""
+    relaxed = dataclasses.replace(
+        node,
+        ready=True,
+        unschedulable=False,
+        taints=tuple(t for t in node.taints if t.get("key") not in _NODE_STATE_TAINTS),
     )
+    chosen = eligible_nodes(
+        [relaxed],
+        selector=spec.get("nodeSelector") or {},
+        tolerations=spec.get("tolerations") or [],
+    )
+    return bool(chosen)
 
 
 def _job_runtime(job: Mapping[str, Any]) -> RuntimeChoice:

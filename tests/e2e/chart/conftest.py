@@ -110,15 +110,20 @@ def node_name(core: Any, host_ip: str) -> str:
 
     The Ready node whose address is the host address (the local cluster), else a
     kind node (a Docker container of the host), else the first Ready node. Other
-    nodes (e.g. fake nodes of a benchmark on a shared cluster) are never used.
+    nodes (e.g. fake nodes of a benchmark on a shared cluster) are never used, nor
+    a node that takes no ordinary pods (a tainted control plane of a multi-node
+    kind cluster).
     """
     ready = []
     for node in core.list_node().items:
         conds = {c.type: c.status for c in node.status.conditions or []}
-        if conds.get("Ready") == "True":
+        blocked = any(
+            t.effect in ("NoSchedule", "NoExecute") for t in node.spec.taints or []
+        ) or bool(node.spec.unschedulable)
+        if conds.get("Ready") == "True" and not blocked:
             ready.append(node)
     if not ready:
-        pytest.fail("no Ready node in the cluster")
+        pytest.fail("no Ready node in the cluster that takes pods (untainted, schedulable)")
     for node in ready:
         if any(a.address == host_ip for a in node.status.addresses or []):
             return str(node.metadata.name)

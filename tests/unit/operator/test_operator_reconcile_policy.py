@@ -40,6 +40,7 @@ class FakeKube:
         self.created: list[dict[str, Any]] = []
         self.status_patches: list[dict[str, Any]] = []
         self._secret_keys = secret_keys
+        self.jobs: list[dict[str, Any]] = []
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str]:
         self.calls.append("secret_keys")
@@ -49,7 +50,7 @@ class FakeKube:
 
     def list_jobs(self, namespace: str, labels: Any) -> list[dict[str, Any]]:
         self.calls.append("list_jobs")
-        return []
+        return copy.deepcopy(self.jobs)
 
     def list_pods(self, namespace: str, labels: Any) -> list[dict[str, Any]]:
         self.calls.append("list_pods")
@@ -294,3 +295,53 @@ def test_a_node_cordoned_before_its_job_is_reported_and_retried_when_back(
     reconcile_unlock(_kube(again), ALLOWED, body, [node, other], now=NOW)
     built = [j["metadata"]["annotations"]["loader.azaion.com/node-name"] for j in again.created]
     assert built == ["edge-2"]
+
+
+def test_unlock_reports_a_node_cordoned_before_its_job_and_gives_it_one_when_uncordoned(
+    unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    """parallelism 1 on two nodes; the waiting one is cordoned, then uncordoned."""
+    other = dataclasses.replace(node, name="edge-2")
+    body = _unlock_body(unlock, "edge")
+    body["spec"]["parallelism"] = 1
+    fake = FakeKube()
+    first = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
+    [job] = fake.created
+    assert job["metadata"]["annotations"]["loader.azaion.com/node-name"] == "edge-1"
+    waiting = {n["name"]: n for n in first.status["nodes"]}["edge-2"]
+    assert waiting["phase"] == "Pending" and "jobName" not in waiting
+
+    fake.jobs = [job]
+    body["status"] = first.status
+    # as the API server has it: a cordon also adds the unschedulable taint
+    cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+    cordoned = dataclasses.replace(other, unschedulable=True, taints=(*other.taints, cordon))
+    second = reconcile_unlock(_kube(fake), ALLOWED, body, [node, cordoned], now=NOW)
+    item = {n["name"]: n for n in second.status["nodes"]}["edge-2"]
+    assert (item["phase"], item["reason"]) == ("Failed", "NodeUnavailable"), item
+    assert second.status["desired"] == 2 and "edge-2" in second.status["failedNodes"]
+    assert len(fake.created) == 1  # no Job for the cordoned node
+
+    body["status"] = second.status
+    third = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
+    item = {n["name"]: n for n in third.status["nodes"]}["edge-2"]
+    assert item["phase"] == "Pending" and item.get("reason") != "NodeUnavailable", item
+    assert len(fake.created) == 1  # edge-1's Job still holds the one slot
+
+
+def test_unlock_drops_a_node_whose_label_no_longer_matches(
+    unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    """Only a cordoned/NotReady node is reported; one that stops matching just leaves."""
+    other = dataclasses.replace(node, name="edge-2", labels={**node.labels, "group": "a"})
+    body = _unlock_body(unlock, "edge")
+    body["spec"]["parallelism"] = 1
+    body["spec"]["nodeSelector"] = {"group": "a"}
+    both = dataclasses.replace(node, labels={**node.labels, "group": "a"})
+    fake = FakeKube()
+    first = reconcile_unlock(_kube(fake), ALLOWED, body, [both, other], now=NOW)
+    fake.jobs = list(fake.created)
+    body["status"] = first.status
+    relabelled = dataclasses.replace(other, labels={**node.labels, "group": "b"})
+    second = reconcile_unlock(_kube(fake), ALLOWED, body, [both, relabelled], now=NOW)
+    assert [n["name"] for n in second.status["nodes"]] == ["edge-1"]
