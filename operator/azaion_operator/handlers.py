@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import datetime
 import logging
 import os
@@ -174,7 +175,6 @@ def _apply(
             kube.patch_status(plural, meta["namespace"], meta["name"], {**patch, **(handled or {})})
             if diffbase is not None and handled is not None:
                 diffbase.written(meta["uid"], handled)
-    _post(body, report)
     created = sum(1 for e in report.events if e.reason == "JobCreated")
     memo.metrics.record(
         observations(
@@ -185,6 +185,7 @@ def _apply(
             now=datetime.datetime.now(datetime.UTC),
         )
     )
+    _post(body, report)
 
 
 def _fail(memo: kopf.Memo, kind: str, body: Mapping[str, Any], error: SpecError) -> None:
@@ -334,8 +335,19 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
         _queued_followups.add(owner.get("uid"))
     nodes = _nodes(kwargs["node_index"])
     loop = asyncio.get_running_loop()
+    # The handler's context goes along: kopf.event needs kopf's context variables,
+    # which run_in_executor (unlike kopf's own handler threads) does not carry.
+    context = contextvars.copy_context()
     await loop.run_in_executor(
-        memo.followups, _reconcile_owner, memo, kind, meta["namespace"], meta["name"], owner, nodes
+        memo.followups,
+        context.run,
+        _reconcile_owner,
+        memo,
+        kind,
+        meta["namespace"],
+        meta["name"],
+        owner,
+        nodes,
     )
 
 
@@ -437,6 +449,7 @@ async def _resync_forever(memo: kopf.Memo) -> None:
     while True:
         await asyncio.sleep(settings.resync_seconds)
         try:
-            await loop.run_in_executor(None, _resync_once, memo)
+            # kopf's context variables (kopf.event needs them) go along, as above.
+            await loop.run_in_executor(None, contextvars.copy_context().run, _resync_once, memo)
         except Exception:  # the loop must survive anything one round runs into
             log.exception("resync round failed")

@@ -149,7 +149,13 @@ def _job_pods(core: Any, namespace: str, job_name: str) -> list[Any]:
 
 
 def test_resource_is_delivered_byte_identical(
-    ns: Any, custom: Any, batch: Any, dev_stack: DevStack, node_files: NodeFiles, tmp_path: Any
+    ns: Any,
+    core: Any,
+    custom: Any,
+    batch: Any,
+    dev_stack: DevStack,
+    node_files: NodeFiles,
+    tmp_path: Any,
 ) -> None:
     data = os.urandom(300_000)
     digest = _publish(dev_stack, tmp_path, f"e2e-model-{ns.name}", data)
@@ -166,6 +172,16 @@ def test_resource_is_delivered_byte_identical(
     assert node_files.read_bytes(ns.host_dir / "model.bin") == data
     assert node_files.list_files(ns.host_dir) == ["model.bin"], "no temporary files left"
     assert len(_jobs(batch, ns.name, created["metadata"]["uid"])) == 1
+    # The Job's completion is seen by a follow-up reconcile (off kopf's handler
+    # threads): its Event must still be posted.
+
+    def succeeded_event() -> bool:
+        events = core.list_namespaced_event(
+            ns.name, field_selector="involvedObject.name=model"
+        ).items
+        return any(e.reason == "Succeeded" for e in events)
+
+    wait_for("the Succeeded Event", succeeded_event, timeout=30)
     print(f"Resource Ready in {took:.1f}s")
 
 
