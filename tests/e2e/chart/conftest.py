@@ -51,7 +51,7 @@ from e2e_chart_support import (
 )
 
 IMAGE = os.environ.get("AZAION_E2E_IMAGE", "azaion-loader:dev")
-POOL_SIZE = 12
+POOL_SIZE = 16
 _KEEP = os.environ.get("AZAION_E2E_KEEP") == "1"
 
 

@@ -156,12 +156,12 @@ def _terminal(status: dict[str, Any]) -> bool:
 
 
 def test_unlock_fans_out_to_every_node_one_at_a_time_each_with_its_own_machine_id(
+    workers: list[str],
     ns: Any,
     core: Any,
     custom: Any,
     batch: Any,
     dev_stack: Any,
-    workers: list[str],
     group: str,
     session_id: str,
     tmp_path: Any,
@@ -214,12 +214,12 @@ def test_unlock_fans_out_to_every_node_one_at_a_time_each_with_its_own_machine_i
 
 
 def test_a_node_labelled_later_gets_its_job(
+    workers: list[str],
     ns: Any,
     core: Any,
     custom: Any,
     batch: Any,
     dev_stack: Any,
-    workers: list[str],
     group: str,
     session_id: str,
     tmp_path: Any,
@@ -252,12 +252,12 @@ def test_a_node_labelled_later_gets_its_job(
 
 
 def test_a_node_cordoned_mid_run_is_reported_and_not_waited_on(
+    workers: list[str],
     ns: Any,
     core: Any,
     custom: Any,
     batch: Any,
     dev_stack: Any,
-    workers: list[str],
     group: str,
     session_id: str,
     tmp_path: Any,
