@@ -8,7 +8,6 @@ in the `dev` extra).  Settings that the schema cannot state are in
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from api_for_fuzzing import admin_app
 
-from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
-from azaion_loader.server.app import register_user
+from azaion_loader.server import ServerThread
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
@@ -33,21 +32,9 @@ def _schemathesis() -> str:
 @pytest.fixture
 def admin_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The server with an admin and CDN settings; yields its URL and an admin token."""
-    app = create_app(ServerConfig(data_dir=tmp_path / "api", jwt_secret=secrets.token_bytes(32)))
-    state = server_state(app)
-    admin = register_user(
-        state.store,
-        email="fuzz-admin@example.test",
-        password=secrets.token_urlsafe(16),
-        role="admin",
-        max_devices=1_000_000,
-    )
-    pair = {"access_key_id": "AK", "secret_access_key": "SK"}
-    state.store.set_cdn_config(
-        {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1", "read": pair, "write": pair}
-    )
+    app, token = admin_app(tmp_path / "api")
     with ServerThread(app) as server:
-        yield server.url, state.tokens.issue(admin)
+        yield server.url, token
 
 
 def test_schemathesis_finds_no_mismatch(admin_server: tuple[str, str], tmp_path: Path) -> None:
