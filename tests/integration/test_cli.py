@@ -83,7 +83,10 @@ def test_interrupt_exits_130(dev_env: Any, tmp_path: Path) -> None:
             str(tmp_path / "m"),
             "--json",
         ],
-        env=dev_env.merged(),
+        # A read timeout above the server's delay: the login is still waiting when
+        # the signal comes (with the suite's short timeout a retry could get
+        # through first, and the fetch end before it).
+        env=dev_env.merged(LOADER_TIMEOUT="60", LOADER_DEADLINE="120"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
