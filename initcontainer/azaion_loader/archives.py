@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from azaion_loader.atomic_write import AtomicWriter, publish_bytes, scratch_dir
 from azaion_loader.crypto import CHUNK_SIZE, Decryptor, EncryptingReader
 from azaion_loader.engine import ImageEngine
 from azaion_loader.envelope import derive_archive_key
@@ -53,7 +54,6 @@ from azaion_loader.models import (
 )
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
-from azaion_loader.publish import AtomicWriter, publish_bytes, scratch_dir
 from azaion_loader.tar_manifest import TarManifestScanner, disallowed_tags, sealed_repo_tags
 from azaion_loader.workdir import (
     ARCHIVE_FILE,

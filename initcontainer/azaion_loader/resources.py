@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.crypto import (
     CHUNK_SIZE,
     Decryptor,
@@ -50,7 +51,6 @@ from azaion_loader.errors import IntegrityError, LoaderError, TargetError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
 from azaion_loader.pipeline import Sink, prefetch
 from azaion_loader.progress import ProgressCallback
-from azaion_loader.publish import AtomicWriter
 
 if TYPE_CHECKING:
     # Annotations only: boto3 (~0.2 s to import) loads when the caller makes

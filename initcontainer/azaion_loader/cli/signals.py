@@ -10,7 +10,7 @@ so no ``except Exception`` swallows it): writers abort, work directories are
 removed, ``docker load`` is killed.  Only the first signal raises; later ones
 are ignored, so they cannot interrupt that cleanup halfway.
 
-SIGKILL cannot be caught: :mod:`azaion_loader.publish` covers it with nameless
+SIGKILL cannot be caught: :mod:`azaion_loader.atomic_write` covers it with nameless
 temporaries and a sweep of stale ones.
 """
 

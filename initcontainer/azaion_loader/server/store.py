@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from azaion_loader.publish import publish_bytes
+from azaion_loader.atomic_write import publish_bytes
 from azaion_loader.server.failures import HardwareMismatch, UnknownEntry, VersionConflict
 from azaion_loader.server.ownership import check_may_publish
 from azaion_loader.server.records import ArchiveVersion, ResourceVersion, User

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from azaion_loader import crypto
+from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.pipeline import Background, BufferRing, Sink, file_sha256, prefetch
-from azaion_loader.publish import AtomicWriter
 
 KEY = bytes(range(32))
 

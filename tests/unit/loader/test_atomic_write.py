@@ -1,4 +1,4 @@
-"""Atomic publish: the target is the old file or the whole new one, never partial."""
+"""Atomic write: the target is the old file or the whole new one, never partial."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from azaion_loader.errors import TargetError
-from azaion_loader.publish import (
+from azaion_loader.atomic_write import (
     AtomicWriter,
     atomic_writer,
     publish_bytes,
@@ -17,6 +16,7 @@ from azaion_loader.publish import (
     sweep_stale,
     temp_prefix,
 )
+from azaion_loader.errors import TargetError
 
 
 def test_commit_replaces_and_sets_mode(tmp_path: Path) -> None:

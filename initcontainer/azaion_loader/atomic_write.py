@@ -1,4 +1,4 @@
-"""Atomic publish: a temporary file beside the target, fsync, rename, fsync the directory.
+"""Atomic write: a temporary file beside the target, fsync, rename, fsync the directory.
 
 At any point of failure the target holds either its old content or the
 complete new one, never a partial file; the temporary file is removed.
