@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import BASE_IMAGE, kubectl, script
+from cluster_support import BASE_IMAGE, kubectl, script
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cluster_helpers import (
+from cluster_support import (
     apply,
     build_image,
     helm_bin,

@@ -44,7 +44,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from loader_cli import docker, publish_archive, rootfs_tar, unlock_fetch
+from loader_cli_support import docker, publish_archive, rootfs_tar, unlock_fetch
 from private_containerd import ContainerdStartError, PrivateContainerd, missing_tools
 
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
@@ -436,8 +436,8 @@ def containerd_engine() -> Iterator[PrivateContainerd]:
 
 @pytest.fixture
 def fault_proxy() -> Iterator[Callable[[int], Any]]:
-    """``make(upstream_port)``: a :class:`faultproxy.FaultProxy` on loopback, closed at teardown."""
-    from faultproxy import FaultProxy
+    """``make(upstream_port)``: a loopback :class:`fault_proxy_support.FaultProxy`, closed after."""
+    from fault_proxy_support import FaultProxy
 
     made: list[FaultProxy] = []
 

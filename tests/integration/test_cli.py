@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import LoaderRun, run_loader
+from loader_cli_support import LoaderRun, run_loader
 
 COMMANDS = [
     "fetch",

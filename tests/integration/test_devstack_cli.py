@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from loader_cli import docker, run_loader
+from loader_cli_support import docker, run_loader
 
 from azaion_loader.devstack import SAMPLE_IMAGE, SAMPLE_IMAGE_LINE
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import fetch_model, run_loader, upload_model
+from loader_cli_support import fetch_model, run_loader, upload_model
 
 from azaion_loader.crypto import ciphertext_size, split_point
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import fetch_model, upload_model
+from loader_cli_support import fetch_model, upload_model
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint

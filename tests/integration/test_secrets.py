@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import run_loader
+from loader_cli_support import run_loader
 
 from azaion_loader.api_client import ApiClient
 from azaion_loader.fingerprint import compute_fingerprint

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from loader_cli import run_loader
+from loader_cli_support import run_loader
 from test_server_http import assert_error
 
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state

@@ -1,7 +1,7 @@
 """Real faults on loopback (issue 11): a proxy cuts, stalls or slows a live stream.
 
 The `loader` CLI runs as a child process against the reference API server and
-moto's S3, with :mod:`faultproxy` in between.  Every test checks the exit code
+moto's S3, with :mod:`fault_proxy_support` in between.  Every test checks the exit code
 and error class, that the time stayed within the deadline, that no temporary
 is left and that the target is absent or still holds its old content.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import fetch_model, upload_model
+from loader_cli_support import fetch_model, upload_model
 
 LOADER = [sys.executable, "-m", "azaion_loader"]
 BIG = 4 * 1024 * 1024 + 123

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
+from loader_cli_support import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
 
 from azaion_loader.archives import TarManifestScanner
 from azaion_loader.docker_cli import DockerCli

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loader_cli import run_loader
+from loader_cli_support import run_loader
 from private_containerd import PrivateContainerd
 
 from azaion_loader.containerd_cli import PIN_LABEL, ContainerdCli

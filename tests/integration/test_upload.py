@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from loader_cli import run_loader
+from loader_cli_support import run_loader
 
 
 def test_plain_user_may_not_upload(dev_env: Any, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from e2e_chart_support import (
+from chart_e2e_support import (
     HOST_VOLUMES,
     NAMESPACE_PREFIX,
     RELEASE,

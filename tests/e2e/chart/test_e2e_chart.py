@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 import pytest
-from e2e_chart_support import (
+from chart_e2e_support import (
     FOLDER,
     GROUP,
     OWNER_UID,

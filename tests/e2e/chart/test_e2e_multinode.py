@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_chart_support import GROUP, OWNER_UID, VERSION, wait_for
+from chart_e2e_support import GROUP, OWNER_UID, VERSION, wait_for
 from test_e2e_chart import IMAGE_LINE, _publish_archive, _run_pod
 
 pytestmark = pytest.mark.e2e
