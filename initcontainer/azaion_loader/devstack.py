@@ -48,7 +48,7 @@ from azaion_loader.atomic_write import publish_bytes
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.errors import ConfigError, LoaderError
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
-from azaion_loader.server.app import register_user
+from azaion_loader.server.accounts import register_user
 from azaion_loader.server.serving import StopSignals
 
 __all__ = [

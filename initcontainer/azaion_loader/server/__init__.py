@@ -2,7 +2,8 @@
 
 A real HTTP server, not a mock: users with roles, hardware binding, small parts,
 resource keys, digests, key fragments and CDN settings, persisted as JSON files
-under a data directory.  ``create_app(config)`` builds the Flask application;
+under a data directory.  ``create_app(config)`` builds the Flask application
+(its endpoints: ``routes``, one blueprint per resource);
 ``serving.ServerThread`` runs it on a threaded werkzeug server; ``cli`` is
 ``loader serve-api``.
 """

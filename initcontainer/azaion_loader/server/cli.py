@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from azaion_loader.errors import ConfigError
-from azaion_loader.server.app import create_app, register_user, server_state
+from azaion_loader.server.accounts import register_user
+from azaion_loader.server.app import create_app, server_state
 from azaion_loader.server.config import DEFAULT_TOKEN_TTL, ServerConfig
 from azaion_loader.server.serving import ServerThread, wait_for_stop_signal
 from azaion_loader.server.settings_files import load_cdn_file, load_users_file

@@ -1,0 +1,61 @@
+"""``/resources``: the listing, registration of a version, and the sealed record."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from azaion_loader.server.records import UPLOAD_ROLES
+from azaion_loader.server.routes.common import (
+    current_user,
+    json_body,
+    listing_for,
+    require_role,
+    sealed,
+    state,
+    version_arg,
+)
+from azaion_loader.server.store import now
+from azaion_loader.server.validation import check_folder, check_name, parse_resource_put
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("resources", __name__)
+
+
+@blueprint.get("/resources")
+def list_resources() -> Response:
+    user = current_user()
+    return jsonify({"resources": listing_for(user, "resources")})
+
+
+@blueprint.put("/resources/<folder>/<name>")
+def put_resource(folder: str, name: str) -> tuple[Response, int]:
+    user = current_user()
+    require_role(user, UPLOAD_ROLES, "upload resources")
+    check_folder(folder)
+    check_name(name)
+    record = parse_resource_put(json_body(), created=now())
+    created = state().store.put_resource(folder, name, record, user)
+    return jsonify({"version": record.version}), 201 if created else 200
+
+
+@blueprint.get("/resources/<folder>/<name>")
+def get_resource(folder: str, name: str) -> Response:
+    user = current_user()
+    check_folder(folder)
+    check_name(name)
+    record = state().store.get_resource(folder, name, version_arg())
+    payload = {
+        "folder": folder,
+        "name": name,
+        "version": record.version,
+        "small": record.small,
+        "key": record.key,
+        "sha256": record.sha256,
+        "size": record.size,
+        "plain_size": record.plain_size,
+        "big_key": f"{name}.big",
+    }
+    if record.plain_sha256 is not None:  # absent for versions registered without it
+        payload["plain_sha256"] = record.plain_sha256
+    return sealed(user, "resource", payload)
