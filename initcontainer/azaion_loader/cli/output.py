@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,16 +17,33 @@ __all__ = ["JsonFormatter", "configure_logging", "error_result", "write_result"]
 _QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug")
 
 
+def _severity(levelno: int) -> str:
+    """kopf's names for the levels (its JSON log lines say ``warn``, not ``WARNING``)."""
+    for limit, name in (
+        (logging.DEBUG, "debug"),
+        (logging.INFO, "info"),
+        (logging.WARNING, "warn"),
+        (logging.ERROR, "error"),
+    ):
+        if levelno <= limit:
+            return name
+    return "fatal"
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per log record."""
+    """One JSON object per log record, with the keys of the operator's (kopf's) JSON lines.
+
+    ``message``, ``timestamp`` and ``severity`` as kopf writes them, so the
+    operator's and its Jobs' lines read alike in one log store; ``logger``
+    besides.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
             "message": record.getMessage(),
+            "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "severity": _severity(record.levelno),
+            "logger": record.name,
         }
         return json.dumps(doc)
 
