@@ -1,5 +1,6 @@
 """Benchmark: what importing loguru adds to the CLI's start, both variants in one run.
 
+    .venv/bin/pip install loguru     # not a dependency of the project
     .venv/bin/python bench/cli_start.py --repeat 25
 
 Issue 14 item 6 adopts loguru for the logs unless it costs the CLI's start
