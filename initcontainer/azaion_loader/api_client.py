@@ -541,24 +541,26 @@ class ApiClient:
         body = self.request("PUT", f"/resources/{_seg(folder)}/{_seg(name)}", json=dict(record))
         return _version(body, record)
 
-    def listing_item(self, kind: str, folder: str, name: str) -> Mapping[str, Any] | None:
-        """The listing entry of ``folder/name`` (``GET /{kind}?folder=F``), or None.
+    def list_entries(self, kind: str, folder: str | None = None) -> list[Mapping[str, Any]]:
+        """The listing of ``kind`` (``GET /{kind}[?folder=F]``), entries the API may serve.
 
         ``kind`` is ``resources`` or ``archives``.  The listing needs no
-        envelope and binds no hardware, so a publisher can check before uploading.
+        envelope and binds no hardware, so a publisher can check before
+        uploading.  Entries that are not objects are left out.
         """
         if kind not in ("resources", "archives"):
             raise ValueError(f"unknown kind {kind!r}")
-        body = self.request("GET", f"/{kind}", params={"folder": folder})
+        params = None if folder is None else {"folder": folder}
+        body = self.request("GET", f"/{kind}", params=params)
         items = body.get(kind) if isinstance(body, Mapping) else None
         if not isinstance(items, list):
             raise ProtocolError(f"GET /{kind}: the listing has no `{kind}` list")
-        for item in items:
-            if (
-                isinstance(item, Mapping)
-                and item.get("folder") == folder
-                and item.get("name") == name
-            ):
+        return [item for item in items if isinstance(item, Mapping)]
+
+    def listing_item(self, kind: str, folder: str, name: str) -> Mapping[str, Any] | None:
+        """The listing entry of ``folder/name`` (``GET /{kind}?folder=F``), or None."""
+        for item in self.list_entries(kind, folder):
+            if item.get("folder") == folder and item.get("name") == name:
                 return item
         return None
 

@@ -96,6 +96,15 @@ class LogSettings:
     format: str = "text"
     """``LOADER_LOG_FORMAT``: ``text`` or ``json``."""
 
+    def with_flags(self, *, quiet: bool = False, verbose: bool = False) -> LogSettings:
+        """These settings with ``-q`` (ERROR) or ``-v`` (DEBUG) applied: a flag beats the
+        environment."""
+        if quiet:
+            return replace(self, level="ERROR")
+        if verbose:
+            return replace(self, level="DEBUG")
+        return self
+
 
 @dataclass(frozen=True)
 class EngineSettings:

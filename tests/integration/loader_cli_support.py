@@ -24,7 +24,14 @@ import tarfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["PROGRESS_COMMANDS", "LoaderRun", "fetch_model", "run_loader", "upload_model"]
+__all__ = [
+    "PROGRESS_COMMANDS",
+    "LoaderRun",
+    "docker_save_like",
+    "fetch_model",
+    "run_loader",
+    "upload_model",
+]
 
 PROGRESS_COMMANDS = frozenset(
     {"fetch", "upload", "upload-archive", "unlock", "unlock-fetch", "unlock-load"}
@@ -96,6 +103,16 @@ def rootfs_tar() -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def docker_save_like(path: Path, tag: str) -> None:
+    """A tar with a `docker save` manifest.json (enough to publish; nothing is loaded)."""
+    manifest = jsonlib.dumps([{"Config": "c.json", "RepoTags": [tag], "Layers": []}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for member, data in (("manifest.json", manifest), ("filler", os.urandom(100_000))):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def docker(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -14,18 +14,10 @@ from typing import Any
 import pytest
 from loader_cli_support import LoaderRun, run_loader
 
-COMMANDS = [
-    "fetch",
-    "verify",
-    "upload",
-    "upload-archive",
-    "unlock",
-    "unlock-fetch",
-    "unlock-load",
-    "fingerprint",
-    "dev-stack",
-    "serve-api",
-]
+from azaion_loader.cli import commands
+
+COMMANDS = [record.name for record in (*commands.COMMANDS, *commands.EXTERNALS)]
+"""Every subcommand, from the records the parser is built from (a new one is tested too)."""
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> LoaderRun:
@@ -33,12 +25,30 @@ def run(*args: str, env: dict[str, str] | None = None) -> LoaderRun:
     return run_loader(env, *args, json=False, progress=True, timeout=60)
 
 
+def test_every_subcommand_is_listed() -> None:
+    assert {
+        "fetch",
+        "verify",
+        "upload",
+        "upload-archive",
+        "unlock",
+        "unlock-fetch",
+        "unlock-load",
+        "fingerprint",
+        "ls",
+        "completion",
+        "dev-stack",
+        "serve-api",
+    } <= set(COMMANDS)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_has_examples(command: str) -> None:
     proc = run(command, "--help")
     assert proc.code == 0, proc.stderr
+    assert "examples:" in proc.stdout and f"loader {command}" in proc.stdout
+    assert "-q, --quiet" in proc.stdout and "-v, --verbose" in proc.stdout
     if command not in ("dev-stack", "serve-api"):
-        assert "examples:" in proc.stdout and f"loader {command}" in proc.stdout
         assert "--json" in proc.stdout and "--result-file" in proc.stdout
 
 
@@ -107,3 +117,48 @@ def test_progress_lines_when_not_a_tty(dev_env: Any, tmp_path: Path) -> None:
     assert proc.code == 0, proc.stderr
     assert "loader: upload models/p done: 100%" in proc.stderr
     assert proc.stdout.startswith("uploaded models/p version ")
+
+
+def _closed_port_fetch(out: Path, *flags: str, **env: str) -> LoaderRun:
+    """A fetch from a closed loopback port: one retry warning, then exit 14."""
+    settings = {
+        "LOADER_API_URL": "http://127.0.0.1:1",
+        "LOADER_EMAIL": "someone@example.test",
+        "LOADER_PASSWORD": "not-a-secret",
+        "LOADER_RETRIES": "1",
+        "LOADER_DEADLINE": "2",
+        "LOADER_HW_MACHINE_ID": "0123456789abcdef0123456789abcdef",
+        **env,
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    args = ("fetch", "--folder", "models", "--name", "m", "--out", str(out / "m"), *flags)
+    return run(*args, env={**base, **settings})
+
+
+def test_quiet_shows_errors_only(tmp_path: Path) -> None:
+    loud = _closed_port_fetch(tmp_path)
+    assert loud.code == 14 and "retrying" in loud.stderr
+    quiet = _closed_port_fetch(tmp_path, "-q", LOADER_LOG_LEVEL="DEBUG")  # the flag wins
+    assert quiet.code == 14
+    errors = [line for line in loud.stderr.splitlines() if line.startswith("loader: error: ")]
+    assert len(errors) == 1 and quiet.stderr.splitlines() == errors
+
+
+def test_verbose_logs_debug(tmp_path: Path) -> None:
+    proc = _closed_port_fetch(tmp_path, "--verbose", LOADER_LOG_LEVEL="ERROR")
+    assert proc.code == 14
+    assert " DEBUG " in proc.stderr and "retrying" in proc.stderr
+
+
+def test_quiet_and_verbose_exclude_each_other() -> None:
+    proc = run("fingerprint", "-q", "-v")
+    assert proc.code == 2 and "not allowed with argument" in proc.stderr
+
+
+def test_quiet_keeps_progress_off_and_the_summary_on_stdout(dev_env: Any, tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(8 * 1024 * 1024))
+    proc = run("upload", "-q", "--folder", "models", "--name", "q", str(src), env=dev_env.merged())
+    assert proc.code == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.startswith("uploaded models/q version ")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
-from loader_cli_support import run_loader
+from loader_cli_support import docker_save_like, run_loader
 
 
 def test_plain_user_may_not_upload(dev_env: Any, tmp_path: Path) -> None:
@@ -107,22 +104,12 @@ def test_refused_version_leaves_the_cdn_object_unchanged(dev_env: Any, tmp_path:
     assert out.read_bytes() == a.read_bytes() and fetched is not None
 
 
-def _docker_save_like(path: Path, tag: str) -> None:
-    """A tar with a `docker save` manifest.json (enough to publish; nothing is loaded)."""
-    manifest = json.dumps([{"Config": "c.json", "RepoTags": [tag], "Layers": []}]).encode()
-    with tarfile.open(path, "w") as tar:
-        for member, data in (("manifest.json", manifest), ("filler", os.urandom(100_000))):
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def test_refused_archive_version_leaves_the_cdn_object_unchanged(
     dev_env: Any, tmp_path: Path
 ) -> None:
     a, b = tmp_path / "a.tar", tmp_path / "b.tar"
-    _docker_save_like(a, "demo/a:1")
-    _docker_save_like(b, "demo/b:1")
+    docker_save_like(a, "demo/a:1")
+    docker_save_like(b, "demo/b:1")
     env = dev_env.merged()
     args = ("upload-archive", "--folder", "images", "--name", "app", "--version", "v1")
     code, _, _, err = run_loader(env, *args, str(a))
@@ -166,7 +153,7 @@ def test_another_uploader_may_not_replace_and_the_cdn_object_stays(
     assert dev_env.api.count("PUT", "/resources/models/f") == 1
 
     args = ("upload-archive", "--folder", "images", "--name", "app")
-    _docker_save_like(a, "demo/a:1")
+    docker_save_like(a, "demo/a:1")
     assert run_loader(dev_env.merged(), *args, str(a))[0] == 0
     code, result, _, err = run_loader(other_env, *args, str(a))
     assert code == 11, err

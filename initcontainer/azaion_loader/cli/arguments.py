@@ -6,13 +6,16 @@ import argparse
 
 __all__ = [
     "common",
+    "completion",
     "fetch",
     "fingerprint",
+    "ls",
     "unlock",
     "unlock_fetch",
     "unlock_load",
     "upload",
     "upload_archive",
+    "verbosity",
     "verify",
 ]
 
@@ -28,6 +31,20 @@ def common(parser: Parser) -> None:
         "--result-file",
         metavar="PATH",
         help="also write the JSON result line to PATH (e.g. /dev/termination-log)",
+    )
+
+
+def verbosity(parser: Parser) -> None:
+    """``-q`` and ``-v``: every subcommand has them; they beat ``LOADER_LOG_LEVEL``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only on stderr: no progress, no log line below ERROR",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="debug log lines on stderr (level DEBUG)"
     )
 
 
@@ -132,3 +149,19 @@ def unlock_load(parser: Parser) -> None:
 
 def fingerprint(parser: Parser) -> None:
     del parser  # no options of its own
+
+
+def ls(parser: Parser) -> None:
+    parser.add_argument("--folder", help="only this folder (CDN bucket)")
+    parser.add_argument(
+        "--kind",
+        choices=("resources", "archives"),
+        help="only resources or only image archives (default: both)",
+    )
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def completion(parser: Parser) -> None:
+    parser.add_argument("shell", choices=SHELLS, help="the shell to print the script for")

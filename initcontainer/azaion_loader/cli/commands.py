@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import importlib
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from azaion_loader.cli import arguments
@@ -30,7 +33,9 @@ if TYPE_CHECKING:
     from azaion_loader.engine import ImageEngine
     from azaion_loader.models import UnlockLoadResult, UploadResult
 
-__all__ = ["COMMANDS", "Command", "Outcome"]
+__all__ = ["COMMANDS", "EXTERNALS", "Command", "External", "Outcome"]
+
+log = logging.getLogger(__name__)
 
 Outcome = tuple[dict[str, Any], str]
 Handler = Callable[[argparse.Namespace, LoaderSettings], Outcome]
@@ -55,7 +60,8 @@ def _cdn_factory(api: ApiClient, settings: LoaderSettings) -> Callable[[], CdnCl
 
 
 def _progress(args: argparse.Namespace, label: str, total: int = 0) -> Progress:
-    return Progress(label, total, enabled=not getattr(args, "no_progress", False))
+    quiet = getattr(args, "no_progress", False) or getattr(args, "quiet", False)
+    return Progress(label, total, enabled=not quiet)
 
 
 def _file_size(path: str) -> int:
@@ -280,6 +286,59 @@ def cmd_fingerprint(args: argparse.Namespace, settings: LoaderSettings) -> Outco
     return doc, text
 
 
+_LISTED = ("folder", "name", "owner", "latest", "versions")
+"""The fields of a listing entry that ``loader ls --json`` passes on."""
+
+
+def _listing_rows(kind: str, items: list[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    from azaion_loader.redact import printable
+
+    rows: list[tuple[str, ...]] = []
+    for item in items:
+        versions = [str(v.get("version")) for v in item.get("versions") or []]
+        rows.append(
+            (
+                kind.rstrip("s"),
+                printable(f"{item.get('folder')}/{item.get('name')}", 200),
+                printable(str(item.get("latest")), 100),
+                printable(" ".join(versions), 300),
+            )
+        )
+    return rows
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell; the last one is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
+        for row in rows
+    )
+
+
+def cmd_ls(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader ls``: what this user may fetch, with every version."""
+    api = _api(settings)
+    kinds = (args.kind,) if args.kind else ("resources", "archives")
+    listing = {kind: list(api.list_entries(kind, args.folder)) for kind in kinds}
+    doc: dict[str, Any] = {"folder": args.folder}
+    for kind, items in listing.items():
+        doc[kind] = [{k: item[k] for k in _LISTED if k in item} for item in items]
+    rows = [row for kind, items in listing.items() for row in _listing_rows(kind, items)]
+    where = f" in folder {args.folder}" if args.folder else ""
+    if not rows:
+        return doc, f"nothing published{where}"
+    return doc, _table([("KIND", "FOLDER/NAME", "LATEST", "VERSIONS (oldest first)"), *rows])
+
+
+def cmd_completion(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
+    """``loader completion``: the shell's completion script on stdout."""
+    from azaion_loader.cli import completion
+
+    text = completion.script(args.shell, completion.describe([*COMMANDS, *EXTERNALS]))
+    return {"shell": args.shell, "script": text}, text.rstrip("\n")
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its name, its help, its examples, its options and its handler."""
@@ -289,6 +348,48 @@ class Command:
     examples: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Handler
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Add this subcommand's options, and those every subcommand has, to ``parser``."""
+        arguments.common(parser)
+        arguments.verbosity(parser)
+        self.arguments(parser)
+
+
+@dataclass(frozen=True)
+class External:
+    """A long-running subcommand in a module of its own (it needs the ``server`` extra).
+
+    The module is imported only when its subcommand is named, so the other
+    commands do not pay for the server; it offers ``add_arguments``, ``run``
+    and its examples as ``EPILOG``.
+    """
+
+    name: str
+    module_name: str
+    help: str
+
+    def load(self) -> ModuleType | None:
+        """The module, or None if it cannot be imported (the extra is not installed)."""
+        try:
+            return importlib.import_module(self.module_name)
+        except ImportError as exc:
+            log.debug("cannot import %s: %s", self.module_name, exc)
+            return None
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Import the module and add its options to ``parser`` (for completion)."""
+        self.add_options(parser, self.load())
+
+    @staticmethod
+    def add_options(parser: argparse.ArgumentParser, module: ModuleType | None) -> None:
+        """``-q``/``-v`` and the module's options; without the module, a placeholder
+        that takes any arguments (``run`` then says what to install)."""
+        arguments.verbosity(parser)
+        if module is not None and hasattr(module, "add_arguments"):
+            module.add_arguments(parser)
+        else:
+            parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -368,5 +469,32 @@ COMMANDS: tuple[Command, ...] = (
         arguments.fingerprint,
         cmd_fingerprint,
     ),
+    Command(
+        "ls",
+        "list the resources and image archives this user may fetch, with their versions",
+        "examples:\n  loader ls\n  loader ls --folder models\n  loader ls --kind archives --json\n",
+        arguments.ls,
+        cmd_ls,
+    ),
+    Command(
+        "completion",
+        "print the shell completion script for bash, zsh or fish",
+        "examples:\n"
+        "  source <(loader completion bash)        # in ~/.bashrc\n"
+        "  source <(loader completion zsh)         # in ~/.zshrc, after compinit\n"
+        "  loader completion fish > ~/.config/fish/completions/loader.fish\n",
+        arguments.completion,
+        cmd_completion,
+    ),
 )
 """Every built-in subcommand, in the order ``loader --help`` lists them."""
+
+EXTERNALS: tuple[External, ...] = (
+    External(
+        "dev-stack",
+        "azaion_loader.devstack",
+        "run the reference API, moto S3 and demo data on loopback until interrupted",
+    ),
+    External("serve-api", "azaion_loader.server.cli", "run the reference API server"),
+)
+"""The long-running subcommands, listed after the built-in ones."""

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 from azaion_loader import __version__
-from azaion_loader.cli import arguments
-from azaion_loader.cli.commands import COMMANDS, Command
+from azaion_loader.cli.commands import COMMANDS, EXTERNALS, Command
 from azaion_loader.cli.output import configure_logging, error_result, write_result
 from azaion_loader.cli.signals import Terminated, terminate_on_signals
 from azaion_loader.errors import ConfigError, LoaderError
@@ -56,14 +53,6 @@ exit codes: 0 ok, 2 usage, 3-5 configuration, 10-15 API, 20-23 CDN,
 (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); temporaries are removed first.
 """
 
-EXTERNAL: dict[str, tuple[str, str]] = {
-    "dev-stack": (
-        "azaion_loader.devstack",
-        "run the reference API, moto S3 and demo data on loopback until interrupted",
-    ),
-    "serve-api": ("azaion_loader.server.cli", "run the reference API server"),
-}
-
 
 def _add_builtin(sub: Any, command: Command) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -73,25 +62,16 @@ def _add_builtin(sub: Any, command: Command) -> argparse.ArgumentParser:
         epilog=command.examples + "\n" + SETTINGS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    arguments.common(parser)
-    command.arguments(parser)
+    command.configure(parser)
     parser.set_defaults(handler=command.run)
     return parser
-
-
-def _import_external(module: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        log.debug("cannot import %s: %s", module, exc)
-        return None
 
 
 def _wanted_external(argv: Sequence[str] | None) -> set[str]:
     """The external subcommands named on the command line (imported only when used)."""
     words = sys.argv[1:] if argv is None else list(argv)
     first = next((w for w in words if not w.startswith("-")), None)
-    return {first} if first in EXTERNAL else set()
+    return {first} if first in {e.name for e in EXTERNALS} else set()
 
 
 def build_parser(*, load_external: bool | set[str] = True) -> argparse.ArgumentParser:
@@ -112,21 +92,20 @@ def build_parser(*, load_external: bool | set[str] = True) -> argparse.ArgumentP
     sub.required = True
     for command in COMMANDS:
         _add_builtin(sub, command)
-    for name, (module_name, helptext) in EXTERNAL.items():
-        wanted = load_external is True or (isinstance(load_external, set) and name in load_external)
-        module = _import_external(module_name) if wanted else None
+    for external in EXTERNALS:
+        wanted = load_external is True or (
+            isinstance(load_external, set) and external.name in load_external
+        )
+        module = external.load() if wanted else None
         p = sub.add_parser(
-            name,
-            help=helptext,
-            description=helptext,
+            external.name,
+            help=external.help,
+            description=external.help,
             epilog=getattr(module, "EPILOG", None),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        if module is not None and hasattr(module, "add_arguments"):
-            module.add_arguments(p)
-        else:
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(external=(module_name, module))
+        external.add_options(p, module)
+        p.set_defaults(external=(external.module_name, module))
     return parser
 
 
@@ -150,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result_file: str | None = getattr(args, "result_file", None)
     try:
         settings = LoaderSettings.from_env()
-        configure_logging(settings.log)
+        configure_logging(
+            settings.log.with_flags(
+                quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False)
+            )
+        )
         if hasattr(args, "external"):
             return _run_external(args)
         with terminate_on_signals():

@@ -113,3 +113,11 @@ def test_user_info_in_the_api_url_is_refused_without_showing_it() -> None:
         LoaderSettings.from_env({"LOADER_API_URL": "https://bob:s3cret@api.example"})
     assert "s3cret" not in info.value.one_line()
     assert "***@api.example" in info.value.one_line()
+
+
+def test_quiet_and_verbose_flags_beat_the_log_level() -> None:
+    log = LoaderSettings.from_env({"LOADER_LOG_LEVEL": "WARNING"}).log
+    assert log.with_flags().level == "WARNING"
+    assert log.with_flags(quiet=True).level == "ERROR"
+    assert log.with_flags(verbose=True).level == "DEBUG"
+    assert log.with_flags(verbose=True).format == log.format
