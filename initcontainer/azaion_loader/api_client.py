@@ -332,19 +332,21 @@ class ApiClient:
                 self._backoff(attempt, f"{method} {path}: HTTP {reply.status_code}", deadline)
                 continue
             if 300 <= reply.status_code < 400:
-                where = (
-                    f" to {redact_url(printable(reply.location, 200))}" if reply.location else ""
-                )
-                raise ProtocolError(
-                    f"the API at {self.api_url} answered {method} {path} with a redirect "
-                    f"(HTTP {reply.status_code}){where}; requests with credentials do not "
-                    "follow redirects",
-                    hint="set LOADER_API_URL to the address the API really serves at "
-                    "(e.g. https:// instead of http://)",
-                    status=reply.status_code,
-                )
+                raise self._redirected(method, path, reply)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _redirected(self, method: str, path: str, reply: _Reply) -> ProtocolError:
+        """A 3xx: never followed, since the request carries credentials."""
+        where = f" to {redact_url(printable(reply.location, 200))}" if reply.location else ""
+        return ProtocolError(
+            f"the API at {self.api_url} answered {method} {path} with a redirect "
+            f"(HTTP {reply.status_code}){where}; requests with credentials do not "
+            "follow redirects",
+            hint="set LOADER_API_URL to the address the API really serves at "
+            "(e.g. https:// instead of http://)",
+            status=reply.status_code,
+        )
 
     def _late(self, method: str, path: str) -> ApiUnavailableError:
         return ApiUnavailableError(

@@ -256,18 +256,7 @@ def unlock_load(
     plain = prefetch(_decrypted(archive, key, progress, ring), READ_AHEAD)
     loaded = pending.load(plain)
     log.debug("%s reported loading %s", engine.name, loaded)
-    if images:
-        expected, source = list(images), "argument"
-    elif tags:
-        expected, source = tags, "manifest"
-    elif frag.images:
-        expected, source = list(frag.images), "api"
-    else:
-        raise ImageMissingError(
-            "no expected images: the archive's manifest.json has no RepoTags and the API "
-            "recorded none",
-            hint="pass --images",
-        )
+    expected, source = _expected_images(images, tags, frag.images)
     missing = engine.missing_images(expected)
     if missing:
         raise ImageMissingError(
@@ -276,6 +265,23 @@ def unlock_load(
         )
     log.info("loaded into %s and checked %s", engine.name, ", ".join(expected))
     return UnlockLoadResult(tuple(expected), frag.sha256, frag.version, source, engine.name)
+
+
+def _expected_images(
+    images: Sequence[str] | None, tags: list[str], registered: Sequence[str]
+) -> tuple[list[str], str]:
+    """The images to check after a load, and where they came from: the caller's
+    list, else the archive's RepoTags, else what the API registered."""
+    if images:
+        return list(images), "argument"
+    if tags:
+        return tags, "manifest"
+    if registered:
+        return list(registered), "api"
+    raise ImageMissingError(
+        "no expected images: the archive's manifest.json has no RepoTags and the API recorded none",
+        hint="pass --images",
+    )
 
 
 def unlock(
@@ -339,31 +345,13 @@ def publish_archive(
     src_path = Path(path)
     api.ensure_publishable("archives", folder, name, version)
     fragment = os.urandom(FRAGMENT_SIZE)
-    key = derive_archive_key(fragment)
     scanner = TarManifestScanner()
-    try:
-        src = open(src_path, "rb", buffering=0)
-    except OSError as exc:
-        raise LoaderError(
-            f"cannot read {src_path}: {exc.strerror}", hint="check the archive to upload"
-        ) from exc
-    with src:
-        reader = EncryptingReader(
-            src, key, on_plain=scanner.feed, progress=progress, read_ahead=UPLOAD_READ_AHEAD
-        )
-        object_key = f"{name}.enc"
-        try:
-            cdn.ensure_bucket(folder)
-            cdn.upload_fileobj(folder, object_key, reader)
-            while reader.read(CHUNK_SIZE):
-                pass
-        finally:
-            reader.close()
+    object_key = f"{name}.enc"
+    reader = _encrypt_to_cdn(
+        cdn, src_path, derive_archive_key(fragment), folder, object_key, scanner, progress
+    )
     if require_manifest and (not scanner.valid or scanner.manifest is None):
-        try:
-            cdn.delete(folder, object_key)
-        except LoaderError as exc:
-            log.warning("could not delete %s/%s: %s", folder, object_key, exc)
+        _delete_quietly(cdn, folder, object_key)
         raise NotADockerArchiveError(
             f"{src_path} is not a `docker save` archive (no manifest.json); nothing was registered"
         )
@@ -381,3 +369,42 @@ def publish_archive(
     return UploadResult(
         folder, name, registered, reader.cipher_size, sha, reader.plain_size, tuple(expected)
     )
+
+
+def _encrypt_to_cdn(
+    cdn: CdnClient,
+    src_path: Path,
+    key: bytes,
+    folder: str,
+    object_key: str,
+    scanner: TarManifestScanner,
+    progress: ProgressCallback | None,
+) -> EncryptingReader:
+    """Stream ``src_path`` encrypted to ``folder/object_key``; the plaintext also feeds
+    ``scanner``.  Returns the spent reader (digest and sizes)."""
+    try:
+        src = open(src_path, "rb", buffering=0)
+    except OSError as exc:
+        raise LoaderError(
+            f"cannot read {src_path}: {exc.strerror}", hint="check the archive to upload"
+        ) from exc
+    with src:
+        reader = EncryptingReader(
+            src, key, on_plain=scanner.feed, progress=progress, read_ahead=UPLOAD_READ_AHEAD
+        )
+        try:
+            cdn.ensure_bucket(folder)
+            cdn.upload_fileobj(folder, object_key, reader)
+            while reader.read(CHUNK_SIZE):
+                pass
+        finally:
+            reader.close()
+    return reader
+
+
+def _delete_quietly(cdn: CdnClient, folder: str, object_key: str) -> None:
+    """Remove an upload that will not be registered; a failure is only logged."""
+    try:
+        cdn.delete(folder, object_key)
+    except LoaderError as exc:
+        log.warning("could not delete %s/%s: %s", folder, object_key, exc)

@@ -288,48 +288,12 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the stack, publish the samples, print the settings, serve until a signal."""
-    if args.max_devices < 1:
-        raise ConfigError("--max-devices must be at least 1")
-    if args.host in ("0.0.0.0", "::", ""):
-        raise ConfigError(
-            f"dev-stack: --host {args.host!r} is a wildcard, but the URLs handed to clients "
-            "carry the bound address",
-            hint="bind one concrete address, e.g. 127.0.0.1 or the cluster bridge's gateway",
-        )
+    _check_args(args)
     stack = _Stack()
     with StopSignals() as stop, _temporary_dir() as data_dir:
         env_written = False
         try:
-            from moto.moto_server.threaded_moto_server import MotoRequestHandler
-
-            stack.s3 = _listen(
-                _moto_app(), args.host, args.s3_port, "s3", request_handler=MotoRequestHandler
-            )
-            app = create_app(ServerConfig(data_dir=data_dir / "api", jwt_secret=os.urandom(32)))
-            stack.api = _listen(app, args.host, args.api_port, "api")
-            _say(f"API on {stack.api.url}, S3 (moto) on {stack.s3.url}")
-
-            password = secrets.token_urlsafe(18)
-            store = server_state(app).store
-            register_user(
-                store,
-                email=DEMO_EMAIL,
-                password=password,
-                role="uploader",
-                max_devices=args.max_devices,
-            )
-            read = {"access_key_id": "dev-read", "secret_access_key": secrets.token_hex(16)}
-            write = {"access_key_id": "dev-write", "secret_access_key": secrets.token_hex(16)}
-            store.set_cdn_config(
-                {"endpoint_url": stack.s3.url, "region": "us-east-1", "read": read, "write": write}
-            )
-            _s3_client(stack.s3.url, write).create_bucket(Bucket=SAMPLE_FOLDER)
-
-            settings = {
-                "LOADER_API_URL": stack.api.url,
-                "LOADER_EMAIL": DEMO_EMAIL,
-                "LOADER_PASSWORD": password,
-            }
+            settings, s3_url = _start(stack, args, data_dir)
             child_env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
             child_env.update(settings)
             try:
@@ -342,14 +306,8 @@ def run(args: argparse.Namespace) -> int:
                 _say("interrupted while publishing the samples")
                 return 130
 
-            settings["LOADER_DEV_S3_URL"] = stack.s3.url
-            text = _export_lines(settings, notes)
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            if args.env_file is not None:
-                _write_private(args.env_file, text)
-                env_written = True
-                _say(f"settings written to {args.env_file}")
+            settings["LOADER_DEV_S3_URL"] = s3_url
+            env_written = _announce(_export_lines(settings, notes), args.env_file)
             _say("ready; Ctrl-C stops")
             if not stop.stopped:
                 stop.wait()
@@ -362,6 +320,59 @@ def run(args: argparse.Namespace) -> int:
                     args.env_file.unlink()
     _say("stopped")
     return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.max_devices < 1:
+        raise ConfigError("--max-devices must be at least 1")
+    if args.host in ("0.0.0.0", "::", ""):
+        raise ConfigError(
+            f"dev-stack: --host {args.host!r} is a wildcard, but the URLs handed to clients "
+            "carry the bound address",
+            hint="bind one concrete address, e.g. 127.0.0.1 or the cluster bridge's gateway",
+        )
+
+
+def _start(stack: _Stack, args: argparse.Namespace, data_dir: Path) -> tuple[dict[str, str], str]:
+    """Start moto's S3 and the API in ``stack``, register the demo uploader and the CDN
+    settings, make the sample bucket; returns the demo's ``LOADER_*`` settings and S3's URL."""
+    from moto.moto_server.threaded_moto_server import MotoRequestHandler
+
+    stack.s3 = _listen(
+        _moto_app(), args.host, args.s3_port, "s3", request_handler=MotoRequestHandler
+    )
+    app = create_app(ServerConfig(data_dir=data_dir / "api", jwt_secret=os.urandom(32)))
+    stack.api = _listen(app, args.host, args.api_port, "api")
+    _say(f"API on {stack.api.url}, S3 (moto) on {stack.s3.url}")
+
+    password = secrets.token_urlsafe(18)
+    store = server_state(app).store
+    register_user(
+        store, email=DEMO_EMAIL, password=password, role="uploader", max_devices=args.max_devices
+    )
+    read = {"access_key_id": "dev-read", "secret_access_key": secrets.token_hex(16)}
+    write = {"access_key_id": "dev-write", "secret_access_key": secrets.token_hex(16)}
+    store.set_cdn_config(
+        {"endpoint_url": stack.s3.url, "region": "us-east-1", "read": read, "write": write}
+    )
+    _s3_client(stack.s3.url, write).create_bucket(Bucket=SAMPLE_FOLDER)
+    settings = {
+        "LOADER_API_URL": stack.api.url,
+        "LOADER_EMAIL": DEMO_EMAIL,
+        "LOADER_PASSWORD": password,
+    }
+    return settings, stack.s3.url
+
+
+def _announce(text: str, env_file: Path | None) -> bool:
+    """Print the settings, and write them to ``env_file`` if given; whether it was written."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if env_file is None:
+        return False
+    _write_private(env_file, text)
+    _say(f"settings written to {env_file}")
+    return True
 
 
 def _publish_samples(
