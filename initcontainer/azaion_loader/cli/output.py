@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
@@ -39,6 +38,8 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        import datetime  # here, not at the top: only JSON lines need it, not every start
+
         doc = {
             "message": record.getMessage(),
             "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
