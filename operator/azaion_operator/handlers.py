@@ -14,29 +14,34 @@ Reconciles of one object never run at the same time (a lock per uid).  While
 change handlers run (a burst of new objects), follow-ups wait a little: new
 objects get their Jobs first, status refreshes come after.  Run with
 ``azaion-operator`` or ``kopf run -m azaion_operator.handlers``.
+
+State: nothing at module level.  kopf's ``memo`` carries the API client, the
+settings and the shared :class:`~azaion_operator.memory.OperatorMemory` (made
+at start-up); a Job's or a Node's last seen state is kept in that object's own
+memo.  The API is reached only through ``memo.kube``, a
+:class:`~azaion_operator.kubeapi.KubeApi` (an in-memory fake in unit tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import datetime
 import logging
 import os
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import kopf
 
 from azaion_operator import crd
 from azaion_operator.diffbase import StatusDiffBaseStorage, StatusProgressStorage
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
-from azaion_operator.gate import QuietGate
 from azaion_operator.kinds import KINDS
 from azaion_operator.kube import KubeClient
+from azaion_operator.kubeapi import KubeApi
+from azaion_operator.memory import OperatorMemory
 from azaion_operator.metrics import Metrics, observations
 from azaion_operator.nodes import NodeInfo, node_info
 from azaion_operator.reconcile import Event, Report
@@ -45,27 +50,29 @@ from azaion_operator.status import FAILED, failed_status, status_patch
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _RETRY_DELAY = 10.0
 _FOLLOWUP_PATIENCE = 10.0
 """How long a follow-up waits for a quiet moment (no new objects) before it goes anyway."""
 
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-_job_states: dict[str, tuple[Any, ...]] = {}
-_node_states: dict[str, tuple[Any, ...]] = {}
+
+async def _in_thread(
+    executor: concurrent.futures.Executor | None, call: Callable[..., T], *args: Any
+) -> T:
+    """Run ``call(*args)`` in ``executor`` (``None``: the loop's default) with this context.
+
+    kopf.event finds the object's event queue in kopf's context variables, which
+    ``run_in_executor`` (unlike kopf's own handler threads) does not carry over:
+    without the copy, Events posted from the thread were lost.
+    """
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, call, *args)
 
 
-_gate = QuietGate(quiet=0.5)
-_queued_followups: set[str] = set()
-_queued_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def _locked(uid: str) -> Iterator[None]:
-    with _locks_guard:
-        lock = _locks.setdefault(uid, threading.Lock())
-    with lock:
-        yield
+def open_kube(pool_size: int) -> KubeApi:
+    """The real API client (mypy checks here that it satisfies ``KubeApi``)."""
+    return KubeClient.from_environment(pool_size=pool_size)
 
 
 def _now() -> str:
@@ -89,6 +96,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """All kopf tuning in one place, and the operator's own settings and API client."""
     ours = OperatorSettings.from_env(os.environ)
     memo.settings = ours
+    memo.memory = OperatorMemory()
     # Reconciles that follow a Job's progress run in a smaller pool of their own,
     # so a burst of new custom resources gets its Jobs first (the follow-ups only
     # refresh status).  The API client's connection pool serves both pools.
@@ -96,7 +104,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.followups = concurrent.futures.ThreadPoolExecutor(
         max_workers=followers, thread_name_prefix="azaion-followup"
     )
-    memo.kube = KubeClient.from_environment(pool_size=ours.workers + followers)
+    memo.kube = open_kube(ours.workers + followers)
     memo.metrics = Metrics(probe=memo.kube.reachable)
     if ours.metrics_port:
         memo.metrics.serve("0.0.0.0", ours.metrics_port)
@@ -165,7 +173,7 @@ def _apply(
 ) -> None:
     """Write the report's status (with kopf's diff base when ``diffbase``), post its Events,
     count what changed."""
-    kube: KubeClient = memo.kube
+    kube: KubeApi = memo.kube
     plural = KINDS[kind].plural
     meta = body["metadata"]
     if report.status is not None:
@@ -217,13 +225,14 @@ def reconcile(
     ``handler``: called from kopf's change handler for this very ``body``, so
     the status patch may record it as handled (kopf's diff base).
     """
-    kube: KubeClient = memo.kube
+    kube: KubeApi = memo.kube
     settings: OperatorSettings = memo.settings
+    memory: OperatorMemory = memo.memory
     reconciler = KINDS[kind].reconcile
     metrics: Metrics = memo.metrics
-    with _locked(body["metadata"]["uid"]):
+    with memory.locks.hold(body["metadata"]["uid"]):
         try:
-            report = reconciler(kube, settings, body, nodes, now=_now())
+            report = reconciler(kube, settings, body, nodes, now=_now(), warned=memory.warned)
         except SpecError as error:
             metrics.reconciled(kind, "spec_error")
             _fail(memo, kind, body, error)
@@ -237,8 +246,9 @@ def reconcile(
 
 def _on_change(memo: kopf.Memo, kind: str, body: kopf.Body, node_index: kopf.Index) -> None:
     """Reconcile from a kopf change handler: sort errors into kopf's two kinds."""
+    memory: OperatorMemory = memo.memory
     try:
-        with _gate.busy():
+        with memory.gate.busy():
             reconcile(memo, kind, _plain(body), _nodes(node_index), handler=True)
     except SpecError as error:
         raise kopf.PermanentError(error.message) from error
@@ -305,16 +315,16 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
     """A Job of ours changed: reconcile its owner when its state really moved.
 
     The check runs on the event loop (most Job events change nothing that
-    matters); only a real move costs a reconcile, in the follow-up pool.
+    matters); only a real move costs a reconcile, in the follow-up pool.  The
+    Job's last state is kept in its own memo (kopf forgets it with the Job).
     """
     meta = body.get("metadata") or {}
-    uid = str(meta.get("uid"))
     if type == "DELETED":
-        _job_states.pop(uid, None)
+        memo.pop("job_state", None)
     else:
         state = _job_state(body)
-        before = _job_states.get(uid)
-        _job_states[uid] = state
+        before = memo.get("job_state")
+        memo.job_state = state
         # The listing at start-up is covered by the resume handlers; a fresh Job
         # with no pod yet was just reported by the reconcile that created it.
         if type is None or state == before or state == (0, 0, 0, 0, ()):
@@ -329,18 +339,12 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
     if owner is None:
         return
     # One queued follow-up per owner is enough: it reads the owner afresh.
-    with _queued_guard:
-        if owner.get("uid") in _queued_followups:
-            return
-        _queued_followups.add(owner.get("uid"))
+    memory: OperatorMemory = memo.memory
+    if not memory.followups.add(str(owner.get("uid"))):
+        return
     nodes = _nodes(kwargs["node_index"])
-    loop = asyncio.get_running_loop()
-    # The handler's context goes along: kopf.event needs kopf's context variables,
-    # which run_in_executor (unlike kopf's own handler threads) does not carry.
-    context = contextvars.copy_context()
-    await loop.run_in_executor(
+    await _in_thread(
         memo.followups,
-        context.run,
         _reconcile_owner,
         memo,
         kind,
@@ -359,10 +363,10 @@ def _reconcile_owner(
     owner: Mapping[str, Any],
     nodes: Sequence[NodeInfo],
 ) -> None:
-    kube: KubeClient = memo.kube
-    _gate.wait_quiet(_FOLLOWUP_PATIENCE)
-    with _queued_guard:
-        _queued_followups.discard(owner.get("uid"))
+    kube: KubeApi = memo.kube
+    memory: OperatorMemory = memo.memory
+    memory.gate.wait_quiet(_FOLLOWUP_PATIENCE)
+    memory.followups.discard(str(owner.get("uid")))
     try:
         parent = kube.get_custom(KINDS[kind].plural, namespace, owner["name"])
     except KubeNotFoundError:
@@ -389,17 +393,20 @@ def _node_state(info: NodeInfo) -> tuple[Any, ...]:
 
 @kopf.on.event("", "v1", "nodes")
 def node_event(type: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """A node joined, left or changed in a way that matters: reconcile who may care."""
+    """A node joined, left or changed in a way that matters: reconcile who may care.
+
+    The Node's last state is kept in its own memo (kopf forgets it with the Node).
+    """
     node_index: kopf.Index = kwargs["node_index"]
     if type == "DELETED":
-        before = _node_states.pop(name, None)
+        before = memo.pop("node_state", None)
         state = None
         nodes = [n for n in _nodes(node_index) if n.name != name]
     else:
         info = node_info(_plain(body))
         state = _node_state(info)
-        before = _node_states.get(name)
-        _node_states[name] = state
+        before = memo.get("node_state")
+        memo.node_state = state
         nodes = [n for n in _nodes(node_index) if n.name != name] + [info]
     if type is None or state == before:
         return
@@ -413,7 +420,7 @@ def node_event(type: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any) 
 def _reconcile_all(
     memo: kopf.Memo, nodes: Sequence[NodeInfo], *, only_waiting_resources: bool
 ) -> None:
-    kube: KubeClient = memo.kube
+    kube: KubeApi = memo.kube
     settings: OperatorSettings = memo.settings
     for kind, plural in ((k.name, k.plural) for k in KINDS.values()):
         try:
@@ -433,7 +440,7 @@ def _reconcile_all(
 
 
 def _resync_once(memo: kopf.Memo) -> None:
-    kube: KubeClient = memo.kube
+    kube: KubeApi = memo.kube
     try:
         nodes = [node_info(n) for n in kube.list_nodes()]
     except KubeError as error:
@@ -445,11 +452,9 @@ def _resync_once(memo: kopf.Memo) -> None:
 async def _resync_forever(memo: kopf.Memo) -> None:
     """Reconcile everything every ``resync_seconds`` (a background task, not a handler)."""
     settings: OperatorSettings = memo.settings
-    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(settings.resync_seconds)
         try:
-            # kopf's context variables (kopf.event needs them) go along, as above.
-            await loop.run_in_executor(None, contextvars.copy_context().run, _resync_once, memo)
+            await _in_thread(None, _resync_once, memo)
         except Exception:  # the loop must survive anything one round runs into
             log.exception("resync round failed")

@@ -29,7 +29,7 @@ from azaion_operator.errors import (
     KubeNotFoundError,
     SpecError,
 )
-from azaion_operator.kube import KubeClient
+from azaion_operator.kubeapi import KubeApi
 from azaion_operator.policy import Denial
 from azaion_operator.settings import OperatorSettings
 from azaion_operator.status import (
@@ -90,7 +90,7 @@ def enforce(denial: Denial | None) -> None:
 
 
 def check_credentials(
-    kube: KubeClient, namespace: str, spec: Mapping[str, Any], settings: OperatorSettings
+    kube: KubeApi, namespace: str, spec: Mapping[str, Any], settings: OperatorSettings
 ) -> None:
     name = credentials_secret_name(spec, settings)
     try:
@@ -119,9 +119,7 @@ def split_jobs(
     return current, stale
 
 
-def delete_stale(
-    kube: KubeClient, namespace: str, stale: Sequence[Mapping[str, Any]]
-) -> list[Event]:
+def delete_stale(kube: KubeApi, namespace: str, stale: Sequence[Mapping[str, Any]]) -> list[Event]:
     events = []
     for job in stale:
         meta = job["metadata"]
@@ -134,7 +132,7 @@ def delete_stale(
     return events
 
 
-def ensure_job(kube: KubeClient, manifest: Mapping[str, Any], owner_uid: str) -> tuple[dict, bool]:
+def ensure_job(kube: KubeApi, manifest: Mapping[str, Any], owner_uid: str) -> tuple[dict, bool]:
     """Create ``manifest``, or adopt the Job of that name if it exists; True if created."""
     meta = manifest["metadata"]
     try:

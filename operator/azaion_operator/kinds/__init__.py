@@ -8,14 +8,34 @@ status; a row in :data:`KINDS`; its CRD in ``crds/``; its handlers (the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from azaion_operator import crd
 from azaion_operator.kinds.image_unlock import reconcile_unlock
 from azaion_operator.kinds.resource import reconcile_resource
+from azaion_operator.kubeapi import KubeApi
+from azaion_operator.memory import Once
+from azaion_operator.nodes import NodeInfo
 from azaion_operator.reconcile import Report
+from azaion_operator.settings import OperatorSettings
 
-__all__ = ["KINDS", "Kind"]
+__all__ = ["KINDS", "Kind", "Reconcile"]
+
+
+class Reconcile(Protocol):
+    """A kind's reconcile: one pass over one object, returning its status and Events."""
+
+    def __call__(
+        self,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        body: Mapping[str, Any],
+        nodes: Sequence[NodeInfo],
+        *,
+        now: str,
+        warned: Once | None = None,
+    ) -> Report: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +44,7 @@ class Kind:
 
     name: str
     plural: str
-    reconcile: Callable[..., Report]
+    reconcile: Reconcile
 
 
 KINDS: dict[str, Kind] = {

@@ -35,7 +35,8 @@ from azaion_operator.builders import (
     scratch,
 )
 from azaion_operator.errors import SpecError
-from azaion_operator.kube import KubeClient
+from azaion_operator.kubeapi import KubeApi
+from azaion_operator.memory import Once
 from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
@@ -257,12 +258,13 @@ def _job_runtime(job: Mapping[str, Any]) -> RuntimeChoice:
 
 
 def reconcile_unlock(
-    kube: KubeClient,
+    kube: KubeApi,
     settings: OperatorSettings,
     body: Mapping[str, Any],
     nodes: Sequence[NodeInfo],
     *,
     now: str,
+    warned: Once | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
     """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
     meta, spec = body["metadata"], body["spec"]

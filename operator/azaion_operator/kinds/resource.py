@@ -18,7 +18,6 @@ reconcile steps every kind takes) are in ``builders``, ``status`` and
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,7 +37,8 @@ from azaion_operator.builders import (
     scratch,
 )
 from azaion_operator.errors import KubeForbiddenError, KubeNotFoundError, SpecError
-from azaion_operator.kube import KubeClient
+from azaion_operator.kubeapi import KubeApi
+from azaion_operator.memory import Once
 from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
 from azaion_operator.policy import resource_denial
@@ -173,29 +173,20 @@ RESOURCE_STEPS = {"fetch": "Fetching", "verify": "Verifying"}
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 
 
-# A 403 on PersistentVolumes is an RBAC gap (rbac.create=false with the old
-# rules): warn once per process, not on every reconcile of every Resource.
-_pv_forbidden_warned = False
-
-
-_pv_forbidden_guard = threading.Lock()
-
-
-def _volume_affinity(kube: KubeClient, volume: str) -> Mapping[str, Any] | None:
+def _volume_affinity(kube: KubeApi, volume: str, warned: Once) -> Mapping[str, Any] | None:
     """The required node affinity (a v1 NodeSelector) of PersistentVolume ``volume``, if any.
 
     A volume that is gone or that we may not read gives ``None``: the claim's
     own hints and rendezvous hashing then decide, as they did before.
     """
-    global _pv_forbidden_warned
     try:
         pv = kube.persistent_volume(volume)
     except KubeNotFoundError:
         return None
     except KubeForbiddenError as error:
-        with _pv_forbidden_guard:
-            first, _pv_forbidden_warned = not _pv_forbidden_warned, True
-        if first:
+        # An RBAC gap (rbac.create=false with the old rules): told once per
+        # process, not on every reconcile of every Resource.
+        if warned.first("get persistentvolumes forbidden"):
             log.warning(
                 "%s: node affinity of bound volumes is ignored until the operator may "
                 "get persistentvolumes (cluster-wide)",
@@ -207,9 +198,10 @@ def _volume_affinity(kube: KubeClient, volume: str) -> Mapping[str, Any] | None:
 
 
 def _resource_node(
-    kube: KubeClient,
+    kube: KubeApi,
     body: Mapping[str, Any],
     nodes: Sequence[NodeInfo],
+    warned: Once,
 ) -> NodeInfo:
     """The node a Resource's Job runs on.
 
@@ -236,7 +228,7 @@ def _resource_node(
             ) from None
         selected = ((pvc.get("metadata") or {}).get("annotations") or {}).get(SELECTED_NODE)
         volume = (pvc.get("spec") or {}).get("volumeName")
-        affinity = _volume_affinity(kube, volume) if volume and candidates else None
+        affinity = _volume_affinity(kube, volume, warned) if volume and candidates else None
         if affinity is not None:
             mountable = nodes_matching(candidates, affinity)
             if not mountable:
@@ -265,14 +257,18 @@ def _resource_node(
 
 
 def reconcile_resource(
-    kube: KubeClient,
+    kube: KubeApi,
     settings: OperatorSettings,
     body: Mapping[str, Any],
     nodes: Sequence[NodeInfo],
     *,
     now: str,
+    warned: Once | None = None,
 ) -> Report:
-    """Ensure the one Job of a ``Resource``'s current generation; its status and Events."""
+    """Ensure the one Job of a ``Resource``'s current generation; its status and Events.
+
+    ``warned``: the warnings this process gave already (``None``: a fresh record).
+    """
     meta, spec = body["metadata"], body["spec"]
     namespace, uid = meta["namespace"], meta["uid"]
     generation = int(meta.get("generation", 1))
@@ -294,7 +290,7 @@ def reconcile_resource(
         created = False
     else:
         check_credentials(kube, namespace, spec, settings)
-        node = _resource_node(kube, body, nodes)
+        node = _resource_node(kube, body, nodes, warned or Once())
         job, created = ensure_job(kube, build_resource_job(body, node, settings), uid)
         if created:
             events.append(

@@ -16,6 +16,7 @@ from azaion_operator.errors import KubeNotFoundError, SpecError
 from azaion_operator.kinds.image_unlock import reconcile_unlock
 from azaion_operator.kinds.resource import reconcile_resource
 from azaion_operator.kube import KubeClient
+from azaion_operator.memory import OperatorMemory
 from azaion_operator.metrics import Metrics
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
@@ -191,7 +192,9 @@ def test_handler_records_policy_denied_as_failed_condition_and_one_warning_event
     )
     fake = FakeKube()
     metrics = Metrics(probe=lambda: True)
-    memo = types.SimpleNamespace(kube=fake, settings=ALLOWED, diffbase=None, metrics=metrics)
+    memo = types.SimpleNamespace(
+        kube=fake, settings=ALLOWED, diffbase=None, metrics=metrics, memory=OperatorMemory()
+    )
     body = _resource_body(resource, apiUrl="https://collector.attacker.example")
     with pytest.raises(SpecError):
         handlers.reconcile(cast(Any, memo), "Resource", body, [node])

@@ -1,0 +1,75 @@
+"""``KubeApi``: what the operator's middle asks of the Kubernetes API, and nothing more.
+
+The seam between the decisions (``reconcile``, ``kinds``, ``handlers``) and
+the one module that talks to the API server (``kube.KubeClient``, which
+satisfies this protocol; mypy checks it where ``handlers`` opens the client).
+Unit tests pass an in-memory fake instead (``tests/unit/operator/kube_fake.py``).
+
+Objects are plain JSON dicts as the API returns them (camelCase keys).
+Failures are the ``KubeError`` kinds of ``azaion_operator.errors``: a getter
+raises ``KubeNotFoundError`` for a missing object, ``create_job`` raises
+``KubeConflictError`` when the name is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+__all__ = ["KubeApi"]
+
+
+class KubeApi(Protocol):
+    """The Kubernetes calls of reconcile and the handlers."""
+
+    # --- reads -----------------------------------------------------------
+
+    def reachable(self) -> bool:
+        """Whether the API server answers (the readiness probe's question)."""
+        ...
+
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str]:
+        """The data keys of a Secret, never its values."""
+        ...
+
+    def volume_claim(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def persistent_volume(self, name: str) -> dict[str, Any]: ...
+
+    def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Jobs in ``namespace`` carrying all of ``labels``."""
+        ...
+
+    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Pods in ``namespace`` carrying all of ``labels``."""
+        ...
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """One of our custom resources."""
+        ...
+
+    def list_custom(self, plural: str, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Our custom resources in ``namespaces``, or cluster-wide when none are given."""
+        ...
+
+    # --- writes ----------------------------------------------------------
+
+    def create_job(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job (its pods in the background); one already gone is fine."""
+        ...
+
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one of our custom resources."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (at the operator's clean-up)."""
+        ...
