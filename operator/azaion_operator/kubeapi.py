@@ -3,7 +3,7 @@
 The seam between the decisions (``reconcile``, ``kinds``, ``handlers``) and
 the one module that talks to the API server (``kube.KubeClient``, which
 satisfies this protocol; mypy checks it where ``handlers`` opens the client).
-Unit tests pass an in-memory fake instead (``tests/unit/operator/kube_fake.py``).
+Unit tests pass an in-memory fake instead (``tests/unit/operator/kube_support.py``).
 
 Objects are plain JSON dicts as the API returns them (camelCase keys).
 Failures are the ``KubeError`` kinds of ``azaion_operator.errors``: a getter
