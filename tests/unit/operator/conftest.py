@@ -47,6 +47,12 @@ def node() -> NodeInfo:
 
 
 @pytest.fixture
+def make_node() -> Callable[..., dict[str, Any]]:
+    """Node manifests as the API returns them (``make_node("edge-2")``)."""
+    return node_manifest
+
+
+@pytest.fixture
 def resource() -> dict[str, Any]:
     return {
         "apiVersion": "loader.azaion.com/v1alpha1",

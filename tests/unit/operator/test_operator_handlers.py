@@ -1,0 +1,324 @@
+"""What the kopf handlers decide, called as kopf calls them, over the in-memory ``KubeApi``.
+
+Errors sorted into kopf's two kinds, status and Events recorded, Job and Node
+events filtered and coalesced, per-object state kept in each object's memo.
+The real handlers run under kopf in ``tests/e2e/operator/test_operator_kopf_runner.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import copy
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kopf
+import pytest
+from kube_support import FakeKube
+
+from azaion_operator import crd, handlers
+from azaion_operator.diffbase import StatusDiffBaseStorage
+from azaion_operator.errors import KubeForbiddenError, KubeUnavailableError
+from azaion_operator.kinds import resource as resource_kind
+from azaion_operator.memory import OperatorMemory
+from azaion_operator.metrics import Metrics
+from azaion_operator.nodes import NodeInfo
+from azaion_operator.policy import Policy
+from azaion_operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(
+    api_url="https://api.example", policy=Policy(image_unlock_namespaces=("edge",))
+)
+Posted = list[tuple[str, str, str]]
+
+
+@pytest.fixture
+def posted(monkeypatch: pytest.MonkeyPatch) -> Posted:
+    """The Events the handlers post through ``kopf.event``."""
+    events: Posted = []
+
+    def event(body: Any, *, type: str, reason: str, message: str) -> None:
+        events.append((type, reason, message))
+
+    monkeypatch.setattr(kopf, "event", event)
+    return events
+
+
+@pytest.fixture
+def fake() -> FakeKube:
+    kube = FakeKube()
+    kube.add_secret("edge", "creds", ["email", "password"])
+    kube.add_secret("edge", "azaion-loader-credentials", ["email", "password"])
+    kube.add_claim("edge", "models")
+    return kube
+
+
+@pytest.fixture
+def memo(fake: FakeKube) -> Iterator[kopf.Memo]:
+    """The operator's memo as ``handlers.configure`` fills it, with the fake API."""
+    memo = kopf.Memo()
+    memo.settings = SETTINGS
+    memo.memory = OperatorMemory()
+    memo.kube = fake
+    memo.metrics = Metrics(probe=fake.reachable)
+    memo.diffbase = StatusDiffBaseStorage()
+    memo.followups = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    yield memo
+    memo.followups.shutdown(wait=True)
+
+
+def _index(*nodes: NodeInfo) -> dict[str, list[NodeInfo]]:
+    """kopf's node index as the handlers read it: each node's store holds its NodeInfo."""
+    return {n.name: [n] for n in nodes}
+
+
+def _stored(fake: FakeKube, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return fake.custom[(plural, meta["namespace"], meta["name"])]
+
+
+def _object_memo(memo: kopf.Memo) -> kopf.Memo:
+    """A watched object's memo: kopf gives each object a shallow copy of the operator's."""
+    return copy.copy(memo)
+
+
+# --- change handlers: errors sorted into kopf's two kinds ---------------------------
+
+
+def test_a_spec_that_cannot_be_served_is_permanent_failed_and_warned_about_once(
+    fake: FakeKube, memo: kopf.Memo, posted: Posted, resource: dict[str, Any], node: NodeInfo
+) -> None:
+    fake.secrets.clear()
+    body = fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    with pytest.raises(kopf.PermanentError, match="credentials Secret edge/creds is not usable"):
+        handlers.resource_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    status = _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]
+    assert (status["phase"], status["conditions"][-1]["reason"]) == ("Failed", "MissingCredentials")
+    assert [(t, r) for t, r, _ in posted] == [("Warning", "MissingCredentials")]
+    assert fake.jobs == {}
+
+    # kopf retries nothing permanent, but a later event runs it again: no second Event.
+    with pytest.raises(kopf.PermanentError):
+        handlers.resource_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    assert len(posted) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (KubeUnavailableError("create Job: HTTP 503", status=503), kopf.TemporaryError),
+        (KubeForbiddenError("create Job: HTTP 403 forbidden", status=403), kopf.PermanentError),
+    ],
+)
+def test_api_trouble_is_temporary_when_transient_and_permanent_otherwise(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    posted: Posted,
+    resource: dict[str, Any],
+    node: NodeInfo,
+    error: Exception,
+    expected: type[Exception],
+) -> None:
+    fake.fail("create_job", error)
+    body = fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    with pytest.raises(expected) as info:
+        handlers.resource_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    assert type(info.value) is expected
+    if isinstance(info.value, kopf.TemporaryError):
+        assert info.value.delay == 10.0
+    assert "status" not in _stored(fake, crd.RESOURCE_PLURAL, resource)  # nothing recorded
+    assert posted == []
+    counted = memo.metrics.registry.get_sample_value
+    labels = {"kind": "Resource", "result": "api_error"}
+    assert counted("azaion_loader_reconciles_total", labels) == 1
+
+
+def test_a_served_change_writes_status_with_kopfs_diff_base_and_posts_job_created(
+    fake: FakeKube, memo: kopf.Memo, posted: Posted, unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    body = fake.add_custom(crd.UNLOCK_PLURAL, unlock)
+    handlers.unlock_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    status = _stored(fake, crd.UNLOCK_PLURAL, unlock)["status"]
+    assert status["phase"] == "Running" and [n["name"] for n in status["nodes"]] == ["edge-1"]
+    # The change handler's patch records the object as handled (diffbase.py): one write.
+    assert set(status["kopf"]) == {"last-handled-configuration"}
+    assert [(t, r) for t, r, _ in posted] == [("Normal", "JobCreated")]
+    assert fake.names().count("patch_status") == 1
+
+
+# --- Job events --------------------------------------------------------------------
+
+
+def _job_event(memo: kopf.Memo, type: str | None, job: dict[str, Any], node: NodeInfo) -> None:
+    asyncio.run(handlers.job_event(type=type, body=job, memo=memo, node_index=_index(node)))
+
+
+@pytest.fixture
+def served(
+    fake: FakeKube, memo: kopf.Memo, posted: Posted, resource: dict[str, Any], node: NodeInfo
+) -> dict[str, Any]:
+    """A Resource handled once: its Job created, its status Pending."""
+    body = fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    handlers.resource_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    fake.calls.clear()
+    posted.clear()
+    [job] = fake.jobs.values()
+    return job
+
+
+def test_a_job_that_moves_brings_its_owner_up_to_date_once_per_move(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    posted: Posted,
+    resource: dict[str, Any],
+    node: NodeInfo,
+    served: dict[str, Any],
+) -> None:
+    handled = _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["kopf"]
+    job_memo = _object_memo(memo)
+    served["status"] = {"active": 1}
+    _job_event(job_memo, "MODIFIED", served, node)
+    assert ("get_custom", crd.RESOURCE_PLURAL, "edge", "detector-model") in fake.calls
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Running"
+    # Its state is the Job's own memo's, not the operator's.
+    assert job_memo.job_state == (1, 0, 0, 0, ()) and "job_state" not in memo
+
+    fake.calls.clear()
+    _job_event(job_memo, "MODIFIED", served, node)  # nothing that matters moved
+    assert fake.calls == []
+
+    fake.finish_job("edge", served["metadata"]["name"], result={"ok": True, "size": 1})
+    _job_event(job_memo, "MODIFIED", fake.jobs[("edge", served["metadata"]["name"])], node)
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Succeeded"
+    assert [(t, r) for t, r, _ in posted] == [("Normal", "Succeeded")]
+    # A follow-up's patch leaves kopf's diff base as the change handler wrote it.
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["kopf"] == handled
+
+
+@pytest.mark.parametrize(
+    "case", ["listing at start-up", "no pod yet", "owner queued already", "owner replaced"]
+)
+def test_job_events_that_need_no_reconcile_cost_no_api_call(
+    fake: FakeKube, memo: kopf.Memo, node: NodeInfo, served: dict[str, Any], case: str
+) -> None:
+    kind, served["status"] = None, {"active": 1}
+    event: str | None = "MODIFIED"
+    if case == "listing at start-up":
+        event = None  # the resume handlers cover what the listing finds
+    elif case == "no pod yet":
+        served["status"] = {}
+    elif case == "owner queued already":
+        memo.memory.followups.add(served["metadata"]["ownerReferences"][0]["uid"])
+    else:
+        served["metadata"]["ownerReferences"][0]["uid"] = "an-older-object"
+        kind = "get_custom"
+    _job_event(_object_memo(memo), event, served, node)
+    assert fake.names() == ([kind] if kind else [])
+
+
+# --- Node events -------------------------------------------------------------------
+
+
+def test_a_node_that_joins_gets_its_unlock_job_and_a_waiting_resource_its_job(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    posted: Posted,
+    unlock: dict[str, Any],
+    resource: dict[str, Any],
+    node: NodeInfo,
+    make_node: Callable[..., dict[str, Any]],
+) -> None:
+    unlock_body = fake.add_custom(crd.UNLOCK_PLURAL, unlock)
+    handlers.unlock_changed(body=copy.deepcopy(unlock_body), memo=memo, node_index=_index(node))
+    # A Resource that waits for a node (none matches its selector yet).
+    resource["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "edge-late"}
+    resource_body = fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    with pytest.raises(kopf.PermanentError, match="no Ready Linux node"):
+        handlers.resource_changed(
+            body=copy.deepcopy(resource_body), memo=memo, node_index=_index(node)
+        )
+    assert sorted(fake.jobs) == [("edge", n) for n in fake.job_names()] and len(fake.jobs) == 1
+
+    late = make_node("edge-late")
+    node_memo = _object_memo(memo)
+    handlers.node_event(
+        type="ADDED", name="edge-late", body=late, memo=node_memo, node_index=_index(node)
+    )
+    on = sorted(j["metadata"]["annotations"][crd.ANNOTATION_NODE] for j in fake.jobs.values())
+    assert on == ["edge-1", "edge-late", "edge-late"]  # the unlock's, and the Resource's
+    unlock_status = _stored(fake, crd.UNLOCK_PLURAL, unlock)["status"]
+    assert [n["name"] for n in unlock_status["nodes"]] == ["edge-1", "edge-late"]
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Pending"
+
+    # The same Node again (a resync of kopf's watch, a heartbeat): nothing to do.
+    fake.calls.clear()
+    handlers.node_event(
+        type="MODIFIED", name="edge-late", body=late, memo=node_memo, node_index=_index(node)
+    )
+    assert fake.calls == [] and "node_state" not in memo
+
+
+def test_a_node_event_leaves_resources_that_have_their_job_alone(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    node: NodeInfo,
+    served: dict[str, Any],
+    make_node: Callable[..., dict[str, Any]],
+) -> None:
+    handlers.node_event(
+        type="ADDED",
+        name="edge-2",
+        body=make_node("edge-2"),
+        memo=_object_memo(memo),
+        node_index=_index(node),
+    )
+    assert fake.names() == ["list_custom", "list_custom"]  # listed, none reconciled
+
+
+def test_the_resync_serves_a_resource_whose_secret_came_late(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    posted: Posted,
+    resource: dict[str, Any],
+    node: NodeInfo,
+    make_node: Callable[..., dict[str, Any]],
+) -> None:
+    secret = fake.secrets.pop(("edge", "creds"))
+    body = fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    with pytest.raises(kopf.PermanentError):
+        handlers.resource_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    fake.secrets[("edge", "creds")] = secret
+    fake.nodes["edge-1"] = make_node("edge-1")
+    handlers._resync_once(memo)
+    assert len(fake.jobs) == 1
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Pending"
+    assert [r for _, r, _ in posted] == ["MissingCredentials", "JobCreated"]
+
+
+# --- the thread hop and the state --------------------------------------------------
+
+
+def test_work_sent_to_a_thread_sees_the_handlers_context_variables() -> None:
+    """kopf.event finds its queue in a context variable: the follow-up threads must see it."""
+    queue: contextvars.ContextVar[str] = contextvars.ContextVar("queue")
+
+    async def handler() -> str:
+        queue.set("this object's event queue")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return await handlers._in_thread(pool, queue.get, "none")
+
+    assert asyncio.run(handler()) == "this object's event queue"
+
+
+@pytest.mark.parametrize("module", [handlers, resource_kind])
+def test_no_mutable_state_at_module_level(module: types.ModuleType) -> None:
+    """Per-object state lives in kopf's memo; what spans objects in ``memo.memory``."""
+    mutable = {
+        name
+        for name, value in vars(module).items()
+        if isinstance(value, (dict, list, set)) and not name.isupper() and not name.startswith("__")
+    }
+    assert mutable == set()
