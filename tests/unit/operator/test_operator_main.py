@@ -26,11 +26,5 @@ def test_unknown_argument_is_a_usage_error() -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_handlers_register_with_kopf() -> None:
-    import kopf
-
-    from azaion_operator import handlers  # noqa: F401
-
-    registry = kopf.get_default_registry()
-    ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert {"resource_changed", "unlock_changed"} <= {i.split("/")[0] for i in ids}
+# That the handlers register with kopf and run is shown through kopf's public runner
+# (tests/e2e/operator/test_operator_kopf_runner.py), not by reading its registry's privates.
