@@ -73,6 +73,7 @@ class Run:
     stdout: str
     cpu: float = 0.0
     """User plus system CPU seconds of the process (independent of the machine's load)."""
+    stderr: str = ""
 
 
 def timed(cmd: list[str], env: dict[str, str], *, stdin: Any = None) -> Run:
@@ -93,7 +94,7 @@ def timed(cmd: list[str], env: dict[str, str], *, stdin: Any = None) -> Run:
     cpu = sum(
         float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
     )
-    return Run(wall, int(m.group(1)) / 1024 if m else float("nan"), proc.stdout, cpu)
+    return Run(wall, int(m.group(1)) / 1024 if m else float("nan"), proc.stdout, cpu, proc.stderr)
 
 
 def summary(runs: list[Run]) -> tuple[float, float]:

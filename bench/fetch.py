@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -55,6 +57,17 @@ from benchstack import (
     timed,
     uptime,
 )
+
+THREAD_CPU = Path(__file__).with_name("thread_cpu.py")
+
+
+def thread_cpu(stderr: str) -> dict[str, float]:
+    """The per-thread CPU line bench/thread_cpu.py printed."""
+    for line in stderr.splitlines():
+        if line.startswith("thread-cpu "):
+            return dict(json.loads(line[len("thread-cpu ") :]))
+    raise SystemExit(f"no thread-cpu line in: {stderr[-500:]}")
+
 
 BASELINE = (
     RAW_S3_CLIENT
@@ -130,6 +143,11 @@ def main() -> int:
         "--out-dir", metavar="DIR", help="where the file is written (e.g. /dev/shm)"
     )
     parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="run fetch under bench/thread_cpu.py and report its CPU per thread",
+    )
+    parser.add_argument(
         "--compare-source",
         metavar="DIR",
         help="also run fetch from this initcontainer/ directory (e.g. of HEAD)",
@@ -150,6 +168,7 @@ def main() -> int:
             raw_nosync: list[Run] = []
             fetch: list[Run] = []
             other: list[Run] = []
+            threads: list[dict[str, float]] = []
             for _ in range(args.repeat):
                 for sync, runs in (("1", raw), ("0", raw_nosync)):
                     runs.append(
@@ -168,7 +187,8 @@ def main() -> int:
                         )
                     )
                     out.unlink()
-                command = [*LOADER, "fetch", "--folder", "bench", "--name", name]
+                loader = [sys.executable, str(THREAD_CPU)] if args.threads else LOADER
+                command = [*loader, "fetch", "--folder", "bench", "--name", name]
                 command += ["--out", str(out), "--no-progress", "--json"]
                 for runs, env in ((fetch, stack.env), (other, other_env)):
                     if runs is other and not args.compare_source:
@@ -180,6 +200,8 @@ def main() -> int:
                     if file_sha256(out) != plain_sha:
                         raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
                     runs.append(run)
+                    if runs is fetch and args.threads:
+                        threads.append(thread_cpu(run.stderr))
                     out.unlink()
                 compared = (
                     f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
@@ -191,6 +213,12 @@ def main() -> int:
                     f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){compared}",
                     flush=True,
                 )
+            if threads:
+                names = sorted({k for t in threads for k in t}, key=lambda k: -threads[0].get(k, 0))
+                cpu = ", ".join(
+                    f"{k} {statistics.median(t.get(k, 0.0) for t in threads):.2f}" for k in names
+                )
+                print(f"  {mib} MiB fetch CPU per thread (s, medians): {cpu}")
             r_wall, r_rss = summary(raw)
             n_wall, _ = summary(raw_nosync)
             f_wall, f_rss = summary(fetch)
@@ -212,6 +240,9 @@ def main() -> int:
                     f"{f_rss:.0f} MiB",
                     f"{mib / f_wall:.0f} MiB/s",
                     f"{median_cpu(raw):.2f} s / {median_cpu(fetch):.2f} s",
+                    f"{median_cpu(raw) * 1024 / mib:.2f} s / "
+                    f"{median_cpu(fetch) * 1024 / mib:.2f} s",
+                    f"**{median_cpu(fetch) / median_cpu(raw):.2f}x**",
                 ]
             )
             Path(out).unlink(missing_ok=True)
@@ -229,6 +260,8 @@ def main() -> int:
                 "fetch peak RSS",
                 "fetch rate",
                 "CPU raw / fetch",
+                "CPU per GiB raw / fetch",
+                "CPU ratio",
             ],
             rows,
         )
