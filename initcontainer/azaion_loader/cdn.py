@@ -19,7 +19,9 @@ endpoint, bucket and key, never a key pair; an endpoint with user-info is refuse
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -39,6 +41,7 @@ from azaion_loader.errors import (
     LoaderError,
 )
 from azaion_loader.models import CdnConfig, CdnKeys
+from azaion_loader.pipeline import BufferRing
 from azaion_loader.redact import has_userinfo, printable, redact_url
 from azaion_loader.settings import HttpSettings
 from azaion_loader.watchdog import StreamWatch, response_sockets, shutdown_socket
@@ -74,6 +77,66 @@ if hasattr(botocore.exceptions, "IncompleteReadError"):
 
 PART_SIZE = 8 * 1024 * 1024
 """Multipart part size for uploads."""
+
+
+def _read_into(body: Any) -> Callable[[memoryview], int]:
+    """A ``readinto``-like call reading at most one ``recv``'s worth of ``body`` into a view.
+
+    botocore's body wraps urllib3's response, which wraps ``http.client``'s,
+    which reads from a buffered socket file.  A plain (not chunked, not
+    compressed) body is read from that file with ``readinto1``: straight into
+    the caller's buffer, with no bytes object per read and no copy
+    (the callers stop at ``Content-Length``, so no read passes the body's
+    end).  Any other body goes through urllib3's ``read1`` and one copy.
+    """
+    raw = getattr(body, "_raw_stream", None)
+    resp = getattr(raw, "_fp", None)
+    fp = getattr(resp, "fp", None)
+    plain = not getattr(resp, "chunked", True) and not (
+        getattr(raw, "headers", {}).get("content-encoding")
+    )
+    if plain and len(getattr(raw, "_decoded_buffer", None) or ()):
+        plain = False  # urllib3 already holds part of the body
+    readinto1 = getattr(fp, "readinto1", None)
+    if plain and callable(readinto1):
+        return readinto1
+    read_some = getattr(raw, "read1", None) or body.read
+
+    def copy_into(view: memoryview) -> int:
+        piece = read_some(len(view))
+        view[: len(piece)] = piece
+        return len(piece)
+
+    return copy_into
+
+
+class _Ended(Exception):
+    """The stream ended (or was cut) before its last byte."""
+
+
+class _Final(Exception):
+    """A resume that must not be tried again (carries the error to raise)."""
+
+    def __init__(self, error: CdnError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Download:
+    """What a resumed GET must match: the object's size and the first answer's ETag."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    what: str
+
+
+def _cut(raw: Any) -> None:
+    """Shut down the sockets under a urllib3 response (the watch's abort)."""
+    for sock in response_sockets(raw):
+        shutdown_socket(sock)
 
 
 def map_cdn_error(exc: BaseException, endpoint: str, what: str) -> CdnError:
@@ -204,65 +267,192 @@ class CdnClient:
             return
 
     def iter_object(
-        self, bucket: str, key: str, *, chunk_size: int = CHUNK_SIZE
-    ) -> tuple[int, Iterator[bytes]]:
+        self,
+        bucket: str,
+        key: str,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        ring: BufferRing | None = None,
+    ) -> tuple[int, Iterator[memoryview]]:
         """Start a GET of ``bucket/key``; returns its size and an iterator over chunks.
 
-        Errors while iterating are mapped too (a broken stream is
-        :class:`CdnUnavailableError`).
+        Each chunk is a view of one of ``ring``'s buffers, valid until the
+        ring hands that buffer out again (without a ring: until the next chunk
+        is asked for).  A stream that breaks (cut, ended early, or below the
+        minimum rate) is resumed where it stopped, with ``Range`` and
+        ``If-Match`` on the first answer's ETag, up to ``LOADER_RETRIES``
+        times and within ``LOADER_DOWNLOAD_DEADLINE``; the chunks go on as if
+        nothing happened.  Errors while iterating are mapped too (a broken
+        stream that could not be resumed is :class:`CdnUnavailableError`).
         """
         what = f"GET {bucket}/{key}"
         try:
             resp = self._reader().get_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise map_cdn_error(exc, self.endpoint, what) from exc
-        body = resp["Body"]
         size = int(resp.get("ContentLength", 0))
-        return size, self._chunks(body, size, chunk_size, what)
+        download = _Download(bucket, key, size, str(resp.get("ETag") or ""), what)
+        ring = ring or BufferRing(1, chunk_size)
+        return size, self._chunks(resp["Body"], download, chunk_size, ring)
 
-    def _chunks(self, body: Any, size: int, chunk_size: int, what: str) -> Iterator[bytes]:
-        """``body`` in chunks of ``chunk_size`` bytes, read under the rate watch.
+    def _chunks(
+        self, body: Any, dl: _Download, chunk_size: int, ring: BufferRing
+    ) -> Iterator[memoryview]:
+        """The object in chunks of ``chunk_size`` bytes, read into ``ring`` under the watch.
 
-        Reads are ``read1`` pieces (what one ``recv`` brings) gathered into
-        a chunk, so the watch sees every byte arrive; a socket the watch
-        shut down, or a stream that ends early, is CdnUnavailableError.
+        Each read is what one ``recv`` brings, straight into the chunk's
+        buffer (:func:`_read_into`), so the watch sees every byte arrive.  A
+        broken stream is asked again from the first byte not yet received;
+        the bytes of the chunk being filled are kept, so the chunks (and a
+        digest over them) continue seamlessly.
         """
-        raw = getattr(body, "_raw_stream", None)
-        read_some = getattr(raw, "read1", None) or body.read
-
-        def cut() -> None:
-            for sock in response_sockets(raw):
-                shutdown_socket(sock)
-
-        received = 0
-        watch = StreamWatch(abort=cut, min_rate=self.http.min_rate, window=self.http.rate_window)
+        http = self.http
+        deadline = time.monotonic() + http.download_deadline if http.download_deadline else None
+        received = 0  # bytes in yielded chunks and in ``view[:pos]``
+        resumes = 0
+        view: memoryview | None = None
+        pos = 0
         try:
-            with watch:
-                while True:
-                    chunk = bytearray()
-                    while len(chunk) < chunk_size:
-                        try:
-                            piece = read_some(chunk_size - len(chunk))
-                        except Exception as exc:
-                            if watch.fired:
-                                raise self._slow(what, received + len(chunk), size) from exc
-                            raise map_cdn_error(exc, self.endpoint, what) from exc
-                        if not piece:
-                            break
-                        chunk += piece
-                        watch.progress(len(piece))
-                    received += len(chunk)
-                    if watch.fired:
-                        raise self._slow(what, received, size)
-                    if not chunk:
-                        break
-                    yield chunk  # type: ignore[misc]  # a bytearray: no copy into bytes
-            if received < size:
-                raise CdnUnavailableError(
-                    f"the CDN at {self.endpoint} ended {what} after {received} of {size} bytes"
+            while True:
+                raw = getattr(body, "_raw_stream", None)
+                read_into = _read_into(body)
+                watch = StreamWatch(
+                    abort=functools.partial(_cut, raw),
+                    deadline=deadline,
+                    min_rate=http.min_rate,
+                    window=http.rate_window,
                 )
+                try:
+                    with watch:
+                        while received < dl.size:
+                            if view is None:
+                                want = min(chunk_size, dl.size - received)
+                                view, pos = memoryview(ring.next(want))[:want], 0
+                            n = read_into(view[pos:])
+                            if not n:
+                                raise _Ended
+                            pos += n
+                            received += n
+                            watch.progress(n)
+                            if pos == len(view):
+                                chunk, view = view, None
+                                yield chunk
+                    if watch.fired:
+                        raise _Ended
+                    return
+                except Exception as exc:  # noqa: BLE001 - sorted below
+                    problem = self._broken(exc, watch.fired, dl, received)
+                    if watch.fired == "deadline" or not isinstance(problem, CdnUnavailableError):
+                        raise problem from (None if isinstance(exc, _Ended) else exc)
+                    cause = exc
+                body.close()
+                body, resumes = self._resume(dl, received, resumes, deadline, problem, cause)
         finally:
             body.close()
+
+    def _broken(
+        self, exc: BaseException, fired: str | None, dl: _Download, received: int
+    ) -> CdnError:
+        """What a broken stream means: the watch's reason, an early end, or the mapped error."""
+        if fired == "deadline":
+            return CdnUnavailableError(
+                f"the CDN at {self.endpoint} did not complete {dl.what} within "
+                f"{self.http.download_deadline:g} s ({received} of {dl.size} bytes received)",
+                hint="check the network to the CDN; LOADER_DOWNLOAD_DEADLINE sets the limit",
+            )
+        if fired == "rate":
+            return self._slow(dl.what, received, dl.size)
+        if isinstance(exc, _Ended):
+            return CdnUnavailableError(
+                f"the CDN at {self.endpoint} ended {dl.what} after {received} of {dl.size} bytes"
+            )
+        return map_cdn_error(exc, self.endpoint, dl.what)
+
+    def _resume(
+        self,
+        dl: _Download,
+        offset: int,
+        resumes: int,
+        deadline: float | None,
+        problem: CdnError,
+        cause: BaseException,
+    ) -> tuple[Any, int]:
+        """A new body from ``offset`` on, after a backoff; raises when no resume is left.
+
+        Returns the body and the number of resumes used.  A server that
+        ignores ``Range`` or an object replaced since the first answer
+        (``If-Match`` fails, or another ETag) ends the download at once:
+        splicing two objects would only fail the digest later.
+        """
+        http = self.http
+        while True:
+            if resumes >= http.retries:
+                suffix = f" (after {resumes} resumes)" if resumes else ""
+                raise type(problem)(f"{problem.message}{suffix}", hint=problem.hint) from cause
+            resumes += 1
+            delay = min(http.backoff_cap, http.backoff_base * 2 ** (resumes - 1))
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise self._broken(cause, "deadline", dl, offset) from cause
+            log.warning(
+                "%s; resuming at byte %d in %.1f s (resume %d of %d)",
+                problem.message,
+                offset,
+                delay,
+                resumes,
+                http.retries,
+            )
+            time.sleep(delay)
+            try:
+                return self._ranged(dl, offset), resumes
+            except _Final as final:
+                raise final.error from final.__cause__
+            except CdnUnavailableError as exc:
+                problem, cause = exc, exc
+
+    def _ranged(self, dl: _Download, offset: int) -> Any:
+        """The body of ``dl`` from ``offset`` to the end, checked to be that and nothing else."""
+        what = f"{dl.what} from byte {offset}"
+        args = {"Bucket": dl.bucket, "Key": dl.key, "Range": f"bytes={offset}-"}
+        if dl.etag:
+            args["IfMatch"] = dl.etag
+        try:
+            resp = self._reader().get_object(**args)
+        except botocore.exceptions.ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if status == 412 or code == "PreconditionFailed":
+                raise _Final(self._replaced(dl)) from exc
+            raise map_cdn_error(exc, self.endpoint, what) from exc
+        except Exception as exc:
+            raise map_cdn_error(exc, self.endpoint, what) from exc
+        status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        content_range = str(resp.get("ContentRange") or "")
+        etag = str(resp.get("ETag") or "")
+        expected = f"bytes {offset}-{dl.size - 1}/{dl.size}"
+        if status != 206 or content_range != expected:
+            resp["Body"].close()
+            if dl.etag and etag and etag != dl.etag:
+                raise _Final(self._replaced(dl))
+            raise _Final(
+                CdnUnavailableError(
+                    f"the CDN at {self.endpoint} ignored the Range request of {dl.what} "
+                    f"(HTTP {status}, Content-Range {printable(content_range, 80)!r}, "
+                    f"{expected!r} asked): cannot resume after {offset} of {dl.size} bytes",
+                    hint="run the fetch again (it starts over); a CDN that serves Range requests "
+                    "lets a broken download resume",
+                )
+            )
+        if dl.etag and etag and etag != dl.etag:
+            resp["Body"].close()
+            raise _Final(self._replaced(dl))
+        return resp["Body"]
+
+    def _replaced(self, dl: _Download) -> CdnUnavailableError:
+        return CdnUnavailableError(
+            f"{dl.bucket}/{dl.key} was replaced on the CDN at {self.endpoint} during the download "
+            "(its ETag changed): not resumed, nothing published",
+            hint="run the fetch again: it asks the API for the current version",
+        )
 
     def _slow(self, what: str, received: int, size: int) -> CdnUnavailableError:
         return CdnUnavailableError(

@@ -49,7 +49,7 @@ from azaion_loader.crypto import (
 )
 from azaion_loader.errors import IntegrityError, LoaderError, TargetError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
-from azaion_loader.pipeline import Sink, prefetch
+from azaion_loader.pipeline import BufferRing, Sink, prefetch
 from azaion_loader.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CdnFactory = Callable[[], "CdnClient"]
+Chunk = bytes | memoryview
 
 FETCH_CHUNK = 2 * CHUNK_SIZE
 """Bytes per network or cache read when fetching: large buffers release the GIL longer."""
@@ -168,7 +169,7 @@ def _segment(value: str) -> str:
 # -- fetch -------------------------------------------------------------------------
 
 
-def _hashed(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
+def _hashed(chunks: Iterable[Chunk], digest: Any) -> Iterator[Chunk]:
     """``chunks``, each fed to ``digest`` on the way; closing this closes ``chunks``."""
     try:
         for chunk in chunks:
@@ -194,7 +195,7 @@ def _hashing(
 
 def _decode(
     rec: ResourceRecord,
-    big_chunks: Iterable[bytes],
+    big_chunks: Iterable[Chunk],
     out: AtomicWriter,
     *,
     tee: AtomicWriter | None,
@@ -249,13 +250,21 @@ def _decode(
     return registered if registered is not None else plain_digest.hexdigest()
 
 
-def _iter_file(path: Path) -> Iterator[bytes]:
+def _read_ring() -> BufferRing:
+    """Input buffers for :func:`_decode`: the reader fills one while the decryption holds one
+    and ``READ_AHEAD`` wait between them (see :class:`~azaion_loader.pipeline.BufferRing`)."""
+    return BufferRing(READ_AHEAD + 2, FETCH_CHUNK)
+
+
+def _iter_file(path: Path, ring: BufferRing) -> Iterator[memoryview]:
+    """``path`` in chunks read into ``ring``'s buffers (no bytes object per read)."""
     with open(path, "rb", buffering=0) as f:
         while True:
-            chunk = f.read(FETCH_CHUNK)
-            if not chunk:
+            buf = ring.next(FETCH_CHUNK)
+            n = f.readinto(buf)
+            if not n:
                 return
-            yield chunk
+            yield memoryview(buf)[:n]
 
 
 def fetch_resource(
@@ -294,7 +303,7 @@ def fetch_resource(
                 try:
                     plain_sha = _decode(
                         rec,
-                        _iter_file(cache.big),
+                        _iter_file(cache.big, _read_ring()),
                         writer,
                         tee=None,
                         progress=progress,
@@ -342,7 +351,9 @@ def _fetch_from_cdn(
     cache: CacheEntry | None,
     progress: ProgressCallback,
 ) -> str:
-    size, chunks = cdn.iter_object(rec.folder, rec.big_key, chunk_size=FETCH_CHUNK)
+    size, chunks = cdn.iter_object(
+        rec.folder, rec.big_key, chunk_size=FETCH_CHUNK, ring=_read_ring()
+    )
     source = f"the CDN ({rec.folder}/{rec.big_key})"
     if size != rec.big_size:
         with contextlib.suppress(Exception):

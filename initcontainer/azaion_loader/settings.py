@@ -73,6 +73,10 @@ class HttpSettings:
     """Bytes per second a CDN download must keep up, ``LOADER_MIN_RATE`` (0: no floor)."""
     rate_window: float = 60.0
     """Seconds over which ``min_rate`` is averaged, ``LOADER_RATE_WINDOW``."""
+    download_deadline: float = 0.0
+    """Seconds one CDN download may take in all, resumes included,
+    ``LOADER_DOWNLOAD_DEADLINE`` (0: no limit of its own; a Job's
+    ``activeDeadlineSeconds`` still bounds it)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,7 @@ class LoaderSettings:
                 max_response=_positive_int(env, "LOADER_MAX_RESPONSE", 8 * 1024 * 1024),
                 min_rate=_non_negative_float(env, "LOADER_MIN_RATE", 4096.0),
                 rate_window=_positive_float(env, "LOADER_RATE_WINDOW", 60.0),
+                download_deadline=_non_negative_float(env, "LOADER_DOWNLOAD_DEADLINE", 0.0),
             ),
             hardware=HardwareSettings(
                 machine_id=env.get("LOADER_HW_MACHINE_ID", "").strip() or None,

@@ -58,6 +58,8 @@ class FaultProxy:
         self.reached = threading.Event()
         """Set when a response passed the fault point (the fault is now acting)."""
         self.connections = 0
+        self.sent = 0
+        """Bytes of answers forwarded to clients, over all connections."""
         threading.Thread(target=self._accept, name="faultproxy-accept", daemon=True).start()
 
     def arm(self, match: bytes, kind: str, *, at: int, rate: float = 0.0, times: int = 1) -> None:
@@ -130,10 +132,10 @@ class FaultProxy:
             while data := server.recv(_PIECE):
                 plan = state["plan"]
                 if plan is None:
-                    client.sendall(data)
+                    self._send(client, data)
                     continue
                 keep = max(0, min(len(data), plan.at - sent))
-                client.sendall(data[:keep])
+                self._send(client, data[:keep])
                 sent += keep
                 if keep == len(data):
                     continue
@@ -144,8 +146,17 @@ class FaultProxy:
             pass
         finally:
             for sock in (client, server):
+                # shutdown first: the other pump may be blocked in recv() on the same socket,
+                # and close() alone would not end the connection until that returns.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     sock.close()
+
+    def _send(self, client: socket.socket, data: bytes) -> None:
+        client.sendall(data)
+        with self._lock:
+            self.sent += len(data)
 
     def _fault(
         self, plan: _Plan, client: socket.socket, rest: bytes, server: socket.socket
@@ -170,6 +181,6 @@ class FaultProxy:
                 pending = server.recv(_PIECE)
                 if not pending:
                     return
-            client.sendall(pending[:step])
+            self._send(client, pending[:step])
             pending = pending[step:]
             time.sleep(step / plan.rate)

@@ -106,8 +106,14 @@ def test_api_trickle_ends_at_the_deadline(
 # -- the CDN: stall, trickle, cut -------------------------------------------------
 
 
+def big_size(data: bytes) -> int:
+    """Bytes of the big part on the CDN for a plaintext ``data`` (docs/protocol.md §5)."""
+    cipher = 16 + 16 * (len(data) // 16 + 1)
+    return cipher - min(3072, cipher * 3 // 10)
+
+
 @pytest.mark.parametrize("kind", ["stall", "slow"])
-def test_cdn_below_the_minimum_rate_fails_fast(
+def test_cdn_below_the_minimum_rate_fails_fast_without_resumes(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path, kind: str
 ) -> None:
     proxy = fault_proxy(dev_env.s3.port)
@@ -117,6 +123,7 @@ def test_cdn_below_the_minimum_rate_fails_fast(
     env = dev_env.merged(
         LOADER_CACHE_DIR="",
         LOADER_TIMEOUT="30",
+        LOADER_RETRIES="0",
         LOADER_MIN_RATE="100000",
         LOADER_RATE_WINDOW="1",
     )
@@ -131,7 +138,52 @@ def test_cdn_below_the_minimum_rate_fails_fast(
     assert_untouched(target_dir, out)
 
 
-def test_cdn_cut_mid_big_part_publishes_nothing(
+def test_cdn_stall_resumes_and_the_result_verifies(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
+) -> None:
+    """A stall the rate watch detects is resumed with Range; the fetch completes."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"GET /models/model.bin.big", "stall", at=1024 * 1024)
+    cdn_through(dev_env, proxy)
+    target_dir, out = target_dir_with_old(tmp_path)
+    env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_MIN_RATE="100000", LOADER_RATE_WINDOW="1")
+    code, result, _, err = fetch_model(env, out, timeout=90)
+    assert proxy.reached.is_set()
+    assert code == 0, err
+    assert "slower than 100000 bytes/s" in err and "resuming at byte" in err
+    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
+    assert out.read_bytes() == published
+    assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]
+    assert proxy.sent < big_size(published) + 16 * 1024  # the rest, not the whole again
+
+
+def test_cdn_stalls_on_every_resume_end_at_the_download_deadline(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
+) -> None:
+    """Each resume stalls again: the total deadline ends the download, resumes included."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"GET /models/model.bin.big", "stall", at=64 * 1024, times=100)
+    cdn_through(dev_env, proxy)
+    target_dir, out = target_dir_with_old(tmp_path)
+    env = dev_env.merged(
+        LOADER_CACHE_DIR="",
+        LOADER_RETRIES="50",
+        LOADER_MIN_RATE="100000",
+        LOADER_RATE_WINDOW="1",
+        LOADER_DOWNLOAD_DEADLINE="5",
+    )
+    started = time.monotonic()
+    code, result, _, err = fetch_model(env, out, timeout=90)
+    elapsed = time.monotonic() - started
+    assert code == 21, err
+    assert result is not None and result["error"] == "CdnUnavailableError"
+    assert "within 5 s" in result["message"]
+    assert err.count("resuming at byte") >= 1
+    assert elapsed < 12, elapsed
+    assert_untouched(target_dir, out)
+
+
+def test_cdn_cut_mid_big_part_resumes_from_where_it_stopped(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
     proxy = fault_proxy(dev_env.s3.port)
@@ -140,8 +192,53 @@ def test_cdn_cut_mid_big_part_publishes_nothing(
     target_dir, out = target_dir_with_old(tmp_path)
     code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out)
     assert proxy.reached.is_set()
+    assert code == 0, err
+    assert "resuming at byte" in err
+    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
+    assert out.read_bytes() == published
+    assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]
+    assert proxy.connections == 2
+    # Starting over would have sent 3 MiB more than the big part.
+    assert proxy.sent < big_size(published) + 16 * 1024, proxy.sent
+
+
+def test_cdn_cut_without_resumes_publishes_nothing(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
+) -> None:
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"GET /models/model.bin.big", "cut", at=3 * 1024 * 1024)
+    cdn_through(dev_env, proxy)
+    target_dir, out = target_dir_with_old(tmp_path)
+    code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR="", LOADER_RETRIES="0"), out)
+    assert proxy.reached.is_set()
     assert code == 21, err
     assert result is not None and result["error"] == "CdnUnavailableError"
+    assert "ended GET models/model.bin.big after" in result["message"]
+    assert_untouched(target_dir, out)
+
+
+def test_cdn_object_replaced_before_the_resume_fails_cleanly(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
+) -> None:
+    """The big part is replaced while the stream stalls: the resume's If-Match fails."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(b"GET /models/model.bin.big", "stall", at=2 * 1024 * 1024)
+    cdn_through(dev_env, proxy)
+    target_dir, out = target_dir_with_old(tmp_path)
+    env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_MIN_RATE="100000", LOADER_RATE_WINDOW="2")
+    proc = start_fetch(env, out)
+    try:
+        assert proxy.reached.wait(60), "the fetch never reached the stall"
+        s3 = dev_env.s3.client("test-write", "test-write-secret")
+        s3.put_object(Bucket="models", Key="model.bin.big", Body=os.urandom(big_size(published)))
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 21, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["error"] == "CdnUnavailableError"
+    assert "was replaced on the CDN" in result["message"]
+    assert "Traceback" not in stderr
     assert_untouched(target_dir, out)
 
 

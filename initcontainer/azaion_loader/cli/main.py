@@ -39,6 +39,7 @@ settings (environment):
   LOADER_DEADLINE           seconds per API call, retries included (300)
   LOADER_MAX_RESPONSE       largest API body in bytes (8 MiB)
   LOADER_MIN_RATE, LOADER_RATE_WINDOW   CDN floor in bytes/s (4096) over seconds (60)
+  LOADER_DOWNLOAD_DEADLINE  seconds per CDN download, resumes included (0: none)
   LOADER_HW_MACHINE_ID, LOADER_HW_ARCH   fingerprint overrides
   LOADER_LOG_LEVEL, LOADER_LOG_FORMAT    INFO|DEBUG|...; text|json
   LOADER_RUNTIME            unlock/unlock-load: docker (default) or containerd

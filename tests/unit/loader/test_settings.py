@@ -82,6 +82,7 @@ def test_half_credentials() -> None:
         ("LOADER_MAX_RESPONSE", "1e6"),
         ("LOADER_MIN_RATE", "-1"),
         ("LOADER_RATE_WINDOW", "0"),
+        ("LOADER_DOWNLOAD_DEADLINE", "-1"),
     ],
 )
 def test_bad_values_are_config_errors(name: str, value: str) -> None:
@@ -96,16 +97,19 @@ def test_transfer_limits() -> None:
             "LOADER_MAX_RESPONSE": "1048576",
             "LOADER_MIN_RATE": "0",
             "LOADER_RATE_WINDOW": "5",
+            "LOADER_DOWNLOAD_DEADLINE": "900",
         }
     ).http
-    assert (http.deadline, http.max_response, http.min_rate, http.rate_window) == (
-        45.0,
-        1048576,
-        0.0,
-        5.0,
-    )
+    assert (
+        http.deadline,
+        http.max_response,
+        http.min_rate,
+        http.rate_window,
+        http.download_deadline,
+    ) == (45.0, 1048576, 0.0, 5.0, 900.0)
     default = LoaderSettings.from_env({}).http
     assert (default.deadline, default.max_response, default.min_rate) == (300.0, 8388608, 4096.0)
+    assert default.download_deadline == 0.0
 
 
 def test_user_info_in_the_api_url_is_refused_without_showing_it() -> None:
