@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,8 +92,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(stack: Stack, name: str, mib: int) -> str:
-    """Publish ``mib`` MiB of random data as ``bench/<name>``; returns the plaintext SHA-256."""
+def publish(stack: Stack, name: str, mib: int) -> tuple[str, bytes, bytes]:
+    """Publish ``mib`` MiB of random data as ``bench/<name>``.
+
+    Returns the plaintext's SHA-256, the key and the IV of the big part (the
+    small part's last block: CBC chains on the ciphertext).
+    """
     key = new_key()
     enc = Encryptor(key)
     cipher_path = stack.work / f"{name}.enc"
@@ -132,7 +137,76 @@ def publish(stack: Stack, name: str, mib: int) -> str:
             "plain_sha256": plain_digest.hexdigest(),
         },
     )
-    return plain_digest.hexdigest()
+    return plain_digest.hexdigest(), key, small[-16:]
+
+
+DECRYPT_FLOOR = r"""
+import os, sys, time
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+path, key, iv = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+buf, out = bytearray(2 << 20), bytearray((2 << 20) + 16)
+view = memoryview(buf)
+start, cpu = time.monotonic(), time.process_time()
+with open(path, "rb", buffering=0) as f:
+    while n := f.readinto(buf):
+        dec.update_into(view[:n], out)
+print(time.monotonic() - start, time.process_time() - cpu)
+"""
+"""Read the cached big part and decrypt it into a reused buffer (writes nothing); prints the
+loop's wall and CPU seconds, without the interpreter's start and imports."""
+
+
+def cache_hits(
+    args: argparse.Namespace,
+    stack: Stack,
+    name: str,
+    mib: int,
+    out: Path,
+    plain_sha: str,
+    key: str,
+    iv: str,
+) -> list[str]:
+    """Time fetches from a warm cache against ``cp`` of the cached big part + decryption floor."""
+    cache = Path(args.out_dir or stack.work) / f"azaion-bench-cache-{os.getpid()}"
+    env = dict(stack.env, LOADER_CACHE_DIR=str(cache))
+    command = [*LOADER, "fetch", "--folder", "bench", "--name", name]
+    command += ["--out", str(out), "--no-progress", "--json"]
+    timed(command, env)  # warms the cache
+    out.unlink()
+    big = cache / "bench" / f"{name}.big"
+    copies: list[Run] = []
+    floors: list[float] = []
+    hits: list[Run] = []
+    for _ in range(args.repeat):
+        copies.append(timed(["cp", str(big), str(out)], env))
+        out.unlink()
+        floor = timed([sys.executable, "-c", DECRYPT_FLOOR, str(big), key, iv], env)
+        floors.append(float(floor.stdout.split()[0]))
+        run = timed(command, env)
+        if '"cache":"hit"' not in run.stdout or f'"sha256":"{plain_sha}"' not in run.stdout:
+            raise SystemExit(f"the cached fetch of {name} did not hit or verify: {run.stdout}")
+        hits.append(run)
+        out.unlink()
+        print(
+            f"  {mib} MiB cache hit: cp {copies[-1].wall:.2f}s + floor {floors[-1]:.2f}s, "
+            f"fetch {run.wall:.2f}s (CPU {run.cpu:.2f}s)",
+            flush=True,
+        )
+    subprocess.run(["rm", "-rf", str(cache)], check=False)
+    c_wall, _ = summary(copies)
+    floor_wall = statistics.median(floors)
+    h_wall, h_rss = summary(hits)
+    return [
+        f"{mib} MiB",
+        f"{c_wall:.2f} s",
+        f"{floor_wall:.2f} s",
+        f"{c_wall + floor_wall:.2f} s",
+        f"{h_wall:.2f} s",
+        f"**{h_wall / (c_wall + floor_wall):.2f}x**",
+        f"{h_rss:.0f} MiB",
+        f"{median_cpu(copies):.2f} s / {median_cpu(hits):.2f} s",
+    ]
 
 
 def main() -> int:
@@ -141,6 +215,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--out-dir", metavar="DIR", help="where the file is written (e.g. /dev/shm)"
+    )
+    parser.add_argument(
+        "--cache-hit",
+        action="store_true",
+        help="also time fetches served from a warm cache (beside --out-dir) against `cp` of the "
+        "cached big part plus its decryption floor",
     )
     parser.add_argument(
         "--threads",
@@ -157,13 +237,14 @@ def main() -> int:
     print(f"command: {command_line()}")
     print(f"before: {uptime()}", flush=True)
     rows = []
+    cache_rows: list[list[str]] = []
     with Stack() as stack:
         stack.s3_client().create_bucket(Bucket="bench")
         out = Path(args.out_dir or stack.work) / f"azaion-bench-out-{os.getpid()}"
         other_env = dict(stack.env, PYTHONPATH=args.compare_source or "")
         for mib in args.sizes:
             name = f"r{mib}"
-            plain_sha = publish(stack, name, mib)
+            plain_sha, key, big_iv = publish(stack, name, mib)
             raw: list[Run] = []
             raw_nosync: list[Run] = []
             fetch: list[Run] = []
@@ -246,6 +327,10 @@ def main() -> int:
                 ]
             )
             Path(out).unlink(missing_ok=True)
+            if args.cache_hit:
+                cache_rows.append(
+                    cache_hits(args, stack, name, mib, out, plain_sha, key.hex(), big_iv.hex())
+                )
     print(f"after: {uptime()}")
     print()
     print(
@@ -266,6 +351,23 @@ def main() -> int:
             rows,
         )
     )
+    if cache_rows:
+        print()
+        print(
+            markdown_table(
+                [
+                    "size",
+                    "`cp` of the cached big part",
+                    "decryption floor",
+                    "cp + floor",
+                    "`loader fetch`, cache hit",
+                    "ratio",
+                    "fetch peak RSS",
+                    "CPU cp / fetch",
+                ],
+                cache_rows,
+            )
+        )
     print(
         f"\nmedians of {args.repeat} runs; ratio = fetch / (raw GET + fsync); wall times "
         "include process start (and, for fetch, login and the envelope); CPU = user + system "

@@ -1,6 +1,7 @@
 """Benchmark: `loader upload` against a raw S3 upload of a file of the same size, in one run.
 
     .venv/bin/python bench/upload.py --sizes 256 1024 --repeat 3      # MiB
+    .venv/bin/python bench/upload.py --sizes 1024 --repeat 5 --src-dir /dev/shm   # source on tmpfs
 
 Starts moto's S3 server (`moto_server`, its own process) and the reference API
 server on 127.0.0.1 (bench/benchstack.py), writes a random file of each size,
@@ -22,7 +23,9 @@ peak RSS at the largest size equals that at the smallest.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from azaion_loader.cdn import PART_SIZE
 from benchstack import (
@@ -56,6 +59,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024], help="MiB")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--src-dir",
+        metavar="DIR",
+        help="where the file to upload is written (e.g. /dev/shm: the disk decides neither side)",
+    )
     args = parser.parse_args()
 
     print(f"command: {command_line()}")
@@ -65,7 +73,7 @@ def main() -> int:
         stack.s3_client().create_bucket(Bucket="bench")
         for mib in args.sizes:
             name = f"u{mib}"
-            src = stack.work / name
+            src = Path(args.src_dir or stack.work) / f"azaion-bench-{name}-{os.getpid()}"
             make_file(src, mib)
             raw: list[Run] = []
             upload: list[Run] = []
@@ -100,7 +108,11 @@ def main() -> int:
                     stack.env,
                 )
                 upload.append(run)
-                print(f"  {mib} MiB: raw {raw[-1].wall:.2f}s upload {run.wall:.2f}s", flush=True)
+                print(
+                    f"  {mib} MiB: raw {raw[-1].wall:.2f}s upload {run.wall:.2f}s "
+                    f"(CPU {raw[-1].cpu:.2f}s / {run.cpu:.2f}s)",
+                    flush=True,
+                )
                 # moto keeps every object in memory: drop them between runs
                 s3 = stack.s3_client()
                 for key in (f"{name}.raw", f"{name}.big"):
@@ -118,6 +130,9 @@ def main() -> int:
                     f"{u_rss:.0f} MiB",
                     f"{mib / u_wall:.0f} MiB/s",
                     f"{median_cpu(raw):.2f} s / {median_cpu(upload):.2f} s",
+                    f"{median_cpu(raw) * 1024 / mib:.2f} s / "
+                    f"{median_cpu(upload) * 1024 / mib:.2f} s",
+                    f"**{median_cpu(upload) / median_cpu(raw):.2f}x**",
                 ]
             )
     print(f"after: {uptime()}")
@@ -133,6 +148,8 @@ def main() -> int:
                 "upload peak RSS",
                 "upload rate",
                 "CPU raw / upload",
+                "CPU per GiB raw / upload",
+                "CPU ratio",
             ],
             rows,
         )
