@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -36,6 +37,7 @@ __all__ = [
     "Sink",
     "file_sha256",
     "prefetch",
+    "reuse_big_allocations",
 ]
 
 T = TypeVar("T")
@@ -230,6 +232,43 @@ class Background(Generic[T]):
         if self._error is not None:
             raise self._error
         return cast(T, self._value)
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+BIG_ALLOCATION = 32 * 1024 * 1024
+"""Allocations below this size come from the heap and are reused (:func:`reuse_big_allocations`)."""
+
+
+def reuse_big_allocations() -> bool:
+    """Let glibc's ``malloc`` reuse freed megabyte buffers instead of mapping fresh ones.
+
+    By default glibc serves every allocation of a size it last freed, or
+    more, with a new ``mmap``, whose pages the kernel zeroes on first touch:
+    a stream that allocates a fresh 1 MiB ``bytes`` per chunk (a cipher's
+    ``update``, a file's ``read``, boto3's parts) pays a page fault per 4 KiB
+    (measured: AES-256-CBC encryption through ``update`` 2.1 s per GiB of CPU,
+    through ``update_into`` a reused buffer 1.1 s; with this setting both
+    1.1 s).  Raising the mmap threshold to :data:`BIG_ALLOCATION` (and the
+    trim threshold to twice that) serves them from the heap, where freed
+    buffers are reused; memory stays bounded by what is live at once.
+    Called once by the CLI at start; a no-op (``False``) where ``mallopt`` is
+    missing (not glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, BIG_ALLOCATION)
+        and mallopt(_M_TRIM_THRESHOLD, 2 * BIG_ALLOCATION)
+    )
 
 
 def file_sha256(path: str | os.PathLike[str], *, chunk_size: int = HASH_CHUNK) -> tuple[str, int]:
