@@ -60,6 +60,11 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024], help="MiB")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--compare-source",
+        metavar="DIR",
+        help="also run upload from this initcontainer/ directory (e.g. of HEAD)",
+    )
+    parser.add_argument(
         "--src-dir",
         metavar="DIR",
         help="where the file to upload is written (e.g. /dev/shm: the disk decides neither side)",
@@ -71,12 +76,14 @@ def main() -> int:
     rows = []
     with Stack() as stack:
         stack.s3_client().create_bucket(Bucket="bench")
+        other_env = dict(stack.env, PYTHONPATH=args.compare_source or "")
         for mib in args.sizes:
             name = f"u{mib}"
             src = Path(args.src_dir or stack.work) / f"azaion-bench-{name}-{os.getpid()}"
             make_file(src, mib)
             raw: list[Run] = []
             upload: list[Run] = []
+            other: list[Run] = []
             for _ in range(args.repeat):
                 raw.append(
                     timed(
@@ -93,21 +100,19 @@ def main() -> int:
                         stack.raw_env(WRITE),
                     )
                 )
-                run = timed(
-                    [
-                        *LOADER,
-                        "upload",
-                        "--folder",
-                        "bench",
-                        "--name",
-                        name,
-                        "--no-progress",
-                        "--json",
-                        str(src),
-                    ],
-                    stack.env,
-                )
+                command = [*LOADER, "upload", "--folder", "bench", "--name", name]
+                command += ["--no-progress", "--json", str(src)]
+                run = timed(command, stack.env)
                 upload.append(run)
+                if args.compare_source:
+                    s3 = stack.s3_client()
+                    s3.delete_object(Bucket="bench", Key=f"{name}.big")
+                    other.append(timed(command, other_env))
+                    print(
+                        f"  {mib} MiB from {args.compare_source}: {other[-1].wall:.2f}s "
+                        f"(CPU {other[-1].cpu:.2f}s)",
+                        flush=True,
+                    )
                 print(
                     f"  {mib} MiB: raw {raw[-1].wall:.2f}s upload {run.wall:.2f}s "
                     f"(CPU {raw[-1].cpu:.2f}s / {run.cpu:.2f}s)",
@@ -118,6 +123,12 @@ def main() -> int:
                 for key in (f"{name}.raw", f"{name}.big"):
                     s3.delete_object(Bucket="bench", Key=key)
             src.unlink()
+            if other:
+                o_wall, o_rss = summary(other)
+                print(
+                    f"  {mib} MiB from {args.compare_source}: {o_wall:.2f} s, CPU "
+                    f"{median_cpu(other):.2f} s, peak RSS {o_rss:.0f} MiB"
+                )
             r_wall, r_rss = summary(raw)
             u_wall, u_rss = summary(upload)
             rows.append(
