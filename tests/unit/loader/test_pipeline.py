@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,14 @@ import pytest
 
 from azaion_loader import crypto
 from azaion_loader.atomic_write import AtomicWriter
-from azaion_loader.pipeline import Background, BufferRing, Sink, file_sha256, prefetch
+from azaion_loader.pipeline import (
+    Background,
+    BufferRing,
+    Sink,
+    file_sha256,
+    prefetch,
+    reuse_big_allocations,
+)
 
 KEY = bytes(range(32))
 
@@ -207,3 +215,13 @@ def test_file_sha256_matches_hashlib(tmp_path: os.PathLike[str], size: int) -> N
         f.write(data)
     # A small chunk size crosses chunk boundaries at every size above.
     assert file_sha256(path, chunk_size=4096) == (hashlib.sha256(data).hexdigest(), size)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_reuse_big_allocations_takes_effect_with_glibc() -> None:
+    import ctypes
+
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("not glibc")
+    assert reuse_big_allocations() is True
+    assert reuse_big_allocations() is True  # idempotent: the CLI may call it again
