@@ -7,7 +7,7 @@ primitive over 1 MiB buffers, as the toolkit calls it: SHA-256 (``hashlib``,
 OpenSSL), AES-256-CBC decryption and encryption (``cryptography``) into a
 reused buffer and through ``update`` (a fresh ``bytes`` per call).  The last
 two are run once more with glibc's mmap threshold raised
-(:func:`azaion_loader.pipeline.reuse_big_allocations`, as the CLI does), to
+(:func:`azaion_loader.pipeline.reuse_big_allocations`, as `loader upload` does), to
 show what fresh buffers cost in page faults.  A fetch must hash and decrypt
 every byte, an upload encrypt and hash it twice (ciphertext and plaintext):
 no tuning of the rest of the software goes below these.

@@ -252,8 +252,10 @@ def reuse_big_allocations() -> bool:
     1.1 s).  Raising the mmap threshold to :data:`BIG_ALLOCATION` (and the
     trim threshold to twice that) serves them from the heap, where freed
     buffers are reused; memory stays bounded by what is live at once.
-    Called once by the CLI at start; a no-op (``False``) where ``mallopt`` is
-    missing (not glibc).
+    Called by the encrypting commands (``upload``, ``upload-archive``); not
+    by a fetch, which allocates nothing per chunk and whose peak RSS it raised
+    from ~85 to 94 MiB (heap fragments of the start-up kept instead of
+    unmapped).  A no-op (``False``) where ``mallopt`` is missing (not glibc).
     """
     if not sys.platform.startswith("linux"):
         return False

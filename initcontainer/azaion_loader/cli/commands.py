@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from azaion_loader.cli import arguments
 from azaion_loader.errors import IntegrityError, TargetError
-from azaion_loader.pipeline import file_sha256
+from azaion_loader.pipeline import file_sha256, reuse_big_allocations
 from azaion_loader.progress import Progress
 from azaion_loader.settings import LoaderSettings
 from azaion_loader.workdir import ArchiveCheck
@@ -133,6 +133,7 @@ def _upload_doc(result: UploadResult, **extra: Any) -> dict[str, Any]:
 
 def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader upload``."""
+    reuse_big_allocations()
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload {args.folder}/{args.name}", _file_size(args.file))
@@ -157,6 +158,7 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
 
 def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
     """``loader upload-archive``."""
+    reuse_big_allocations()
     api = _api(settings)
     cdn = _cdn_factory(api, settings)()
     bar = _progress(args, f"upload-archive {args.folder}/{args.name}", _file_size(args.archive))

@@ -22,7 +22,6 @@ from azaion_loader.cli.commands import COMMANDS, EXTERNALS, Command
 from azaion_loader.cli.output import configure_logging, error_result, write_result
 from azaion_loader.cli.signals import Terminated, terminate_on_signals
 from azaion_loader.errors import ConfigError, LoaderError
-from azaion_loader.pipeline import reuse_big_allocations
 from azaion_loader.settings import LoaderSettings
 
 __all__ = ["build_parser", "main"]
@@ -124,7 +123,6 @@ def _run_external(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``loader``; returns the exit code."""
-    reuse_big_allocations()
     parser = build_parser(load_external=_wanted_external(argv))
     args = parser.parse_args(argv)
     command: str = args.command
