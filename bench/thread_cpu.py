@@ -65,8 +65,8 @@ def _stage(name: str, fn: Any) -> Any:
 def _time_stages() -> None:
     """Split the threads' CPU by stage: ciphertext hash, decryption, write."""
     from azaion_loader import resources
+    from azaion_loader.atomic_write import AtomicWriter
     from azaion_loader.crypto import Decryptor
-    from azaion_loader.publish import AtomicWriter
 
     hashed = resources._hashed
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from azaion_loader import resources
+from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.crypto import encrypt_bytes, split_point
 from azaion_loader.models import ResourceRecord
-from azaion_loader.atomic_write import AtomicWriter
 
 
 class SlowWriter(AtomicWriter):
