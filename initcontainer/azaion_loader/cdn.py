@@ -338,9 +338,7 @@ class CdnClient:
                             if pos == len(view):
                                 chunk, view = view, None
                                 yield chunk
-                    if watch.fired:
-                        raise _Ended
-                    return
+                    return  # every byte arrived, even if the watch fired meanwhile
                 except Exception as exc:  # noqa: BLE001 - sorted below
                     problem = self._broken(exc, watch.fired, dl, received)
                     if watch.fired == "deadline" or not isinstance(problem, CdnUnavailableError):
