@@ -47,6 +47,7 @@ __all__ = [
     "enforce",
     "ensure_job",
     "finished",
+    "pods_by_job",
     "pods_of",
     "split_jobs",
     "transition_events",
@@ -159,6 +160,20 @@ def pods_of(pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> list[M
             ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or ()
         )
     ]
+
+
+def pods_by_job(pods: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """``pods`` grouped by the uid of each Job that owns them, in one pass.
+
+    An ``ImageUnlock`` has a Job per node: asking :func:`pods_of` per Job
+    would read every pod once per Job (250,000 owner checks at 500 nodes).
+    """
+    owned: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        for ref in (pod.get("metadata") or {}).get("ownerReferences") or ():
+            if ref.get("uid"):
+                owned.setdefault(ref["uid"], []).append(pod)
+    return owned
 
 
 def transition_events(old_phase: str | None, outcome: JobOutcome, what: str) -> list[Event]:

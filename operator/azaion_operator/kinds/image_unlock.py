@@ -47,7 +47,7 @@ from azaion_operator.reconcile import (
     delete_stale,
     enforce,
     ensure_job,
-    pods_of,
+    pods_by_job,
     split_jobs,
     transition_events,
 )
@@ -324,9 +324,11 @@ def reconcile_unlock(
         )
 
     pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid}) if by_node else []
+    owned = pods_by_job(pods)
     outcomes: dict[str, JobOutcome] = {}
     for name, job in by_node.items():
-        outcomes[name] = job_outcome(job, pods_of(pods, job), steps=UNLOCK_STEPS)
+        job_uid = (job.get("metadata") or {}).get("uid")
+        outcomes[name] = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
     for name in unavailable:
