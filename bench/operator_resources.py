@@ -440,9 +440,15 @@ def run_baseline(
 
 
 def start_operator(
-    namespace: str, log_path: pathlib.Path, workers: int | None, source: str | None
+    namespace: str,
+    log_path: pathlib.Path,
+    workers: int | None,
+    source: str | None,
+    *,
+    extra_env: dict[str, str] | None = None,
 ) -> Any:
-    """``azaion-operator`` watching ``namespace``; ``source``: another copy of its package."""
+    """``azaion-operator`` watching ``namespace`` (a comma-separated list);
+    ``source``: another copy of its package; ``extra_env``: more settings."""
     port = free_port()
     env = {
         **os.environ,
@@ -450,6 +456,11 @@ def start_operator(
         "AZAION_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
         # The admin policy refuses a Resource with no API URL at all (the Jobs never run).
         "AZAION_OPERATOR_API_URL": "https://api.bench.invalid",
+        # ... and hostPath targets outside the admin's prefixes (none by default).
+        "AZAION_OPERATOR_POLICY_HOST_PATH_PREFIXES": "/var/lib/azl-bench",
+        # No metrics server: two operators (or another bench) would fight over its port.
+        "AZAION_OPERATOR_METRICS_PORT": "0",
+        **(extra_env or {}),
     }
     if source:
         env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
