@@ -480,7 +480,11 @@ def start_operator(
         except OSError:
             return False
 
-    wait_for("the operator's liveness endpoint", healthy, 60)
+    try:
+        wait_for("the operator's liveness endpoint", healthy, 60)
+    except BaseException:
+        stop_process(proc)  # never leave it behind
+        raise
     return proc
 
 
