@@ -23,6 +23,8 @@ processes, each watching only its own namespace.
   no status, no Events, no framework.  What any controller needs at least on
   this machine (the Resource's create, its watch event, the Job's create), so
   the gap between floor and operator is the operator's own cost.
+- kopf floor (``--kopf-floor``): ``kopf run bench/kopf_floor.py``, one create
+  handler creating the same Job, kopf tuned as the operator: kopf's own cost.
 - operator: ``azaion-operator`` as a child process (its defaults unless
   ``--workers``; INFO logs to a file); ``--count`` hostPath ``Resource``
   objects pinned to the fake node, created by ``--threads`` threads at once.
@@ -76,6 +78,7 @@ MANAGED = "app.kubernetes.io/managed-by=azaion-operator"
 OWNER_NAME = "loader.azaion.com/owner-name"
 TARGETS = {"all": 30.0, "median": 1.0, "rss": 150.0}
 FLOOR = "floor"  # a variant's source: the bare controller, not an operator package
+KOPF_FLOOR = "kopf-floor"  # ... kopf with one create handler (bench/kopf_floor.py)
 
 
 def now_iso() -> str:
@@ -446,9 +449,11 @@ def start_operator(
     source: str | None,
     *,
     extra_env: dict[str, str] | None = None,
+    kopf_file: pathlib.Path | None = None,
 ) -> Any:
     """``azaion-operator`` watching ``namespace`` (a comma-separated list);
-    ``source``: another copy of its package; ``extra_env``: more settings."""
+    ``source``: another copy of its package; ``extra_env``: more settings;
+    ``kopf_file``: ``kopf run`` that file instead (with the same settings)."""
     port = free_port()
     env = {
         **os.environ,
@@ -467,9 +472,11 @@ def start_operator(
     if workers:
         env["AZAION_OPERATOR_WORKERS"] = str(workers)
     out = log_path.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "azaion_operator.main"], env=env, stdout=out, stderr=out
-    )
+    argv = [sys.executable, "-m", "azaion_operator.main"]
+    if kopf_file is not None:
+        argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace]
+        argv += ["--liveness", f"http://127.0.0.1:{port}/healthz", str(kopf_file)]
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out)
 
     def healthy() -> bool:
         if proc.poll() is not None:
@@ -648,6 +655,11 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare controller")
     parser.add_argument(
+        "--kopf-floor",
+        action="store_true",
+        help="also run kopf with one create handler (bench/kopf_floor.py): kopf's own cost",
+    )
+    parser.add_argument(
         "--serve-floor", nargs=2, metavar=("NAMESPACE", "NODE"), help=argparse.SUPPRESS
     )
     parser.add_argument(
@@ -677,6 +689,8 @@ def main() -> int:
     variants: list[tuple[str, str | None]] = [("operator", None)]
     if args.compare_source:
         variants.insert(0, (f"operator from {args.compare_source}", args.compare_source))
+    if args.kopf_floor:
+        variants.insert(0, ("kopf floor: one create handler", KOPF_FLOOR))
     if not args.no_floor:
         variants.insert(0, ("floor: bare watch-and-create controller", FLOOR))
     namespaces = [f"azl-bench-{run_id}-{k}" for k in range(len(variants))]
@@ -728,6 +742,26 @@ def main() -> int:
                     stop_process(proc)
                     proc = None
                     delete_namespaces(api, [ns])  # the next variant starts on a clean cluster
+                    continue
+                if source == KOPF_FLOOR:
+                    proc = start_operator(
+                        ns,
+                        log_path,
+                        args.workers,
+                        None,
+                        extra_env={"AZL_BENCH_NODE": node.name},
+                        kopf_file=ROOT / "bench" / "kopf_floor.py",
+                    )
+                    time.sleep(2)
+                    op = run_operator(
+                        api, ns, label, args.count, args.threads, proc, writes_status=False
+                    )
+                    op["log"] = str(log_path)
+                    print(f"{name}: {op}", file=sys.stderr)
+                    ops.append((name, op))
+                    stop_process(proc)
+                    proc = None
+                    delete_namespaces(api, [ns])
                     continue
                 proc = start_operator(ns, log_path, args.workers, source)
                 time.sleep(2)
