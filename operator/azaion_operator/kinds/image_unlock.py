@@ -327,7 +327,7 @@ def reconcile_unlock(
     owned = pods_by_job(pods)
     outcomes: dict[str, JobOutcome] = {}
     for name, job in by_node.items():
-        job_uid = (job.get("metadata") or {}).get("uid")
+        job_uid = str((job.get("metadata") or {}).get("uid") or "")
         outcomes[name] = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
