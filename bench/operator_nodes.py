@@ -1,13 +1,16 @@
 """Benchmark: one ``ImageUnlock`` over 500 simulated nodes (kwok), beside a bare controller.
 
-    flock /tmp/azl-cluster.lock sh -c 'scripts/cluster up >/dev/null &&
-        eval "$(scripts/cluster env)" &&
-        .venv/bin/python bench/operator_nodes.py'          # --nodes 500 --parallelism 50
-    # other flags: --rounds N (alternate the sides N times), --job-ms MS (how long a
-    # simulated pod runs), --py-spy FILE (record the operator), --skip-floor
+    flock /tmp/azl-cluster.lock sh -c 'eval "$(scripts/kind-node-image env)" &&
+        .venv/bin/python bench/operator_nodes.py'           # --nodes 500 --parallelism 50
+    # other flags: --rounds N (each side N times, rotated), --job-ms MS (how long a
+    # simulated pod runs), --compare-source DIR (another copy of the operator
+    # package, e.g. the last commit's), --py-spy FILE (record this checkout's operator:
+    # its pauses slow that side), --skip-floor
 
-Against the cluster in ``KUBECONFIG`` (the home-made one or kind; the CRDs are
-created if missing, never changed or removed).  kwok (``sigs.k8s.io/kwok``,
+Against the cluster in ``KUBECONFIG`` (kind: the home-made cluster's etcd 3.4
+cannot serve the streaming lists kwok's client-go asks for, so kwok sees
+changes tens of seconds late there; the CRDs are created if missing, never
+changed or removed).  kwok (``sigs.k8s.io/kwok``,
 built from its Go module into ``/var/cache/azaion-loader/bin/kwok-<version>/``
 when missing) runs on this host against that API server: it keeps the
 benchmark's ``--nodes`` Nodes Ready (their Leases) and plays their pods
