@@ -5,7 +5,7 @@ node's kubelet restarted while a Job runs there.
 The faults are real: on a kind cluster the kube-apiserver container (a static
 pod) and the operator's container are killed with ``crictl`` inside their node
 containers and the kubelet starts them again; the kubelet is restarted with
-``systemctl`` (``kind_faults.py``). Each case asserts that exactly the right
+``systemctl`` (``kind_faults_support.py``). Each case asserts that exactly the right
 Jobs exist afterwards (one per Resource, one per node of the ImageUnlock, none
 created twice), that every result is complete and verified with no temporary
 beside it, that each custom resource ends Ready within a bound, and that no
@@ -18,6 +18,7 @@ missing.
 
 from __future__ import annotations
 
+import datetime
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 import test_e2e_multinode as multinode
-from e2e_chart_support import (
+from chart_e2e_support import (
     GROUP,
     OWNER_UID,
     VERSION,
@@ -39,7 +40,7 @@ from e2e_chart_support import (
     sha256,
     wait_for,
 )
-from kind_faults import KindCluster
+from kind_faults_support import KindCluster
 from test_e2e_chart import JWT, _create, _publish, _publish_archive, _resource
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +88,7 @@ class _JobsSeen:
         items = _quiet(lambda: self.batch.list_namespaced_job(self.namespace).items)
         for job in items or ():
             self.uids.setdefault(job.metadata.name, set()).add(job.metadata.uid)
-        return items  # type: ignore[no-any-return]
+        return items
 
 
 def _kill_at_once(kills: list[Callable[[], None]]) -> None:
@@ -182,6 +183,7 @@ def test_api_server_restarted_while_jobs_are_created(
     at_kill = wait_for("the first Job", seen.poll, timeout=60, every=0.05)
     _kill_at_once(kills)
     killed_at = time.monotonic()
+    killed_wall = datetime.datetime.now(datetime.UTC)
     jobs_at_kill = sorted(j.metadata.name for j in at_kill)
 
     wait_for("the API server back", lambda: _api_answers(k8s), timeout=180, every=0.5)
@@ -240,6 +242,16 @@ def test_api_server_restarted_while_jobs_are_created(
         assert restarts >= 1, "the operator container was not restarted"
     assert ready_operator_pod(core) is not None
     _assert_no_secret(core, custom, ns.name, dev_stack)
+
+    def since(moment: datetime.datetime | None) -> str:
+        return "-" if moment is None else f"{(moment - killed_wall).total_seconds():+.0f}s"
+
+    for job in sorted(jobs, key=lambda j: j.metadata.creation_timestamp):
+        print(
+            f"  {job.metadata.name}: created {since(job.metadata.creation_timestamp)}, "
+            f"started {since(job.status.start_time)}, done {since(job.status.completion_time)}"
+        )
+    print(f"  control plane restarts after the fault: {kind.control_plane_attempts()}")
     print(
         f"{killed} killed with {len(jobs_at_kill)} of {len(expected)} Jobs created "
         f"({', '.join(jobs_at_kill)}); API back in {downtime:.1f}s; all Ready {took:.1f}s "
@@ -247,7 +259,9 @@ def test_api_server_restarted_while_jobs_are_created(
     )
 
 
+@pytest.mark.parametrize("moment", ["job-created", "pod-running"])
 def test_kubelet_restarted_mid_job(
+    moment: str,
     kind: KindCluster,
     ns: Any,
     core: Any,
@@ -259,7 +273,8 @@ def test_kubelet_restarted_mid_job(
     node_selector: dict[str, str],
     tmp_path: Any,
 ) -> None:
-    """The kubelet of the Job's node is restarted while the Job's pod runs there."""
+    """The kubelet of the Job's node is restarted as soon as the Job exists (its pod is
+    scheduled while the kubelet is away), or while the Job's pod runs there."""
     data = os.urandom(24_000_000)
     source = f"e2e-kubelet-{ns.name}"
     _publish(dev_stack, tmp_path, source, data)
@@ -281,7 +296,11 @@ def test_kubelet_restarted_mid_job(
             None,
         )
 
-    pod = wait_for("the Job's pod running", pod_running, timeout=120, every=0.1)
+    def job_created() -> Any:
+        return batch.list_namespaced_job(ns.name, label_selector=f"{OWNER_UID}={uid}").items
+
+    ready_for = pod_running if moment == "pod-running" else job_created
+    wait_for(f"the fault's moment: {moment}", ready_for, timeout=120, every=0.1)
     kind.restart_kubelet(node_name)
     restarted_at = time.monotonic()
     [job] = batch.list_namespaced_job(ns.name, label_selector=f"{OWNER_UID}={uid}").items
@@ -307,6 +326,6 @@ def test_kubelet_restarted_mid_job(
     pods = core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items
     _assert_no_secret(core, custom, ns.name, dev_stack)
     print(
-        f"kubelet on {node_name} restarted while pod {pod.metadata.name} ran; Ready "
+        f"kubelet on {node_name} restarted at {moment}; Ready "
         f"{took:.1f}s later; 1 Job, {len(pods)} pod(s)"
     )

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from e2e_chart_support import RELEASE_NAMESPACE, run
+from chart_e2e_support import RELEASE_NAMESPACE, run
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,15 @@ class KindCluster:
         """How often the kubelet has started kube-apiserver (0 for the first run)."""
         found = self.containers(self.control_plane, "--name", "^kube-apiserver$")
         return max((int(c["metadata"].get("attempt", 0)) for c in found), default=-1)
+
+    def control_plane_attempts(self) -> dict[str, int]:
+        """Start count of each control-plane container (a restart after the fault shows here)."""
+        found = self.containers(self.control_plane, "--namespace", "kube-system")
+        attempts: dict[str, int] = {}
+        for c in found:
+            name = str(c["metadata"]["name"])
+            attempts[name] = max(attempts.get(name, 0), int(c["metadata"].get("attempt", 0)))
+        return attempts
 
     def operator_ids(self, node: str) -> list[str]:
         found = self.containers(
