@@ -301,10 +301,10 @@ def test_kubelet_restarted_mid_job(
 
     ready_for = pod_running if moment == "pod-running" else job_created
     wait_for(f"the fault's moment: {moment}", ready_for, timeout=120, every=0.1)
-    kind.restart_kubelet(node_name)
-    restarted_at = time.monotonic()
     [job] = batch.list_namespaced_job(ns.name, label_selector=f"{OWNER_UID}={uid}").items
     assert not job.status.succeeded, "the Job finished before the kubelet restart"
+    kind.restart_kubelet(node_name)
+    restarted_at = time.monotonic()
     assert kind.kubelet_started(node_name) != started_before, "the kubelet was not restarted"
 
     def ready() -> bool:
