@@ -303,7 +303,7 @@ def test_kubelet_restarted_mid_job(
     try:
         wait_for(f"the fault's moment: {moment}", ready_for, timeout=120, every=0.1)
     except AssertionError as exc:
-        # Seen once in four runs (pod-running, right after the job-created case on
+        # Seen once in three runs (pod-running, right after the job-created case on
         # the same node); cause not found yet: keep what the pods and the Job said.
         pods = core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items
         jobs = job_created()
