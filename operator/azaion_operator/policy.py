@@ -9,7 +9,9 @@ gets root on the nodes through their Docker socket.  So, secure by default:
   plain ``http://`` unless the admin allows it (test clusters);
 - a ``hostPath`` target must lie under a prefix the admin listed (none by default);
 - ``ImageUnlock`` is served only in the namespaces the admin listed;
-- an ``ImageUnlock`` may tolerate control-plane taints only if the admin allows it.
+- an ``ImageUnlock`` may tolerate control-plane taints only if the admin allows it;
+- ``spec.credentialsSecretRef`` names the default credentials Secret or one the
+  admin listed (the chart's RBAC lets the operator read only those names).
 
 Each check returns a ``Denial`` (the rule, named as the chart value, and a
 one-line message naming the rule and the refused value) or ``None``.  No I/O:
@@ -32,6 +34,7 @@ __all__ = [
     "Policy",
     "check_api_url",
     "check_control_plane",
+    "check_credentials_secret",
     "check_host_path",
     "check_unlock_namespace",
     "normalise_path",
@@ -71,6 +74,10 @@ class Policy:
 
     allow_control_plane: bool = False
     """Let an ``ImageUnlock`` tolerate the control-plane taints (``CONTROL_PLANE_TAINTS``)."""
+
+    credentials_secrets: tuple[str, ...] = ()
+    """Secrets a custom resource may name in ``spec.credentialsSecretRef``, besides the
+    operator's default (always allowed); the chart's RBAC grants ``get`` on these names only."""
 
 
 def normalise_url(url: str) -> str:
@@ -189,9 +196,29 @@ def check_control_plane(tolerations: Iterable[Mapping[str, Any]], policy: Policy
     return None
 
 
-def resource_denial(spec: Mapping[str, Any], default_url: str, policy: Policy) -> Denial | None:
+def check_credentials_secret(
+    spec: Mapping[str, Any], default_secret: str, policy: Policy
+) -> Denial | None:
+    """``spec.credentialsSecretRef`` names the default Secret or one the admin listed."""
+    name = str((spec.get("credentialsSecretRef") or {}).get("name") or "")
+    if not name or name == default_secret or name in policy.credentials_secrets:
+        return None
+    allowed = ", ".join(dict.fromkeys((default_secret, *policy.credentials_secrets)))
+    return Denial(
+        "policy.credentialsSecrets",
+        f"policy.credentialsSecrets: spec.credentialsSecretRef.name {name} is not an allowed "
+        f"credentials Secret (allowed: {allowed}): remove spec.credentialsSecretRef, or ask "
+        "the cluster admin to list it",
+    )
+
+
+def resource_denial(
+    spec: Mapping[str, Any], default_url: str, policy: Policy, *, default_secret: str
+) -> Denial | None:
     """The first rule a ``Resource`` spec breaks, or ``None``."""
     denial = check_api_url(spec.get("apiUrl"), default_url, policy)
+    if denial is None:
+        denial = check_credentials_secret(spec, default_secret, policy)
     host_path = (spec.get("target") or {}).get("hostPath")
     if denial is None and host_path is not None:
         denial = check_host_path(str(host_path.get("path") or ""), policy)
@@ -199,11 +226,17 @@ def resource_denial(spec: Mapping[str, Any], default_url: str, policy: Policy) -
 
 
 def unlock_denial(
-    namespace: str, spec: Mapping[str, Any], default_url: str, policy: Policy
+    namespace: str,
+    spec: Mapping[str, Any],
+    default_url: str,
+    policy: Policy,
+    *,
+    default_secret: str,
 ) -> Denial | None:
     """The first rule an ``ImageUnlock`` spec in ``namespace`` breaks, or ``None``."""
     return (
         check_unlock_namespace(namespace, policy)
         or check_api_url(spec.get("apiUrl"), default_url, policy)
+        or check_credentials_secret(spec, default_secret, policy)
         or check_control_plane(spec.get("tolerations") or (), policy)
     )

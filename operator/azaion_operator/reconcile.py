@@ -26,6 +26,7 @@ from azaion_operator.builders import (
 )
 from azaion_operator.errors import (
     KubeConflictError,
+    KubeForbiddenError,
     KubeNotFoundError,
     SpecError,
 )
@@ -96,7 +97,9 @@ def check_credentials(
     name = credentials_secret_name(spec, settings)
     try:
         usable = {"email", "password"} <= kube.secret_keys(namespace, name)
-    except KubeNotFoundError:
+    except (KubeNotFoundError, KubeForbiddenError):
+        # Forbidden: a name outside the chart's RBAC resourceNames (rbac.create=false
+        # with narrower rules); to the CR's author it is as unusable as a missing one.
         usable = False
     if not usable:
         # Whoever reads the status must not learn which Secrets exist or what they hold.

@@ -221,6 +221,7 @@ def _read_policy(reader: _Reader) -> Policy:
             "POLICY_IMAGE_UNLOCK_NAMESPACES", (), wildcard=ALL_NAMESPACES
         ),
         allow_control_plane=reader.boolean("POLICY_ALLOW_CONTROL_PLANE", False),
+        credentials_secrets=reader.names("POLICY_CREDENTIALS_SECRETS", ()),
     )
 
 

@@ -105,8 +105,10 @@ operator/azaion_operator (kube.py, handlers.py) and kopf:
   jobs: kopf watches them (on.event); kube.py gets, lists, creates, deletes.
   pods: kube.py lists a Job's pods for their termination messages.
   events: kopf.event creates them.
-  persistentvolumeclaims, secrets: kube.py gets them to check that a target claim
-    and the credentials Secret exist (of a Secret it keeps only the key names).
+  persistentvolumeclaims: kube.py gets a target claim (does it exist, its volume).
+  secrets: kube.py gets the credentials Secret to check its key names (never keeps
+    a value), and only the names the policy allows (`resourceNames`): the default
+    and policy.credentialsSecrets, the same list the operator enforces.
 */}}
 {{- define "azaion-loader.namespacedRules" -}}
 {{- $group := include "azaion-loader.crdGroup" . }}
@@ -126,6 +128,20 @@ operator/azaion_operator (kube.py, handlers.py) and kopf:
   resources: ["events"]
   verbs: ["create"]
 - apiGroups: [""]
-  resources: ["persistentvolumeclaims", "secrets"]
+  resources: ["persistentvolumeclaims"]
   verbs: ["get"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: {{ include "azaion-loader.credentialsSecrets" . }}
+  verbs: ["get"]
+{{- end }}
+
+{{/*
+The credentials Secrets custom resources may use, as a JSON list, the default
+first (an empty defaults.credentialsSecret is the operator's default name).
+Never empty: an empty resourceNames would grant every Secret.
+*/}}
+{{- define "azaion-loader.credentialsSecrets" -}}
+{{- $default := .Values.defaults.credentialsSecret | default "azaion-loader-credentials" }}
+{{- prepend .Values.policy.credentialsSecrets $default | uniq | toJson }}
 {{- end }}

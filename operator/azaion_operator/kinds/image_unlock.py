@@ -272,7 +272,15 @@ def reconcile_unlock(
     generation = int(meta.get("generation", 1))
     old = body.get("status") or {}
     parallelism = int(spec.get("parallelism") or 1)
-    enforce(unlock_denial(namespace, spec, settings.api_url, settings.policy))
+    enforce(
+        unlock_denial(
+            namespace,
+            spec,
+            settings.api_url,
+            settings.policy,
+            default_secret=settings.credentials_secret,
+        )
+    )
 
     check_socket_policy(spec, settings)
     jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})

@@ -275,7 +275,11 @@ def reconcile_resource(
     old = body.get("status") or {}
     if finished(old, generation):
         return Report(None, [])
-    enforce(resource_denial(spec, settings.api_url, settings.policy))
+    enforce(
+        resource_denial(
+            spec, settings.api_url, settings.policy, default_secret=settings.credentials_secret
+        )
+    )
 
     # A first generation with no Job recorded cannot have Jobs of older
     # generations to delete: skip the listing and create at once (a 409 adopts

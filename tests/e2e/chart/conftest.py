@@ -306,6 +306,9 @@ def chart(
             "policy.allowInsecureHttp=true",
             "--set",
             f"policy.imageUnlockNamespaces={watch}",
+            # test_wrong_password_* names its own Secret (docs/security.md).
+            "--set",
+            "policy.credentialsSecrets={wrong-credentials}",
             "--set",
             "operator.resyncSeconds=10",
             "--set",

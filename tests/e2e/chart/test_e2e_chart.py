@@ -533,6 +533,24 @@ def test_a_foreign_api_url_is_refused_by_the_charts_policy(
     print(f"Failed (PolicyDenied) in {took:.1f}s, no Job")
 
 
+def test_the_operator_may_read_only_the_allowed_credentials_secrets(ns: Any) -> None:
+    """RBAC ``resourceNames``: the default and the listed Secret names, in served namespaces."""
+    account = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}-azaion-loader"
+
+    def can(verb: str, what: str, namespace: str) -> str:
+        done = kubectl("auth", "can-i", verb, what, "-n", namespace, "--as", account, check=False)
+        return str(done.stdout.strip())
+
+    assert can("get", "secret/azaion-loader-credentials", ns.name) == "yes"
+    assert can("get", "secret/wrong-credentials", ns.name) == "yes"
+    assert can("get", "secret/some-database-password", ns.name) == "no"
+    assert can("list", "secrets", ns.name) == "no"
+    assert can("watch", "secrets", ns.name) == "no"
+    # Namespaces the release does not serve: nothing at all.
+    for other in ("kube-system", "default"):
+        assert can("get", "secret/azaion-loader-credentials", other) == "no"
+
+
 def _yaml(body: dict[str, Any]) -> str:
     import yaml
 

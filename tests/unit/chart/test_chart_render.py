@@ -192,6 +192,7 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
                 "hostPathPrefixes": ["/var/lib/azaion", "/data/models/"],
                 "imageUnlockNamespaces": ["edge-images", "lab"],
                 "allowControlPlane": True,
+                "credentialsSecrets": ["team-a", "team-b"],
             },
             "jobs": {
                 "image": "mirror.example/azaion-loader:dev",
@@ -250,6 +251,7 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
             host_path_prefixes=("/var/lib/azaion", "/data/models"),
             image_unlock_namespaces=("edge-images", "lab"),
             allow_control_plane=True,
+            credentials_secrets=("team-a", "team-b"),
         ),
     )
 
@@ -311,7 +313,8 @@ def test_cluster_wide_rbac_is_a_cluster_role_without_wildcards(render: Render) -
         for rule in rules:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], rule
-            assert "resourceNames" not in rule
+            # Only Secrets are narrowed to names (test_secrets_are_readable_by_name_only).
+            assert "resourceNames" not in rule or rule["resources"] == ["secrets"], rule
     bound = {doc["roleRef"]["name"] for doc in only(docs, "ClusterRoleBinding")}
     assert bound == set(roles)
     for binding in only(docs, "ClusterRoleBinding"):
@@ -344,6 +347,44 @@ def test_watched_namespaces_get_a_role_each_and_nothing_namespaced_cluster_wide(
     assert verbs_for(rules_of(cluster_role), "", "namespaces") == {"list", "watch"}
     assert verbs_for(rules_of(cluster_role), "", "persistentvolumes") == {"get"}
     assert OperatorSettings.from_env(env_of(docs)).namespaces == ("edge-a", "edge-b")
+
+
+@pytest.mark.parametrize("namespaces", [[], ["edge-a", "edge-b"]])
+def test_secrets_are_readable_by_name_only(render: Render, namespaces: list[str]) -> None:
+    """`get` on the default credentials Secret and the listed ones, in every mode; no other."""
+    docs = render(
+        {
+            "watchNamespaces": namespaces,
+            "defaults": {"credentialsSecret": "creds"},
+            "policy": {"credentialsSecrets": ["team-a", "creds"]},
+        }
+    )
+    roles = only(docs, "Role" if namespaces else "ClusterRole")
+    secret_rules = [r for role in roles for r in rules_of(role) if "secrets" in r["resources"]]
+    assert secret_rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["creds", "team-a"],
+            "verbs": ["get"],
+        }
+    ] * (len(namespaces) or 1)
+    settings = OperatorSettings.from_env(env_of(docs))
+    assert (settings.credentials_secret, settings.policy.credentials_secrets) == (
+        "creds",
+        ("team-a", "creds"),
+    )
+
+
+def test_an_empty_default_secret_name_is_the_operators_default_in_the_rbac(
+    render: Render,
+) -> None:
+    """An empty resourceNames would grant every Secret: the default name fills it."""
+    docs = render({"defaults": {"credentialsSecret": ""}})
+    (rule,) = [
+        r for c in only(docs, "ClusterRole") for r in rules_of(c) if "secrets" in r["resources"]
+    ]
+    assert rule["resourceNames"] == [OperatorSettings.from_env(env_of(docs)).credentials_secret]
 
 
 @pytest.mark.parametrize(

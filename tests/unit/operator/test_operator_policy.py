@@ -11,6 +11,7 @@ from azaion_operator.policy import (
     Policy,
     check_api_url,
     check_control_plane,
+    check_credentials_secret,
     check_host_path,
     check_unlock_namespace,
     normalise_path,
@@ -20,6 +21,7 @@ from azaion_operator.policy import (
 )
 
 DEFAULT = "https://api.example.com"
+SECRET = "azaion-loader-credentials"
 
 
 def _url_denied(url: str) -> Denial:
@@ -261,7 +263,7 @@ def _resource_spec(**extra: Any) -> dict[str, Any]:
 
 
 def test_resource_with_a_claim_and_the_default_url_passes() -> None:
-    assert resource_denial(_resource_spec(), DEFAULT, Policy()) is None
+    assert resource_denial(_resource_spec(), DEFAULT, Policy(), default_secret=SECRET) is None
 
 
 def test_resource_reports_the_url_before_the_host_path() -> None:
@@ -269,11 +271,15 @@ def test_resource_reports_the_url_before_the_host_path() -> None:
         apiUrl="https://evil.example",
         target={"fileName": "f", "hostPath": {"path": "/etc"}},
     )
-    assert resource_denial(spec, DEFAULT, Policy()) == _url_denied("https://evil.example")
+    assert resource_denial(spec, DEFAULT, Policy(), default_secret=SECRET) == _url_denied(
+        "https://evil.example"
+    )
     spec["apiUrl"] = DEFAULT
-    assert resource_denial(spec, DEFAULT, Policy()) == _path_denied("/etc", "none")
+    assert resource_denial(spec, DEFAULT, Policy(), default_secret=SECRET) == _path_denied(
+        "/etc", "none"
+    )
     allowed = Policy(host_path_prefixes=("/etc",))
-    assert resource_denial(spec, DEFAULT, allowed) is None
+    assert resource_denial(spec, DEFAULT, allowed, default_secret=SECRET) is None
 
 
 def test_unlock_checks_namespace_then_url_then_tolerations() -> None:
@@ -283,9 +289,56 @@ def test_unlock_checks_namespace_then_url_then_tolerations() -> None:
         "tolerations": [{"operator": "Exists"}],
     }
     policy = Policy(image_unlock_namespaces=("edge",))
-    assert unlock_denial("lab", spec, DEFAULT, policy) == _namespace_denied("lab", "edge")
-    assert unlock_denial("edge", spec, DEFAULT, policy) == _url_denied("https://evil.example")
+    assert unlock_denial("lab", spec, DEFAULT, policy, default_secret=SECRET) == _namespace_denied(
+        "lab", "edge"
+    )
+    assert unlock_denial("edge", spec, DEFAULT, policy, default_secret=SECRET) == _url_denied(
+        "https://evil.example"
+    )
     del spec["apiUrl"]
-    assert unlock_denial("edge", spec, DEFAULT, policy) == _control_plane_denied(0, "(any key)")
+    assert unlock_denial(
+        "edge", spec, DEFAULT, policy, default_secret=SECRET
+    ) == _control_plane_denied(0, "(any key)")
     spec["tolerations"] = []
-    assert unlock_denial("edge", spec, DEFAULT, policy) is None
+    assert unlock_denial("edge", spec, DEFAULT, policy, default_secret=SECRET) is None
+
+
+# --- credentials Secrets ---------------------------------------------------------------
+
+
+def _secret_denied(name: str, allowed: str) -> Denial:
+    return Denial(
+        "policy.credentialsSecrets",
+        f"policy.credentialsSecrets: spec.credentialsSecretRef.name {name} is not an allowed "
+        f"credentials Secret (allowed: {allowed}): remove spec.credentialsSecretRef, or ask the "
+        "cluster admin to list it",
+    )
+
+
+@pytest.mark.parametrize("ref", [None, {}, {"name": ""}, {"name": SECRET}])
+def test_the_default_credentials_secret_is_always_allowed(ref: Any) -> None:
+    spec = {} if ref is None else {"credentialsSecretRef": ref}
+    assert check_credentials_secret(spec, SECRET, Policy()) is None
+
+
+def test_another_secret_needs_the_admins_listing() -> None:
+    spec = {"credentialsSecretRef": {"name": "db-password"}}
+    assert check_credentials_secret(spec, SECRET, Policy()) == _secret_denied("db-password", SECRET)
+    listed = Policy(credentials_secrets=("team-a-creds",))
+    assert check_credentials_secret(spec, SECRET, listed) == _secret_denied(
+        "db-password", f"{SECRET}, team-a-creds"
+    )
+    spec["credentialsSecretRef"]["name"] = "team-a-creds"
+    assert check_credentials_secret(spec, SECRET, listed) is None
+
+
+def test_both_kinds_check_the_secret_after_the_url() -> None:
+    resource = _resource_spec(credentialsSecretRef={"name": "other"})
+    assert resource_denial(resource, DEFAULT, Policy(), default_secret=SECRET) == (
+        _secret_denied("other", SECRET)
+    )
+    unlock = {"archive": {"folder": "i", "name": "s"}, "credentialsSecretRef": {"name": "other"}}
+    policy = Policy(image_unlock_namespaces=("edge",))
+    assert unlock_denial("edge", unlock, DEFAULT, policy, default_secret=SECRET) == (
+        _secret_denied("other", SECRET)
+    )

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from azaion_operator import handlers
-from azaion_operator.errors import KubeNotFoundError, SpecError
+from azaion_operator.errors import KubeForbiddenError, KubeNotFoundError, SpecError
 from azaion_operator.kinds.image_unlock import reconcile_unlock
 from azaion_operator.kinds.resource import reconcile_resource
 from azaion_operator.kube import KubeClient
@@ -29,6 +29,7 @@ ALLOWED = OperatorSettings(
         allowed_api_urls=("http://lab.example",),
         image_unlock_namespaces=("edge",),
         host_path_prefixes=("/var/lib/azaion",),
+        credentials_secrets=("creds",),
     ),
 )
 
@@ -36,7 +37,7 @@ ALLOWED = OperatorSettings(
 class FakeKube:
     """Records every call; answers like an API server with no Jobs yet."""
 
-    def __init__(self, secret_keys: frozenset[str] | None = frozenset({"email", "password"})):
+    def __init__(self, secret_keys: frozenset[str] | str | None = frozenset({"email", "password"})):
         self.calls: list[str] = []
         self.created: list[dict[str, Any]] = []
         self.status_patches: list[dict[str, Any]] = []
@@ -47,6 +48,9 @@ class FakeKube:
         self.calls.append("secret_keys")
         if self._secret_keys is None:
             raise KubeNotFoundError(f"secrets {name} not found", status=404)
+        if self._secret_keys == "forbidden":  # outside the RBAC's resourceNames
+            raise KubeForbiddenError(f"secrets {name} is forbidden", status=403)
+        assert not isinstance(self._secret_keys, str)
         return self._secret_keys
 
     def list_jobs(self, namespace: str, labels: Any) -> list[dict[str, Any]]:
@@ -101,6 +105,7 @@ def test_allowed_resource_gets_its_job(resource: dict[str, Any], node: NodeInfo)
             },
             "policy.hostPathPrefixes",
         ),
+        ({"credentialsSecretRef": {"name": "kube-admin-token"}}, "policy.credentialsSecrets"),
     ],
 )
 def test_refused_resource_fails_with_policy_denied_and_touches_nothing(
@@ -165,11 +170,11 @@ def test_refused_unlock_fails_with_policy_denied_and_touches_nothing(
     assert fake.calls == []
 
 
-@pytest.mark.parametrize("keys", [None, frozenset({"email"}), frozenset()])
+@pytest.mark.parametrize("keys", [None, "forbidden", frozenset({"email"}), frozenset()])
 def test_missing_credentials_message_says_only_not_usable(
-    resource: dict[str, Any], node: NodeInfo, keys: frozenset[str] | None
+    resource: dict[str, Any], node: NodeInfo, keys: frozenset[str] | str | None
 ) -> None:
-    """Missing Secret and missing keys read alike: the status reveals neither."""
+    """Missing, unreadable (RBAC) and keyless Secrets read alike: the status reveals none."""
     fake = FakeKube(secret_keys=keys)
     with pytest.raises(SpecError) as info:
         reconcile_resource(_kube(fake), ALLOWED, _resource_body(resource), [node], now=NOW)

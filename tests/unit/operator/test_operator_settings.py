@@ -93,6 +93,7 @@ def test_policy_parsed_and_normalised() -> None:
         "AZAION_OPERATOR_POLICY_HOST_PATH_PREFIXES": "/var/lib/azaion/,//data//models,/data/models",
         "AZAION_OPERATOR_POLICY_IMAGE_UNLOCK_NAMESPACES": "edge-images,*",
         "AZAION_OPERATOR_POLICY_ALLOW_CONTROL_PLANE": "false",
+        "AZAION_OPERATOR_POLICY_CREDENTIALS_SECRETS": "team-a, team-b,team-a",
     }
     assert OperatorSettings.from_env(env).policy == Policy(
         allowed_api_urls=("https://a.example", "http://lab.example/"),
@@ -100,6 +101,7 @@ def test_policy_parsed_and_normalised() -> None:
         host_path_prefixes=("/var/lib/azaion", "/data/models"),
         image_unlock_namespaces=("edge-images", "*"),
         allow_control_plane=False,
+        credentials_secrets=("team-a", "team-b"),
     )
 
 
