@@ -145,3 +145,14 @@ Never empty: an empty resourceNames would grant every Secret.
 {{- $default := .Values.defaults.credentialsSecret | default "azaion-loader-credentials" }}
 {{- prepend .Values.policy.credentialsSecrets $default | uniq | toJson }}
 {{- end }}
+
+{{/*
+A CEL expression: the URL in the CEL expression given as the context, normalised
+as policy.normalise_url does (scheme and host in lower case, no trailing slash
+in the path, no empty `?` or `#`). The CRD's pattern guarantees a lower-case
+`http://` or `https://` and no whitespace; the schema keeps user info out of
+the allowed URLs, so lower-casing the whole authority is the same comparison.
+*/}}
+{{- define "azaion-loader.celNormaliseUrl" -}}
+cel.bind(a, {{ . }}.find('^https?://[^/?#]*'), cel.bind(r, {{ . }}.substring(a.size()), cel.bind(p, r.find('^[^?#]*'), cel.bind(q, r.substring(p.size()).find('^[?][^#]*'), cel.bind(f, r.find('#.*'), a.lowerAscii() + p.find('^.*[^/]') + (q.size() > 1 ? q : '') + (f.size() > 1 ? f : ''))))))
+{{- end }}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -60,3 +63,21 @@ def render_error(render: Callable[..., list[dict[str, Any]]]) -> Callable[..., s
         return str(failed.value)
 
     return _render_error
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    path = os.environ.get("AZAION_KUBECTL") or shutil.which("kubectl")
+    if not path:
+        pytest.skip("kubectl not found (set AZAION_KUBECTL or put it on PATH)")
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip('no cluster: KUBECONFIG is unset (eval "$(scripts/cluster env)")')
+    probe = subprocess.run(
+        [path, "version", "--request-timeout=5s", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0 or "serverVersion" not in probe.stdout:
+        pytest.skip(f"no cluster answers at KUBECONFIG={os.environ['KUBECONFIG']}")
+    return path

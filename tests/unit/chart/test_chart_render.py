@@ -51,6 +51,8 @@ def test_default_render_has_exactly_the_expected_objects(render: Render) -> None
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
 
 
@@ -412,7 +414,12 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
             "serviceAccount": {"create": False, "name": "mine", "annotations": {}},
         }
     )
-    assert [doc["kind"] for doc in docs] == ["Service", "Deployment"]  # metrics Service
+    assert [doc["kind"] for doc in docs] == [
+        "Service",  # metrics
+        "Deployment",
+        "ValidatingAdmissionPolicy",  # not RBAC: the API server's own check
+        "ValidatingAdmissionPolicyBinding",
+    ]
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
 
 
@@ -475,3 +482,73 @@ def test_chart_sets_exactly_the_variables_the_operator_reads(render: Render) -> 
     OperatorSettings.from_env(environment)
     assert environment.asked, "the settings reader asked for nothing"
     assert set(rendered) == environment.asked
+
+
+# --- the ValidatingAdmissionPolicy (its CEL is checked on a real API server in
+# test_chart_policy_cluster.py; here only its shape) ------------------------------------
+
+
+def test_admission_policy_binds_to_the_served_namespaces_and_skips_unchanged_specs(
+    render: Render,
+) -> None:
+    docs = render({"watchNamespaces": ["edge-a"]}, namespace="sys")
+    (policy,) = only(docs, "ValidatingAdmissionPolicy")
+    (binding,) = only(docs, "ValidatingAdmissionPolicyBinding")
+    assert policy["metadata"]["name"] == f"rel-azaion-loader-sys.{GROUP}"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["edge-a"]}
+    ]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    # Not the status subresource: the operator must always be able to write PolicyDenied.
+    assert rule["resources"] == ["resources", "imageunlocks"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == (
+        "request.operation == 'CREATE' || oldObject.spec != object.spec"
+    )
+    assert "matchResources" not in only(render(), "ValidatingAdmissionPolicyBinding")[0]["spec"]
+
+
+def test_admission_policy_checks_only_the_rules_the_values_leave_open(render: Render) -> None:
+    def rules(values: dict[str, Any]) -> list[str]:
+        (policy,) = only(render(values), "ValidatingAdmissionPolicy")
+        return [v["message"].split(":")[0] for v in policy["spec"]["validations"]]
+
+    assert rules({}) == [
+        "policy.imageUnlockNamespaces",
+        "defaults.apiUrl",
+        "policy.allowedApiUrls",
+        "policy.allowInsecureHttp",
+        "policy.credentialsSecrets",
+        "policy.hostPathPrefixes",
+        "policy.allowControlPlane",
+        "runtimes.allowedSocketPaths",
+    ]
+    assert rules(
+        {
+            "defaults": {"apiUrl": "https://api.example.com"},
+            "policy": {
+                "allowInsecureHttp": True,
+                "imageUnlockNamespaces": ["*"],
+                "allowControlPlane": True,
+            },
+        }
+    ) == [
+        "policy.allowedApiUrls",
+        "policy.credentialsSecrets",
+        "policy.hostPathPrefixes",
+        "runtimes.allowedSocketPaths",
+    ]
+
+
+def test_admission_policy_can_be_turned_off_and_refuses_old_clusters(
+    render: Render, render_error: Any
+) -> None:
+    off = render({"admissionPolicy": {"enabled": False}})
+    assert not only(off, "ValidatingAdmissionPolicy")
+    assert not only(off, "ValidatingAdmissionPolicyBinding")
+    assert render({"admissionPolicy": {"enabled": False}}, "--kube-version", "1.29.4")
+    with pytest.raises(Exception, match="admissionPolicy.enabled needs Kubernetes 1.30"):
+        render({}, "--kube-version", "1.29.4")

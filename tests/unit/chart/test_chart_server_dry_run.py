@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,24 +22,6 @@ from chart_support import CHART, only, run_helm
 pytestmark = pytest.mark.cluster
 
 Render = Callable[..., list[dict[str, Any]]]
-
-
-@pytest.fixture(scope="module")
-def kubectl() -> str:
-    path = os.environ.get("AZAION_KUBECTL") or shutil.which("kubectl")
-    if not path:
-        pytest.skip("kubectl not found (set AZAION_KUBECTL or put it on PATH)")
-    if not os.environ.get("KUBECONFIG"):
-        pytest.skip('no cluster: KUBECONFIG is unset (eval "$(scripts/cluster env)")')
-    probe = subprocess.run(
-        [path, "version", "--request-timeout=5s", "-o", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0 or "serverVersion" not in probe.stdout:
-        pytest.skip(f"no cluster answers at KUBECONFIG={os.environ['KUBECONFIG']}")
-    return path
 
 
 def apply_dry_run(
