@@ -57,9 +57,9 @@ def render(helm: str, tmp_path: pathlib.Path) -> Callable[..., list[dict[str, An
 def render_error(render: Callable[..., list[dict[str, Any]]]) -> Callable[..., str]:
     """Render with values that must be refused; return helm's error text."""
 
-    def _render_error(values: dict[str, Any]) -> str:
+    def _render_error(values: dict[str, Any], *extra: str) -> str:
         with pytest.raises(HelmFailed) as failed:
-            render(values)
+            render(values, *extra)
         return str(failed.value)
 
     return _render_error
