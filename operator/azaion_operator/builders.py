@@ -22,7 +22,7 @@ from typing import Any
 from azaion_operator import crd
 from azaion_operator.names import label_value
 from azaion_operator.nodes import NodeInfo
-from azaion_operator.settings import OperatorSettings
+from azaion_operator.settings import JobIdentity, OperatorSettings
 
 __all__ = [
     "CREDENTIALS_DIR",
@@ -96,15 +96,15 @@ def _resources(spec: Mapping[str, Any], settings: OperatorSettings) -> dict[str,
     return {"requests": requests, "limits": limits}
 
 
-def container_security(uid: int) -> dict[str, Any]:
+def container_security(identity: JobIdentity) -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "privileged": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
+        "runAsUser": identity.uid,
+        "runAsGroup": identity.gid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -238,11 +238,12 @@ def job_manifest(
     spec = owner["spec"]
     tuning = spec.get("job") or {}
     labels = _labels(owner, component, node)
+    identity = settings.job_identity(owner["metadata"]["namespace"])
     pod_security: dict[str, Any] = {
         "runAsNonRoot": True,
-        "runAsUser": settings.job_uid,
-        "runAsGroup": settings.job_uid,
-        "fsGroup": settings.job_uid,
+        "runAsUser": identity.uid,
+        "runAsGroup": identity.gid,
+        "fsGroup": identity.fs_group,
         "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }

@@ -8,13 +8,14 @@ naming the variable.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import urllib.parse
 from collections.abc import Mapping
 
 from azaion_operator.policy import ALL_NAMESPACES, Policy, normalise_path
 
-__all__ = ["PREFIX", "CaBundle", "OperatorSettings", "SettingsError"]
+__all__ = ["PREFIX", "CaBundle", "JobIdentity", "OperatorSettings", "SettingsError"]
 
 PREFIX = "AZAION_OPERATOR_"
 
@@ -44,6 +45,22 @@ class CaBundle:
     """The ConfigMap's or the Secret's name."""
     key: str = "ca.crt"
     """The key holding the PEM bundle."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobIdentity:
+    """Who a namespace's Jobs run as: one tenant's Jobs cannot write another's files."""
+
+    uid: int
+    """``runAsUser`` of the Job containers (the unlock-load container aside, see kinds)."""
+    gid: int
+    """``runAsGroup``."""
+    fs_group: int
+    """``fsGroup``: the group that owns the volumes the kubelet prepares."""
+
+
+_IDENTITY_KEYS = {"runAsUser": "uid", "runAsGroup": "gid", "fsGroup": "fs_group"}
+_MAX_ID = 2147483647
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +96,9 @@ class OperatorSettings:
 
     job_uid: int = 10001
     """UID (and GID, fsGroup) of the Job containers; must own nothing on the host."""
+
+    job_identities: tuple[tuple[str, JobIdentity], ...] = ()
+    """Per-namespace identities of the Jobs (the admin's); other namespaces: ``job_uid``."""
 
     docker_socket_gid: int | None = None
     """Group of the Docker socket on the nodes; if set, the unlock container runs as
@@ -132,6 +152,13 @@ class OperatorSettings:
     policy: Policy = dataclasses.field(default_factory=Policy)
     """What custom resources may ask for (``AZAION_OPERATOR_POLICY_*``; docs/security.md)."""
 
+    def job_identity(self, namespace: str) -> JobIdentity:
+        """Who the Jobs of ``namespace`` run as."""
+        for name, identity in self.job_identities:
+            if name == namespace:
+                return identity
+        return JobIdentity(self.job_uid, self.job_uid, self.job_uid)
+
     @property
     def clusterwide(self) -> bool:
         """True when no namespaces are listed."""
@@ -163,7 +190,8 @@ class OperatorSettings:
                 0,
                 2592000,
             ),
-            job_uid=reader.integer("JOB_UID", defaults.job_uid, 1, 2147483647),
+            job_uid=reader.integer("JOB_UID", defaults.job_uid, 1, _MAX_ID),
+            job_identities=_read_identities(reader),
             docker_socket_gid=reader.optional_integer("DOCKER_SOCKET_GID", 0, 2147483647),
             docker_socket=reader.path("DOCKER_SOCKET", defaults.docker_socket),
             containerd_socket=reader.path("CONTAINERD_SOCKET", defaults.containerd_socket),
@@ -210,6 +238,42 @@ def _read_ca_bundle(reader: _Reader) -> CaBundle | None:
     if secret:
         return CaBundle("secret", secret, key)
     return None
+
+
+def _read_identities(reader: _Reader) -> tuple[tuple[str, JobIdentity], ...]:
+    """``{"team-a": {"runAsUser": 20001, "runAsGroup": 20001, "fsGroup": 20001}, ...}``;
+    ``runAsGroup`` and ``fsGroup`` default to ``runAsUser``."""
+    key = "JOB_NAMESPACE_IDENTITIES"
+    raw = reader.text(key, "")
+    if not raw:
+        return ()
+    try:
+        table = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{key}: expected a JSON object") from None
+    if not isinstance(table, dict):
+        raise SettingsError(f"{PREFIX}{key}: expected a JSON object")
+    identities = []
+    for namespace, ids in sorted(table.items()):
+        if not _DNS_LABEL.match(namespace) or not isinstance(ids, dict):
+            raise SettingsError(f"{PREFIX}{key}: {namespace!r}: expected a namespace's ids")
+        unknown = set(ids) - set(_IDENTITY_KEYS)
+        uid = ids.get("runAsUser")
+        if unknown or uid is None:
+            raise SettingsError(
+                f"{PREFIX}{key}: {namespace}: expected runAsUser and optionally runAsGroup, fsGroup"
+            )
+        values = {
+            "uid": uid,
+            "gid": ids.get("runAsGroup", uid),
+            "fs_group": ids.get("fsGroup", uid),
+        }
+        for field, value in values.items():
+            # Never 0: a tenant's Jobs are never root, nor in root's group.
+            if type(value) is not int or not 1 <= value <= _MAX_ID:
+                raise SettingsError(f"{PREFIX}{key}: {namespace}: {field} must be 1..{_MAX_ID}")
+        identities.append((namespace, JobIdentity(**values)))
+    return tuple(identities)
 
 
 def _read_policy(reader: _Reader) -> Policy:

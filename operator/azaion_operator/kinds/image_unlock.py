@@ -59,7 +59,7 @@ from azaion_operator.runtimes import (
     check_socket_policy,
     choose_runtime,
 )
-from azaion_operator.settings import OperatorSettings
+from azaion_operator.settings import JobIdentity, OperatorSettings
 from azaion_operator.status import (
     FAILED,
     PENDING,
@@ -100,15 +100,16 @@ def _socket_gid(runtime: str, settings: OperatorSettings) -> int | None:
     return settings.docker_socket_gid
 
 
-def _runtime_security(runtime: str, settings: OperatorSettings) -> dict[str, Any]:
+def _runtime_security(
+    runtime: str, settings: OperatorSettings, identity: JobIdentity
+) -> dict[str, Any]:
     """The unlock-load container: as narrow as the runtime's socket allows."""
     if _socket_gid(runtime, settings) is not None:
         # The socket's group is known: stay non-root, reach it through that group
         # (added to the pod's supplementalGroups).
-        return container_security(settings.job_uid)
-    context = container_security(0)
-    context["runAsNonRoot"] = False
-    context["runAsGroup"] = settings.job_uid  # reads /work through its group, not as root
+        return container_security(identity)
+    context = container_security(JobIdentity(0, identity.gid, identity.fs_group))
+    context["runAsNonRoot"] = False  # reads /work through its group, not as root
     return context
 
 
@@ -125,6 +126,7 @@ def build_unlock_job(
     meta = unlock["metadata"]
     spec = unlock["spec"]
     archive = spec["archive"]
+    identity = settings.job_identity(meta["namespace"])
 
     fetch_args = [
         "loader",
@@ -159,7 +161,7 @@ def build_unlock_job(
             mount("tmp", "/tmp", read_only=False),
             *fetch_mounts(settings),
         ],
-        security=container_security(settings.job_uid),
+        security=container_security(identity),
         spec=spec,
         settings=settings,
     )
@@ -172,7 +174,7 @@ def build_unlock_job(
             mount("tmp", "/tmp", read_only=False),
             mount("runtime-socket", RUNTIME_SOCKET, read_only=False),
         ],
-        security=_runtime_security(choice.runtime, settings),
+        security=_runtime_security(choice.runtime, settings, identity),
         spec=spec,
         settings=settings,
     )

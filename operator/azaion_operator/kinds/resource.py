@@ -94,6 +94,9 @@ def build_resource_job(
     source = spec["source"]
     target = spec["target"]
     out = f"{TARGET_DIR}/{target['fileName']}"
+    # The namespace's own ids (the admin's): another tenant's Jobs cannot
+    # overwrite a file this one delivered to a node directory.
+    identity = settings.job_identity(meta["namespace"])
 
     if "persistentVolumeClaim" in target:
         pvc = target["persistentVolumeClaim"]
@@ -124,7 +127,7 @@ def build_resource_job(
             mount("tmp", "/tmp", read_only=False),
             *fetch_mounts(settings),
         ],
-        security=container_security(settings.job_uid),
+        security=container_security(identity),
         spec=spec,
         settings=settings,
     )
@@ -137,7 +140,7 @@ def build_resource_job(
             mount("results", RESULTS_DIR, read_only=True),
             mount("tmp", "/tmp", read_only=False),
         ],
-        security=container_security(settings.job_uid),
+        security=container_security(identity),
         spec=spec,
         settings=settings,
     )

@@ -9,7 +9,7 @@ import pytest
 from chart_support import only
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import PREFIX, CaBundle, OperatorSettings
+from azaion_operator.settings import PREFIX, CaBundle, JobIdentity, OperatorSettings
 
 Render = Callable[..., list[dict[str, Any]]]
 GROUP = "loader.azaion.com"
@@ -204,6 +204,10 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
                 "activeDeadlineSeconds": 604800,
                 "ttlSecondsAfterFinished": 2592000,
                 "runAsUser": 4242,
+                "namespaceIdentities": {
+                    "team-a": {"runAsUser": 20001},
+                    "team-b": {"runAsUser": 20002, "runAsGroup": 30002, "fsGroup": 40002},
+                },
                 "dockerSocketGid": 998,
                 "caBundle": {"configMap": "", "secret": "corp-ca", "key": "bundle.pem"},
                 "proxy": {
@@ -232,6 +236,10 @@ def test_every_value_reaches_the_operator_settings(render: Render) -> None:
         job_active_deadline_seconds=604800,
         job_ttl_seconds_after_finished=2592000,
         job_uid=4242,
+        job_identities=(
+            ("team-a", JobIdentity(20001, 20001, 20001)),
+            ("team-b", JobIdentity(20002, 30002, 40002)),
+        ),
         docker_socket_gid=998,
         job_cpu_request="100m",
         job_cpu_limit="2",

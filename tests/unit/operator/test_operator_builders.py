@@ -11,7 +11,7 @@ from azaion_operator.kinds.image_unlock import build_unlock_job
 from azaion_operator.kinds.resource import VERIFY_SHIM, build_resource_job
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.runtimes import RuntimeChoice
-from azaion_operator.settings import CaBundle, OperatorSettings
+from azaion_operator.settings import CaBundle, JobIdentity, OperatorSettings
 
 DOCKER_ON_NODE = RuntimeChoice("docker", "/run/docker.sock")
 CONTAINERD_ON_NODE = RuntimeChoice("containerd", "/run/containerd/containerd.sock")
@@ -119,6 +119,45 @@ def test_runtime_container_is_root_without_capabilities_when_no_group(
     assert load["securityContext"]["runAsUser"] == 0
     assert load["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert load["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+TENANTS = OperatorSettings(
+    job_uid=10001,
+    job_identities=(("edge", JobIdentity(20001, 20002, 20003)), ("lab", JobIdentity(3, 3, 3))),
+)
+
+
+def _ids(context: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(context.get(k) for k in ("runAsUser", "runAsGroup", "fsGroup"))
+
+
+def test_a_tenants_jobs_run_with_its_own_ids(resource: dict, unlock: dict, node: NodeInfo) -> None:
+    """The namespace's identity everywhere; unlock-load keeps uid 0 without a socket group."""
+    job = build_resource_job(resource, node, TENANTS)  # namespace edge
+    pod = job["spec"]["template"]["spec"]
+    assert _ids(pod["securityContext"]) == (20001, 20002, 20003)
+    assert [_ids(c["securityContext"]) for c in _containers(job)] == [(20001, 20002, None)] * 2
+
+    job = build_unlock_job(unlock, node, TENANTS, CONTAINERD_ON_NODE)
+    pod = job["spec"]["template"]["spec"]
+    assert _ids(pod["securityContext"]) == (20001, 20002, 20003)
+    fetch, load = _containers(job)
+    assert _ids(fetch["securityContext"]) == (20001, 20002, None)
+    assert _ids(load["securityContext"]) == (0, 20002, None)  # reads /work through its group
+
+    with_gid = dataclasses.replace(TENANTS, containerd_socket_gid=997)
+    load = build_unlock_job(unlock, node, with_gid, CONTAINERD_ON_NODE)["spec"]["template"]
+    assert _ids(load["spec"]["containers"][0]["securityContext"]) == (20001, 20002, None)
+
+
+def test_a_namespace_without_its_own_ids_runs_as_the_default(
+    resource: dict, node: NodeInfo
+) -> None:
+    other = {**resource, "metadata": {**resource["metadata"], "namespace": "team-b"}}
+    job = build_resource_job(other, node, TENANTS)
+    assert _ids(job["spec"]["template"]["spec"]["securityContext"]) == (10001, 10001, 10001)
+    assert TENANTS.job_identity("team-b") == JobIdentity(10001, 10001, 10001)
+    assert TENANTS.job_identity("lab") == JobIdentity(3, 3, 3)
 
 
 def test_credentials_and_socket_are_mounted_apart(

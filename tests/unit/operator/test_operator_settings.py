@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import CaBundle, OperatorSettings, SettingsError
+from azaion_operator.settings import CaBundle, JobIdentity, OperatorSettings, SettingsError
 
 
 def test_defaults() -> None:
@@ -154,3 +156,38 @@ def test_proxy_with_credentials_is_refused_without_echoing_them() -> None:
     with pytest.raises(SettingsError) as info:
         OperatorSettings.from_env({"AZAION_OPERATOR_JOB_HTTPS_PROXY": "http://u:s3cret@proxy:3128"})
     assert "s3cret" not in str(info.value) and "credentials" in str(info.value)
+
+
+def test_namespace_identities_parsed_with_group_defaults() -> None:
+    env = {
+        "AZAION_OPERATOR_JOB_UID": "10001",
+        "AZAION_OPERATOR_JOB_NAMESPACE_IDENTITIES": (
+            '{"team-b": {"runAsUser": 20002}, '
+            '"team-a": {"runAsUser": 20001, "runAsGroup": 30001, "fsGroup": 40001}}'
+        ),
+    }
+    settings = OperatorSettings.from_env(env)
+    assert settings.job_identities == (
+        ("team-a", JobIdentity(20001, 30001, 40001)),
+        ("team-b", JobIdentity(20002, 20002, 20002)),
+    )
+    assert settings.job_identity("team-c") == JobIdentity(10001, 10001, 10001)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("[1]", "expected a JSON object"),
+        ("{", "expected a JSON object"),
+        ('{"Team_A": {"runAsUser": 1}}', "'Team_A': expected a namespace's ids"),
+        ('{"a": {"runAsGroup": 5}}', "a: expected runAsUser"),
+        ('{"a": {"runAsUser": 5, "privileged": true}}', "a: expected runAsUser"),
+        ('{"a": {"runAsUser": 0}}', "a: uid must be 1..2147483647"),
+        ('{"a": {"runAsUser": 5, "fsGroup": 0}}', "a: fs_group must be 1.."),
+        ('{"a": {"runAsUser": "5"}}', "a: uid must be 1.."),
+        ('{"a": {"runAsUser": true}}', "a: uid must be 1.."),
+    ],
+)
+def test_bad_namespace_identities_are_refused(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        OperatorSettings.from_env({"AZAION_OPERATOR_JOB_NAMESPACE_IDENTITIES": raw})
