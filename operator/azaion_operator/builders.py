@@ -217,8 +217,10 @@ def container(
         "image": settings.job_image,
         "imagePullPolicy": settings.job_image_pull_policy,
         "command": command,
-        "env": env,
-        "volumeMounts": mounts,
+        # The admin's extras come after ours and never share a name or path with
+        # them (the settings reader refuses that), so they add and never replace.
+        "env": env + copy.deepcopy(list(settings.job_extra_env)),
+        "volumeMounts": mounts + copy.deepcopy(list(settings.job_extra_volume_mounts)),
         "resources": _resources(spec, settings),
         "securityContext": security,
         "terminationMessagePath": TERMINATION_LOG,
@@ -256,6 +258,11 @@ def job_manifest(
         "securityContext": pod_security,
         **pod_spec,
     }
+    if settings.job_extra_volumes:
+        template_spec["volumes"] = [
+            *template_spec.get("volumes", []),
+            *copy.deepcopy(list(settings.job_extra_volumes)),
+        ]
     if settings.image_pull_secrets:
         template_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
     return {

@@ -12,10 +12,20 @@ import json
 import re
 import urllib.parse
 from collections.abc import Mapping
+from typing import Any
 
 from azaion_operator.policy import ALL_NAMESPACES, Policy, normalise_path
 
-__all__ = ["PREFIX", "CaBundle", "JobIdentity", "OperatorSettings", "SettingsError"]
+__all__ = [
+    "PREFIX",
+    "RESERVED_ENV",
+    "RESERVED_MOUNT_PATHS",
+    "RESERVED_VOLUMES",
+    "CaBundle",
+    "JobIdentity",
+    "OperatorSettings",
+    "SettingsError",
+]
 
 PREFIX = "AZAION_OPERATOR_"
 
@@ -58,6 +68,47 @@ class JobIdentity:
     fs_group: int
     """``fsGroup``: the group that owns the volumes the kubelet prepares."""
 
+
+# What the Job builders set themselves, which the admin's jobs.extraEnv /
+# extraVolumes / extraVolumeMounts may not replace: the credentials, where they
+# are sent (API URL, proxies, CA bundles) and the fingerprint inputs. A unit
+# test checks that every name and path the builders use is listed here.
+RESERVED_ENV = frozenset(
+    {
+        "HOME",
+        "LOADER_API_URL",
+        "LOADER_CA_BUNDLE",
+        "LOADER_CREDENTIALS_DIR",
+        "LOADER_EMAIL",
+        "LOADER_PASSWORD",
+        "LOADER_HW_MACHINE_ID",
+        "LOADER_HW_ARCH",
+        "LOADER_LOG_LEVEL",
+        "LOADER_LOG_FORMAT",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+"""Compared upper-cased: ``https_proxy`` is ``HTTPS_PROXY`` to the HTTP library."""
+RESERVED_VOLUMES = frozenset(
+    {"target", "results", "tmp", "work", "credentials", "ca-bundle", "runtime-socket"}
+)
+RESERVED_MOUNT_PATHS = (
+    "/var/run/azaion-loader",
+    "/run/azaion-loader",
+    "/target",
+    "/results",
+    "/work",
+    "/tmp",
+    "/dev/termination-log",
+)
+"""An extra mount may be none of these, nor above or below one of them."""
 
 _IDENTITY_KEYS = {"runAsUser": "uid", "runAsGroup": "gid", "fsGroup": "fs_group"}
 _MAX_ID = 2147483647
@@ -137,6 +188,12 @@ class OperatorSettings:
     """``HTTPS_PROXY`` of the fetching containers; empty: none."""
     job_no_proxy: str = ""
     """``NO_PROXY`` of the fetching containers (comma-separated hosts, domains, CIDRs)."""
+    job_extra_env: tuple[Mapping[str, Any], ...] = ()
+    """The admin's further EnvVars of every Job container (none of ``RESERVED_ENV``)."""
+    job_extra_volumes: tuple[Mapping[str, Any], ...] = ()
+    """The admin's further Volumes of every Job pod (none of ``RESERVED_VOLUMES``)."""
+    job_extra_volume_mounts: tuple[Mapping[str, Any], ...] = ()
+    """Mounts of those volumes in every Job container (clear of ``RESERVED_MOUNT_PATHS``)."""
 
     peering: str = ""
     """kopf peering name; empty means standalone (one replica, no peering objects)."""
@@ -214,6 +271,7 @@ class OperatorSettings:
             job_http_proxy=reader.proxy("JOB_HTTP_PROXY"),
             job_https_proxy=reader.proxy("JOB_HTTPS_PROXY"),
             job_no_proxy=reader.no_proxy("JOB_NO_PROXY"),
+            **_read_extras(reader),
             peering=reader.text("PEERING", defaults.peering),
             liveness_endpoint=reader.url(
                 "LIVENESS_ENDPOINT", defaults.liveness_endpoint, empty_disables=True
@@ -238,6 +296,65 @@ def _read_ca_bundle(reader: _Reader) -> CaBundle | None:
     if secret:
         return CaBundle("secret", secret, key)
     return None
+
+
+def _json_list(reader: _Reader, key: str) -> list[Any]:
+    raw = reader.text(key, "")
+    try:
+        items = json.loads(raw) if raw else []
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{key}: expected a JSON list") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise SettingsError(f"{PREFIX}{key}: expected a JSON list of objects")
+    return items
+
+
+def _overlaps(path: str, reserved: str) -> bool:
+    """``path`` is ``reserved``, below it, or above it (whole components)."""
+    a, b = "/" + "/".join(part for part in path.split("/") if part), reserved
+    return a == b or a == "/" or b.startswith(a + "/") or a.startswith(b + "/")
+
+
+def _read_extras(reader: _Reader) -> dict[str, tuple[Mapping[str, Any], ...]]:
+    """``jobs.extraEnv`` / ``extraVolumes`` / ``extraVolumeMounts``, clear of the loader's own."""
+    env = _json_list(reader, "JOB_EXTRA_ENV")
+    volumes = _json_list(reader, "JOB_EXTRA_VOLUMES")
+    mounts = _json_list(reader, "JOB_EXTRA_VOLUME_MOUNTS")
+    for item in env:
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise SettingsError(f"{PREFIX}JOB_EXTRA_ENV: an item without a name")
+        if name.upper() in RESERVED_ENV:
+            raise SettingsError(
+                f"{PREFIX}JOB_EXTRA_ENV: {name} is set by the operator (credentials, where "
+                "they go, the fingerprint or logging) and cannot be replaced"
+            )
+    names = set()
+    for item in volumes:
+        name = item.get("name")
+        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+            raise SettingsError(f"{PREFIX}JOB_EXTRA_VOLUMES: {name!r} is not a volume name")
+        if name in RESERVED_VOLUMES:
+            raise SettingsError(f"{PREFIX}JOB_EXTRA_VOLUMES: {name} is a volume of the Jobs")
+        names.add(name)
+    for item in mounts:
+        name, path = item.get("name"), item.get("mountPath")
+        if name not in names:
+            raise SettingsError(
+                f"{PREFIX}JOB_EXTRA_VOLUME_MOUNTS: {name!r} is not one of jobs.extraVolumes"
+            )
+        if not isinstance(path, str) or not path.startswith("/") or "/.." in path:
+            raise SettingsError(f"{PREFIX}JOB_EXTRA_VOLUME_MOUNTS: {name}: bad mountPath")
+        if any(_overlaps(path, reserved) for reserved in RESERVED_MOUNT_PATHS):
+            raise SettingsError(
+                f"{PREFIX}JOB_EXTRA_VOLUME_MOUNTS: {name}: {path} would cover or sit in the "
+                "Jobs' own mounts (credentials, target, work, results, /tmp)"
+            )
+    return {
+        "job_extra_env": tuple(env),
+        "job_extra_volumes": tuple(volumes),
+        "job_extra_volume_mounts": tuple(mounts),
+    }
 
 
 def _read_identities(reader: _Reader) -> tuple[tuple[str, JobIdentity], ...]:

@@ -92,6 +92,19 @@ Deployment, so `helm template` and `helm install` stop with a clear message.
 {{- if and .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
 {{- fail "jobs.caBundle: set configMap or secret, not both" }}
 {{- end }}
+{{- /* The operator's settings reader refuses these too (settings.RESERVED_*); a test ties the lists. */}}
+{{- $reservedEnv := list "HOME" "LOADER_API_URL" "LOADER_CA_BUNDLE" "LOADER_CREDENTIALS_DIR" "LOADER_EMAIL" "LOADER_PASSWORD" "LOADER_HW_MACHINE_ID" "LOADER_HW_ARCH" "LOADER_LOG_LEVEL" "LOADER_LOG_FORMAT" "HTTP_PROXY" "HTTPS_PROXY" "NO_PROXY" "ALL_PROXY" "REQUESTS_CA_BUNDLE" "CURL_CA_BUNDLE" "SSL_CERT_FILE" "SSL_CERT_DIR" }}
+{{- range .Values.jobs.extraEnv }}
+{{- if has (upper .name) $reservedEnv }}
+{{- fail (printf "jobs.extraEnv: %s is set by the operator (credentials, where they go, the fingerprint or logging) and cannot be replaced" .name) }}
+{{- end }}
+{{- end }}
+{{- $reservedVolumes := list "target" "results" "tmp" "work" "credentials" "ca-bundle" "runtime-socket" }}
+{{- range .Values.jobs.extraVolumes }}
+{{- if has .name $reservedVolumes }}
+{{- fail (printf "jobs.extraVolumes: %s is a volume of the Jobs" .name) }}
+{{- end }}
+{{- end }}
 {{- if and (not .Values.serviceAccount.create) .Values.rbac.create (not .Values.serviceAccount.name) }}
 {{- fail "rbac.create=true with serviceAccount.create=false needs serviceAccount.name (the account to bind)" }}
 {{- end }}

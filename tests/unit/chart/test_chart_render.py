@@ -9,7 +9,14 @@ import pytest
 from chart_support import only
 
 from azaion_operator.policy import Policy
-from azaion_operator.settings import PREFIX, CaBundle, JobIdentity, OperatorSettings
+from azaion_operator.settings import (
+    PREFIX,
+    RESERVED_ENV,
+    RESERVED_VOLUMES,
+    CaBundle,
+    JobIdentity,
+    OperatorSettings,
+)
 
 Render = Callable[..., list[dict[str, Any]]]
 GROUP = "loader.azaion.com"
@@ -561,3 +568,37 @@ def test_admission_policy_can_be_turned_off_and_refuses_old_clusters(
     assert "admissionPolicy.enabled needs Kubernetes 1.30 or later" in render_error(
         {}, "--kube-version", "1.29.4"
     )
+
+
+# --- jobs.extraEnv / extraVolumes / extraVolumeMounts -------------------------------------
+
+
+def test_job_extras_reach_the_operator(render: Render) -> None:
+    extras = {
+        "extraEnv": [
+            {"name": "LOADER_TIMEOUT", "value": "90"},
+            {"name": "SITE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ],
+        "extraVolumes": [{"name": "site", "configMap": {"name": "site"}}],
+        "extraVolumeMounts": [{"name": "site", "mountPath": "/etc/site", "readOnly": True}],
+    }
+    settings = OperatorSettings.from_env(env_of(render({"jobs": extras})))
+    assert settings.job_extra_env == tuple(extras["extraEnv"])
+    assert settings.job_extra_volumes == tuple(extras["extraVolumes"])
+    assert settings.job_extra_volume_mounts == tuple(extras["extraVolumeMounts"])
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_ENV))
+def test_the_chart_refuses_every_env_name_the_operator_reserves(
+    render_error: Any, name: str
+) -> None:
+    message = render_error({"jobs": {"extraEnv": [{"name": name.lower(), "value": "x"}]}})
+    assert f"jobs.extraEnv: {name.lower()} is set by the operator" in message
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED_VOLUMES))
+def test_the_chart_refuses_every_volume_name_the_operator_reserves(
+    render_error: Any, name: str
+) -> None:
+    message = render_error({"jobs": {"extraVolumes": [{"name": name, "emptyDir": {}}]}})
+    assert f"jobs.extraVolumes: {name} is a volume of the Jobs" in message

@@ -11,7 +11,14 @@ from azaion_operator.kinds.image_unlock import build_unlock_job
 from azaion_operator.kinds.resource import VERIFY_SHIM, build_resource_job
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.runtimes import RuntimeChoice
-from azaion_operator.settings import CaBundle, JobIdentity, OperatorSettings
+from azaion_operator.settings import (
+    RESERVED_ENV,
+    RESERVED_MOUNT_PATHS,
+    RESERVED_VOLUMES,
+    CaBundle,
+    JobIdentity,
+    OperatorSettings,
+)
 
 DOCKER_ON_NODE = RuntimeChoice("docker", "/run/docker.sock")
 CONTAINERD_ON_NODE = RuntimeChoice("containerd", "/run/containerd/containerd.sock")
@@ -158,6 +165,71 @@ def test_a_namespace_without_its_own_ids_runs_as_the_default(
     assert _ids(job["spec"]["template"]["spec"]["securityContext"]) == (10001, 10001, 10001)
     assert TENANTS.job_identity("team-b") == JobIdentity(10001, 10001, 10001)
     assert TENANTS.job_identity("lab") == JobIdentity(3, 3, 3)
+
+
+EXTRAS = OperatorSettings(
+    job_extra_env=({"name": "LOADER_TIMEOUT", "value": "90"}, {"name": "TZ", "value": "UTC"}),
+    job_extra_volumes=({"name": "site-config", "configMap": {"name": "site"}},),
+    job_extra_volume_mounts=({"name": "site-config", "mountPath": "/etc/site", "readOnly": True},),
+)
+
+
+def test_extras_are_added_to_every_container_after_the_loaders_own(
+    resource: dict, unlock: dict, node: NodeInfo
+) -> None:
+    plain = OperatorSettings()
+    pairs = [
+        (build_resource_job(resource, node, plain), build_resource_job(resource, node, EXTRAS)),
+        (
+            build_unlock_job(unlock, node, plain, DOCKER_ON_NODE),
+            build_unlock_job(unlock, node, EXTRAS, DOCKER_ON_NODE),
+        ),
+    ]
+    for before, after in pairs:
+        assert after["spec"]["template"]["spec"]["volumes"] == [
+            *before["spec"]["template"]["spec"]["volumes"],
+            {"name": "site-config", "configMap": {"name": "site"}},
+        ]
+        for old, new in zip(_containers(before), _containers(after), strict=True):
+            assert new["env"] == [*old["env"], *EXTRAS.job_extra_env]
+            assert new["volumeMounts"] == [*old["volumeMounts"], *EXTRAS.job_extra_volume_mounts]
+
+
+def host_path_resource(resource: dict) -> dict:
+    spec = {**resource["spec"], "target": {"fileName": "f", "hostPath": {"path": "/var/lib/a"}}}
+    return {**resource, "spec": spec}
+
+
+def test_every_name_and_path_the_builders_use_is_reserved_from_the_extras(
+    resource: dict, unlock: dict, node: NodeInfo
+) -> None:
+    """So jobs.extraEnv / extraVolumes / extraVolumeMounts can never replace one of ours."""
+    full = OperatorSettings(
+        api_url="https://api.example",
+        job_ca_bundle=CaBundle("configMap", "ca"),
+        job_http_proxy="http://proxy:3128",
+        job_https_proxy="http://proxy:3128",
+        job_no_proxy=".svc",
+        docker_socket_gid=998,
+    )
+    jobs = [
+        build_resource_job(resource, node, full),
+        build_resource_job(host_path_resource(resource), node, full),
+        build_unlock_job(unlock, node, full, DOCKER_ON_NODE),
+        build_unlock_job(unlock, node, full, CONTAINERD_ON_NODE),
+    ]
+    for job in jobs:
+        for volume in job["spec"]["template"]["spec"]["volumes"]:
+            assert volume["name"] in RESERVED_VOLUMES
+        for container in _containers(job):
+            for var in container["env"]:
+                assert var["name"].upper() in RESERVED_ENV, var
+            paths = [m["mountPath"] for m in container["volumeMounts"]]
+            paths.append(container["terminationMessagePath"])
+            for path in paths:
+                assert any(path == r or path.startswith(r + "/") for r in RESERVED_MOUNT_PATHS), (
+                    path
+                )
 
 
 def test_credentials_and_socket_are_mounted_apart(

@@ -191,3 +191,71 @@ def test_namespace_identities_parsed_with_group_defaults() -> None:
 def test_bad_namespace_identities_are_refused(raw: str, message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
         OperatorSettings.from_env({"AZAION_OPERATOR_JOB_NAMESPACE_IDENTITIES": raw})
+
+
+def test_job_extras_parsed() -> None:
+    env = {
+        "AZAION_OPERATOR_JOB_EXTRA_ENV": '[{"name": "LOADER_TIMEOUT", "value": "90"}]',
+        "AZAION_OPERATOR_JOB_EXTRA_VOLUMES": '[{"name": "site", "configMap": {"name": "s"}}]',
+        "AZAION_OPERATOR_JOB_EXTRA_VOLUME_MOUNTS": '[{"name": "site", "mountPath": "/etc/site"}]',
+    }
+    settings = OperatorSettings.from_env(env)
+    assert settings.job_extra_env == ({"name": "LOADER_TIMEOUT", "value": "90"},)
+    assert settings.job_extra_volumes == ({"name": "site", "configMap": {"name": "s"}},)
+    assert settings.job_extra_volume_mounts == ({"name": "site", "mountPath": "/etc/site"},)
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("JOB_EXTRA_ENV", "{}", "expected a JSON list"),
+        ("JOB_EXTRA_ENV", '[{"value": "x"}]', "an item without a name"),
+        (
+            "JOB_EXTRA_ENV",
+            '[{"name": "LOADER_API_URL", "value": "https://x"}]',
+            "LOADER_API_URL is set",
+        ),
+        (
+            "JOB_EXTRA_ENV",
+            '[{"name": "https_proxy", "value": "http://mitm"}]',
+            "https_proxy is set",
+        ),
+        ("JOB_EXTRA_ENV", '[{"name": "LOADER_PASSWORD", "value": "x"}]', "LOADER_PASSWORD is set"),
+        ("JOB_EXTRA_ENV", '[{"name": "REQUESTS_CA_BUNDLE", "value": "/x"}]', "REQUESTS_CA_BUNDLE"),
+        ("JOB_EXTRA_VOLUMES", '[{"name": "credentials", "emptyDir": {}}]', "is a volume of the"),
+        ("JOB_EXTRA_VOLUMES", '[{"name": "Bad_Name", "emptyDir": {}}]', "not a volume name"),
+        ("JOB_EXTRA_VOLUME_MOUNTS", '[{"name": "credentials", "mountPath": "/x"}]', "not one of"),
+    ],
+)
+def test_job_extras_never_replace_the_loaders_own(key: str, raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        OperatorSettings.from_env({f"AZAION_OPERATOR_{key}": raw})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/var/run/azaion-loader/credentials",
+        "/var/run/azaion-loader",
+        "/var/run",
+        "/var",
+        "/",
+        "/target/sub",
+        "/tmp",
+        "/work/",
+        "//var//run/azaion-loader/",
+        "/run/azaion-loader/runtime.sock",
+        "/dev/termination-log",
+        "relative",
+        "/etc/../var/run/azaion-loader",
+    ],
+)
+def test_an_extra_mount_may_not_cover_or_sit_in_the_loaders_mounts(path: str) -> None:
+    env = {
+        "AZAION_OPERATOR_JOB_EXTRA_VOLUMES": '[{"name": "site", "emptyDir": {}}]',
+        "AZAION_OPERATOR_JOB_EXTRA_VOLUME_MOUNTS": (
+            '[{"name": "site", "mountPath": "%s"}]' % path  # noqa: UP031
+        ),
+    }
+    with pytest.raises(SettingsError, match="JOB_EXTRA_VOLUME_MOUNTS: site"):
+        OperatorSettings.from_env(env)
