@@ -169,3 +169,24 @@ the allowed URLs, so lower-casing the whole authority is the same comparison.
 {{- define "azaion-loader.celNormaliseUrl" -}}
 cel.bind(a, {{ . }}.find('^https?://[^/?#]*'), cel.bind(r, {{ . }}.substring(a.size()), cel.bind(p, r.find('^[^?#]*'), cel.bind(q, r.substring(p.size()).find('^[?][^#]*'), cel.bind(f, r.find('#.*'), a.lowerAscii() + p.find('^.*[^/]') + (q.size() > 1 ? q : '') + (f.size() > 1 ? f : ''))))))
 {{- end }}
+
+{{/* The ValidatingAdmissionPolicy rules both kinds share, in policy.check_api_url's order. */}}
+{{- define "azaion-loader.vapApiUrlAndSecret" -}}
+{{- $default := .Values.defaults.apiUrl }}
+{{- if not $default }}
+- expression: "has(object.spec.apiUrl)"
+  reason: Invalid
+  message: "defaults.apiUrl: no API URL: spec.apiUrl is unset and the operator has no default; the cluster admin sets defaults.apiUrl"
+{{- end }}
+- expression: {{ printf "!has(object.spec.apiUrl) || %s in variables.allowedUrls" (include "azaion-loader.celNormaliseUrl" "object.spec.apiUrl") | quote }}
+  reason: Forbidden
+  message: "policy.allowedApiUrls: spec.apiUrl is not an allowed API URL (the operator's defaults.apiUrl or policy.allowedApiUrls): remove spec.apiUrl, or ask the cluster admin to list it"
+{{- if not .Values.policy.allowInsecureHttp }}
+- expression: {{ printf "has(object.spec.apiUrl) ? object.spec.apiUrl.startsWith('https://') : %t" (hasPrefix "https://" $default) | quote }}
+  reason: Forbidden
+  message: "policy.allowInsecureHttp: the API URL (spec.apiUrl, or the operator's defaults.apiUrl) is not https, so the credentials would cross the network unencrypted: use an https URL, or the cluster admin sets policy.allowInsecureHttp=true (test clusters only)"
+{{- end }}
+- expression: {{ printf "variables.secretName == '' || variables.secretName in %s" (include "azaion-loader.credentialsSecrets" .) | quote }}
+  reason: Forbidden
+  message: {{ printf "policy.credentialsSecrets: spec.credentialsSecretRef.name is not an allowed credentials Secret (allowed: %s): remove spec.credentialsSecretRef, or ask the cluster admin to list it" (include "azaion-loader.credentialsSecrets" . | fromJsonArray | join ", ") | quote }}
+{{- end }}

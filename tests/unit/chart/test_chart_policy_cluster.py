@@ -249,7 +249,7 @@ def _dry_run(kubectl: str, namespace: str, body: dict[str, Any]) -> subprocess.C
 
 def _install_policy(
     kubectl: str, render: Render, namespaces: list[str], applied: Any
-) -> tuple[str, OperatorSettings]:
+) -> tuple[dict[str, str], OperatorSettings]:
     """The chart's policy objects bound to ``namespaces``; waits until the server enforces them."""
     values = {
         **VALUES,
@@ -259,7 +259,7 @@ def _install_policy(
     }
     docs = render(values, namespace=namespaces[0])
     policy_docs = [d for d in docs if d["kind"] in VAP_KINDS]
-    assert len(policy_docs) == 2
+    assert len(policy_docs) == 4
     applied(policy_docs)
     # The admission plugin picks new policies up asynchronously.
     probe = _resource("probe", apiUrl="https://evil.example")
@@ -267,20 +267,27 @@ def _install_policy(
     while _dry_run(kubectl, namespaces[0], probe).returncode == 0:
         assert time.monotonic() < deadline, "the ValidatingAdmissionPolicy never took effect"
         time.sleep(1)
-    return policy_docs[0]["metadata"]["name"], _settings(docs)
+    names = {
+        d["spec"]["matchConstraints"]["resourceRules"][0]["resources"][0]: d["metadata"]["name"]
+        for d in policy_docs
+        if d["kind"] == "ValidatingAdmissionPolicy"
+    }
+    probe = _unlock("probe", socketPath="/run/evil.sock")
+    while _dry_run(kubectl, namespaces[0], probe).returncode == 0:
+        assert time.monotonic() < deadline, "the ImageUnlock policy never took effect"
+        time.sleep(1)
+    return {"Resource": names["resources"], "ImageUnlock": names["imageunlocks"]}, _settings(docs)
 
 
 def test_the_admission_policy_refuses_exactly_what_the_operator_refuses(
     kubectl: str, render: Render, crds: None, namespaces: list[str], applied: Any
 ) -> None:
-    name, settings = _install_policy(kubectl, render, namespaces, applied)
-    (vap,) = [
-        d
-        for d in yaml.safe_load_all(_kubectl(kubectl, "get", "vap", name, "-o", "yaml").stdout)
-        if d
-    ]
-    # The server type-checked the CEL against the CRDs' schemas: no warnings.
-    assert not (vap.get("status") or {}).get("typeChecking", {}).get("expressionWarnings"), vap
+    names, settings = _install_policy(kubectl, render, namespaces, applied)
+    for name in names.values():
+        got = _kubectl(kubectl, "get", "validatingadmissionpolicy", name, "-o", "json")
+        status = json.loads(got.stdout).get("status") or {}
+        # The server type-checked the CEL against the CRD's schema: no warnings.
+        assert not (status.get("typeChecking") or {}).get("expressionWarnings"), status
 
     disagreements = []
     refused = 0
@@ -306,7 +313,8 @@ def test_the_admission_policy_refuses_exactly_what_the_operator_refuses(
 def test_kubectl_apply_shows_the_policys_message_and_creates_an_allowed_object(
     kubectl: str, render: Render, crds: None, namespaces: list[str], applied: Any
 ) -> None:
-    name, _ = _install_policy(kubectl, render, namespaces, applied)
+    names, _ = _install_policy(kubectl, render, namespaces, applied)
+    name = names["Resource"]
     namespace = namespaces[0]
     body = _resource("foreign", apiUrl="https://collector.invalid")
     refused = _kubectl(kubectl, "apply", "-n", namespace, "-f", "-", input=json.dumps(body))

@@ -59,6 +59,8 @@ def test_default_render_has_exactly_the_expected_objects(render: Render) -> None
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
 
@@ -432,8 +434,8 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
     assert [doc["kind"] for doc in docs] == [
         "Service",  # metrics
         "Deployment",
-        "ValidatingAdmissionPolicy",  # not RBAC: the API server's own check
-        "ValidatingAdmissionPolicyBinding",
+        *["ValidatingAdmissionPolicy"] * 2,  # not RBAC: the API server's own check
+        *["ValidatingAdmissionPolicyBinding"] * 2,
     ]
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
 
@@ -507,39 +509,53 @@ def test_admission_policy_binds_to_the_served_namespaces_and_skips_unchanged_spe
     render: Render,
 ) -> None:
     docs = render({"watchNamespaces": ["edge-a"]}, namespace="sys")
-    (policy,) = only(docs, "ValidatingAdmissionPolicy")
-    (binding,) = only(docs, "ValidatingAdmissionPolicyBinding")
-    assert policy["metadata"]["name"] == f"rel-azaion-loader-sys.{GROUP}"
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["edge-a"]}
+    policies = only(docs, "ValidatingAdmissionPolicy")
+    bindings = only(docs, "ValidatingAdmissionPolicyBinding")
+    assert [p["metadata"]["name"] for p in policies] == [
+        f"rel-azaion-loader-sys.resources.{GROUP}",
+        f"rel-azaion-loader-sys.imageunlocks.{GROUP}",
     ]
-    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
-    # Not the status subresource: the operator must always be able to write PolicyDenied.
-    assert rule["resources"] == ["resources", "imageunlocks"]
-    assert policy["spec"]["failurePolicy"] == "Fail"
-    (condition,) = policy["spec"]["matchConditions"]
-    assert condition["expression"] == (
-        "request.operation == 'CREATE' || oldObject.spec != object.spec"
-    )
-    assert "matchResources" not in only(render(), "ValidatingAdmissionPolicyBinding")[0]["spec"]
+    for policy, binding, plural in zip(
+        policies, bindings, ["resources", "imageunlocks"], strict=True
+    ):
+        assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["edge-a"]}
+        ]
+        (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+        # Not the status subresource: the operator must always be able to write PolicyDenied.
+        assert rule["resources"] == [plural]
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        (condition,) = policy["spec"]["matchConditions"]
+        assert condition["expression"] == (
+            "request.operation == 'CREATE' || oldObject.spec != object.spec"
+        )
+    for binding in only(render(), "ValidatingAdmissionPolicyBinding"):
+        assert "matchResources" not in binding["spec"]  # all namespaces
 
 
 def test_admission_policy_checks_only_the_rules_the_values_leave_open(render: Render) -> None:
-    def rules(values: dict[str, Any]) -> list[str]:
-        (policy,) = only(render(values), "ValidatingAdmissionPolicy")
-        return [v["message"].split(":")[0] for v in policy["spec"]["validations"]]
+    def rules(values: dict[str, Any]) -> list[list[str]]:
+        return [
+            [v["message"].split(":")[0] for v in policy["spec"]["validations"]]
+            for policy in only(render(values), "ValidatingAdmissionPolicy")
+        ]
 
-    assert rules({}) == [
-        "policy.imageUnlockNamespaces",
+    url_and_secret = [
         "defaults.apiUrl",
         "policy.allowedApiUrls",
         "policy.allowInsecureHttp",
         "policy.credentialsSecrets",
-        "policy.hostPathPrefixes",
-        "policy.allowControlPlane",
-        "runtimes.allowedSocketPaths",
+    ]
+    assert rules({}) == [
+        [*url_and_secret, "policy.hostPathPrefixes"],
+        [
+            "policy.imageUnlockNamespaces",
+            *url_and_secret,
+            "policy.allowControlPlane",
+            "runtimes.allowedSocketPaths",
+        ],
     ]
     assert rules(
         {
@@ -551,10 +567,8 @@ def test_admission_policy_checks_only_the_rules_the_values_leave_open(render: Re
             },
         }
     ) == [
-        "policy.allowedApiUrls",
-        "policy.credentialsSecrets",
-        "policy.hostPathPrefixes",
-        "runtimes.allowedSocketPaths",
+        ["policy.allowedApiUrls", "policy.credentialsSecrets", "policy.hostPathPrefixes"],
+        ["policy.allowedApiUrls", "policy.credentialsSecrets", "runtimes.allowedSocketPaths"],
     ]
 
 
