@@ -160,14 +160,38 @@ Never empty: an empty resourceNames would grant every Secret.
 {{- end }}
 
 {{/*
-A CEL expression: the URL in the CEL expression given as the context, normalised
-as policy.normalise_url does (scheme and host in lower case, no trailing slash
-in the path, no empty `?` or `#`). The CRD's pattern guarantees a lower-case
-`http://` or `https://` and no whitespace; the schema keeps user info out of
-the allowed URLs, so lower-casing the whole authority is the same comparison.
+A URL normalised as policy.normalise_url does: scheme and host in lower case,
+no trailing slash in the path, no empty `?` or `#`. The admission policy
+normalises spec.apiUrl the same way in CEL (its variables); the CRD's pattern
+guarantees a lower-case `http://` or `https://` and no whitespace, and the
+schema keeps user info out of the allowed URLs, so lower-casing the whole
+authority is the same comparison.
 */}}
-{{- define "azaion-loader.celNormaliseUrl" -}}
-cel.bind(a, {{ . }}.find('^https?://[^/?#]*'), cel.bind(r, {{ . }}.substring(a.size()), cel.bind(p, r.find('^[^?#]*'), cel.bind(q, r.substring(p.size()).find('^[?][^#]*'), cel.bind(f, r.find('#.*'), a.lowerAscii() + p.find('^.*[^/]') + (q.size() > 1 ? q : '') + (f.size() > 1 ? f : ''))))))
+{{- define "azaion-loader.normaliseUrl" -}}
+{{- $authority := regexFind "^https?://[^/?#]*" . }}
+{{- $rest := trimPrefix $authority . }}
+{{- $path := regexFind "^[^?#]*" $rest }}
+{{- $query := regexFind "^[?][^#]*" (trimPrefix $path $rest) }}
+{{- $fragment := regexFind "#.*" $rest }}
+{{- lower $authority }}{{ regexFind "^.*[^/]" $path }}{{ if gt (len $query) 1 }}{{ $query }}{{ end }}{{ if gt (len $fragment) 1 }}{{ $fragment }}{{ end }}
+{{- end }}
+
+{{/* The allowed API URLs (defaults.apiUrl first), normalised, as a JSON list. */}}
+{{- define "azaion-loader.normalisedUrls" -}}
+{{- $urls := list }}
+{{- range prepend .Values.policy.allowedApiUrls .Values.defaults.apiUrl | compact }}
+{{- $urls = append $urls (include "azaion-loader.normaliseUrl" .) }}
+{{- end }}
+{{- $urls | uniq | toJson }}
+{{- end }}
+
+{{/* policy.hostPathPrefixes normalised as policy.normalise_path does, as a JSON list. */}}
+{{- define "azaion-loader.normalisedPrefixes" -}}
+{{- $prefixes := list }}
+{{- range .Values.policy.hostPathPrefixes }}
+{{- $prefixes = append $prefixes (printf "/%s" (splitList "/" . | compact | join "/")) }}
+{{- end }}
+{{- $prefixes | uniq | toJson }}
 {{- end }}
 
 {{/* The ValidatingAdmissionPolicy rules both kinds share, in policy.check_api_url's order. */}}
@@ -178,7 +202,7 @@ cel.bind(a, {{ . }}.find('^https?://[^/?#]*'), cel.bind(r, {{ . }}.substring(a.s
   reason: Invalid
   message: "defaults.apiUrl: no API URL: spec.apiUrl is unset and the operator has no default; the cluster admin sets defaults.apiUrl"
 {{- end }}
-- expression: {{ printf "!has(object.spec.apiUrl) || %s in variables.allowedUrls" (include "azaion-loader.celNormaliseUrl" "object.spec.apiUrl") | quote }}
+- expression: {{ printf "variables.url == '' || variables.normalisedUrl in %s" (include "azaion-loader.normalisedUrls" .) | quote }}
   reason: Forbidden
   message: "policy.allowedApiUrls: spec.apiUrl is not an allowed API URL (the operator's defaults.apiUrl or policy.allowedApiUrls): remove spec.apiUrl, or ask the cluster admin to list it"
 {{- if not .Values.policy.allowInsecureHttp }}
