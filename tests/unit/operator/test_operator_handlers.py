@@ -30,7 +30,9 @@ from azaion_operator.policy import Policy
 from azaion_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(
-    api_url="https://api.example", policy=Policy(image_unlock_namespaces=("edge",))
+    api_url="https://api.example",
+    # The conftest's objects name the credentials Secret "creds".
+    policy=Policy(image_unlock_namespaces=("edge",), credentials_secrets=("creds",)),
 )
 Posted = list[tuple[str, str, str]]
 

@@ -27,7 +27,9 @@ from azaion_operator.settings import OperatorSettings
 
 NOW = "2026-12-01T00:00:00Z"
 SETTINGS = OperatorSettings(
-    api_url="https://api.example", policy=Policy(image_unlock_namespaces=("edge",))
+    api_url="https://api.example",
+    # The conftest's objects name the credentials Secret "creds".
+    policy=Policy(image_unlock_namespaces=("edge",), credentials_secrets=("creds",)),
 )
 
 
