@@ -165,7 +165,8 @@ def _resource(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def _host(path: str, **spec: Any) -> dict[str, Any]:
-    return _resource("h", target={"fileName": "f.bin", "hostPath": {"path": path}}, **spec)
+    target = {"fileName": "f.bin", "hostPath": {"path": path}}
+    return _resource("h", target=target, nodeSelector={"kubernetes.io/hostname": "n"}, **spec)
 
 
 def _unlock(name: str, **spec: Any) -> dict[str, Any]:
@@ -300,7 +301,7 @@ def test_the_admission_policy_refuses_exactly_what_the_operator_refuses(
         matches = (
             done.returncode == 0
             if expected_ok
-            else f"ValidatingAdmissionPolicy '{name}'" in seen
+            else f"ValidatingAdmissionPolicy '{names[body['kind']]}'" in seen
             and f"denied request: {rule}:" in seen
         )
         refused += not expected_ok
