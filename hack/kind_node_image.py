@@ -52,7 +52,7 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack" / "localcluster"))
 
-from cluster_build import build_kubernetes, go_env, go_install  # noqa: E402
+from cluster_build import build_helm, build_kubernetes, go_env, go_install  # noqa: E402
 from cluster_common import CACHE, K8S_VERSION, ClusterError, Settings, run  # noqa: E402
 from cluster_images import PAUSE_C  # noqa: E402
 
@@ -61,7 +61,9 @@ log = logging.getLogger("kind-node-image")
 KIND_VERSION = "v0.33.0"
 CLUSTER_NAME = os.environ.get("AZL_KIND_CLUSTER", "azl-kind")
 DOCKER_NETWORK = "azl-kind"
-NODE_REPO = "azl-kind-node"
+# Another repository name keeps a trial build (e.g. a cold one with its own caches)
+# from pruning the node image the cluster uses.
+NODE_REPO = os.environ.get("AZL_KIND_NODE_REPO", "azl-kind-node")
 CLUSTER_CONFIG = REPO / "hack" / "kind" / "cluster.yaml"
 NODE_FILES = REPO / "hack" / "kind" / "node"
 DOCKER_SHIM = REPO / "hack" / "kind" / "docker-shim"
@@ -614,6 +616,9 @@ def prune(image: str, images: Path) -> None:
 def build() -> str:
     """Build every part (cached) and the node image; return its name."""
     build_kind()
+    # helm is not in the node: the tests and the demo install the chart with it.
+    with timed("helm"):
+        build_helm(Settings())
     with timed(f"Kubernetes {K8S_VERSION} binaries incl. kubeadm, kubectl"):
         build_kubernetes(Settings(), extra=("kubeadm", "kubectl"))
     for name in GO_PARTS:
@@ -845,6 +850,36 @@ def check() -> bool:
     return ok
 
 
+def host_ip() -> str | None:
+    """The host's address on the cluster's Docker network (its gateway): where pods reach the host."""
+    proc = run(
+        ["docker", "network", "inspect", DOCKER_NETWORK, "--format",
+         "{{range .IPAM.Config}}{{.Gateway}} {{end}}"],
+        check=False,
+    )
+    for address in proc.stdout.split() if proc.returncode == 0 else ():
+        if address.count(".") == 3:
+            return address
+    return None
+
+
+def env_lines() -> str:
+    """Shell exports for the tests, the demo and the scripts (eval "$(scripts/kind-node-image env)")."""
+    images = CACHE / "kind" / f"images-{images_key()}"
+    lines = {
+        "KUBECONFIG": str(KUBECONFIG),
+        "KIND": str(kind_bin()),
+        "AZL_KIND_CLUSTER": CLUSTER_NAME,
+        "AZL_KIND_NODE_IMAGE": node_image_name(images),
+        "AZAION_KUBECTL": str(k8s_bin() / "kubectl"),
+        "AZAION_HELM": str(Settings().helm_bin),
+    }
+    address = host_ip()
+    if address:
+        lines["AZAION_CLUSTER_HOST_IP"] = address
+    return "\n".join(f"export {k}={v}" for k, v in lines.items())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=["build", "create", "check", "delete", "env"])
@@ -866,10 +901,7 @@ def main() -> int:
         elif a.command == "delete":
             kind("delete", "cluster", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
         elif a.command == "env":
-            images = CACHE / "kind" / f"images-{images_key()}"
-            print(f"export KUBECONFIG={KUBECONFIG}")
-            print(f"export KIND={kind_bin()}")
-            print(f"export AZL_KIND_NODE_IMAGE={node_image_name(images)}")
+            print(env_lines())
     except ClusterError as e:
         log.error("%s", e)
         return 1
