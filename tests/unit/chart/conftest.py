@@ -18,7 +18,7 @@ def helm() -> str:
     if path is None:
         pytest.skip(
             "helm v3 not found: set HELM, put it on PATH, or build it into "
-            f"{HELM_CACHE}/helm-<version>/helm (./scripts/cluster up does)"
+            f"{HELM_CACHE}/helm-<version>/helm (./scripts/kind-node-image tools does)"
         )
     return path
 
