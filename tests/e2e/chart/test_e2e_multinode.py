@@ -352,6 +352,13 @@ def _node_ready(core: Any, node: str) -> bool:
     return conds.get("Ready") == "True"
 
 
+def _node_takes_pods(core: Any, node: str) -> bool:
+    """Ready, and the node controller has lifted its not-ready/unreachable taints."""
+    found = core.read_node(node)
+    tainted = any(t.effect in ("NoSchedule", "NoExecute") for t in found.spec.taints or [])
+    return _node_ready(core, node) and not tainted and not found.spec.unschedulable
+
+
 def test_a_node_whose_kubelet_stops_mid_run_is_reported_and_not_waited_on(
     workers: list[str],
     node_name: str,
@@ -412,6 +419,8 @@ def test_a_node_whose_kubelet_stops_mid_run_is_reported_and_not_waited_on(
     status = _watch_until(log, custom, ns.name, "frozen", both_done, timeout=240)
     assert status["succeeded"] == 2, status
     assert len({j["node"] for j in log.jobs.values()}) == len(log.jobs) == 2, log.jobs
+    # as before the test, for the next ones (the node controller lifts the taints a bit later)
+    wait_for(f"{frozen} untainted", lambda: _node_takes_pods(core, frozen), timeout=180)
     print(f"{frozen} back after {time.monotonic() - paused_at:.0f}s; its Job finished the unlock")
 
 
