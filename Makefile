@@ -10,7 +10,7 @@ install:  ## Debian packages and the project's virtualenv
 check:  ## ruff, mypy, import-linter
 	./scripts/check
 
-test:  ## the whole suite on the local cluster, as .ci/run does
+test:  ## the whole suite on the local 3-node kind cluster, as .ci/run does
 	./scripts/test
 
 unit:  ## unit tests only

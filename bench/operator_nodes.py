@@ -632,7 +632,7 @@ def main() -> int:
     parser.add_argument("--py-spy", metavar="FILE", help="record the operator (collapsed stacks)")
     args = parser.parse_args()
     if not os.environ.get("KUBECONFIG"):
-        print('KUBECONFIG is unset: eval "$(scripts/cluster env)" first', file=sys.stderr)
+        print('KUBECONFIG is unset: eval "$(scripts/kind-node-image env)" first', file=sys.stderr)
         return 2
     build_kwok()  # before anything is created: a cold build takes minutes
 

@@ -1,6 +1,6 @@
 """Benchmark: the operator turning N `Resource` objects into Jobs, beside a plain client.
 
-    eval "$(scripts/cluster env)"
+    eval "$(scripts/kind-node-image env)"
     .venv/bin/python bench/operator_resources.py                 # --count 200 --threads 16
     # A/B in one run against another copy of the operator package (e.g. the last commit):
     git archive HEAD operator/azaion_operator | tar -x -C /tmp/head
@@ -675,7 +675,7 @@ def main() -> int:
         floor_namespace, floor_node = args.serve_floor
         return serve_floor(floor_namespace, floor_node, args.threads)
     if not os.environ.get("KUBECONFIG"):
-        print('KUBECONFIG is unset: eval "$(scripts/cluster env)" first', file=sys.stderr)
+        print('KUBECONFIG is unset: eval "$(scripts/kind-node-image env)" first', file=sys.stderr)
         return 2
 
     kubernetes.config.load_kube_config()
@@ -698,8 +698,9 @@ def main() -> int:
     label = ("azl-bench/node", run_id)
     node = FakeNode(api, f"azl-bench-node-{run_id}", label)
     logdir = pathlib.Path(tempfile.mkdtemp(prefix="azl-bench-"))
-    command = 'eval "$(scripts/cluster env)"; .venv/bin/python bench/operator_resources.py ' + (
-        shlex.join(sys.argv[1:])
+    command = (
+        'eval "$(scripts/kind-node-image env)"; .venv/bin/python bench/operator_resources.py '
+        + (shlex.join(sys.argv[1:]))
     )
     load_before = os.getloadavg()
     proc = None

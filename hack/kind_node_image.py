@@ -6,7 +6,10 @@ without a registry, and a kind cluster made from it.
     scripts/kind-node-image create    build, then `kind create cluster` (1 control plane, 2 workers)
     scripts/kind-node-image check     prove it: pod-to-pod across nodes, Services, DNS, a volume
     scripts/kind-node-image delete    `kind delete cluster`
-    scripts/kind-node-image env       KUBECONFIG, KIND, the node image name
+    scripts/kind-node-image env       KUBECONFIG, KIND, AZAION_HELM/KUBECTL, host address for pods
+    scripts/kind-node-image tools     only kind and helm (what the host-side tests need)
+    scripts/kind-node-image exists    exit 0 if the cluster exists, 1 if not
+    scripts/kind-node-image load IMAGE...   `kind load docker-image` into every node
 
 Every part comes from what these machines reach (the Go module proxy, Debian's
 packages) and is cached by version under /var/cache/azaion-loader:
@@ -52,19 +55,21 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack" / "localcluster"))
 
-from cluster_build import build_kubernetes, go_env, go_install  # noqa: E402
+from cluster_build import build_helm, build_kubernetes, go_env, go_install  # noqa: E402
 from cluster_common import CACHE, K8S_VERSION, ClusterError, Settings, run  # noqa: E402
-from cluster_images import PAUSE_C  # noqa: E402
 
 log = logging.getLogger("kind-node-image")
 
 KIND_VERSION = "v0.33.0"
 CLUSTER_NAME = os.environ.get("AZL_KIND_CLUSTER", "azl-kind")
 DOCKER_NETWORK = "azl-kind"
-NODE_REPO = "azl-kind-node"
+# Another repository name keeps a trial build (e.g. a cold one with its own caches)
+# from pruning the node image the cluster uses.
+NODE_REPO = os.environ.get("AZL_KIND_NODE_REPO", "azl-kind-node")
 CLUSTER_CONFIG = REPO / "hack" / "kind" / "cluster.yaml"
 NODE_FILES = REPO / "hack" / "kind" / "node"
 DOCKER_SHIM = REPO / "hack" / "kind" / "docker-shim"
+PAUSE_SOURCE = REPO / "hack" / "kind" / "pause.c"
 KUBECONFIG = Path(os.environ.get("AZL_KIND_KUBECONFIG", "/tmp/kind-work/azl-kind.kubeconfig"))
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
@@ -208,15 +213,19 @@ def build_go_part(name: str) -> None:
     tmp.rename(target)
 
 
+def pause_bin() -> Path:
+    return CACHE / "bin" / "kind-parts" / "pause-azl1" / "pause"
+
+
 def build_pause() -> Path:
-    """The project's static C pause (cluster_images.PAUSE_C), compiled with gcc."""
-    target = CACHE / "bin" / "kind-parts" / "pause-azl1" / "pause"
+    """The project's static C pause (hack/kind/pause.c), compiled with gcc."""
+    target = pause_bin()
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "pause.c"
-        src.write_text(PAUSE_C)
+        src.write_text(PAUSE_SOURCE.read_text())
         run(["gcc", "-Os", "-static", "-o", str(target) + ".partial", str(src)])
         run(["strip", str(target) + ".partial"], check=False)
     Path(str(target) + ".partial").rename(target)
@@ -428,7 +437,7 @@ def component_images() -> dict[str, tuple[dict[str, Path | bytes], str | None, l
             None,
             ["/coredns"],
         ),
-        f"registry.k8s.io/pause:{PAUSE_TAG}": ({"/pause": build_pause()}, None, ["/pause"]),
+        f"registry.k8s.io/pause:{PAUSE_TAG}": ({"/pause": pause_bin()}, None, ["/pause"]),
         f"azaion-loader.local/flanneld:{FLANNEL_VERSION}": (
             {"/usr/local/bin/flanneld": part_bin("flanneld")},
             "tools",
@@ -611,13 +620,22 @@ def prune(image: str, images: Path) -> None:
             shutil.rmtree(old_dir, ignore_errors=True)
 
 
+def build_tools() -> None:
+    """kind and helm: what the host side needs (helm is not in the node; the tests use it)."""
+    build_kind()
+    if not Settings().helm_bin.exists():
+        with timed("helm"):
+            build_helm(Settings())
+
+
 def build() -> str:
     """Build every part (cached) and the node image; return its name."""
-    build_kind()
+    build_tools()
     with timed(f"Kubernetes {K8S_VERSION} binaries incl. kubeadm, kubectl"):
         build_kubernetes(Settings(), extra=("kubeadm", "kubectl"))
     for name in GO_PARTS:
         build_go_part(name)
+    build_pause()
     for name in ROOTFS:
         rootfs_tar(name)
     images = build_images()
@@ -654,6 +672,8 @@ def kind(*args: str, check: bool = True) -> int:
 
 
 def cluster_exists() -> bool:
+    if not kind_bin().exists():
+        return False  # no kind built yet: no cluster of ours either
     proc = subprocess.run(
         [str(kind_bin()), "get", "clusters"], env=kind_env(), text=True, capture_output=True
     )
@@ -845,9 +865,48 @@ def check() -> bool:
     return ok
 
 
+def host_ip() -> str | None:
+    """The gateway of the cluster's Docker network: where pods reach the host."""
+    proc = run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            DOCKER_NETWORK,
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        ],
+        check=False,
+    )
+    for address in proc.stdout.split() if proc.returncode == 0 else ():
+        if address.count(".") == 3:
+            return address
+    return None
+
+
+def env_lines() -> str:
+    """Shell exports for the tests, the demo and the scripts (`eval "$(... env)"`)."""
+    lines = {
+        "KUBECONFIG": str(KUBECONFIG),
+        "KIND": str(kind_bin()),
+        "AZL_KIND_CLUSTER": CLUSTER_NAME,
+        "AZAION_KUBECTL": str(k8s_bin() / "kubectl"),
+        "AZAION_HELM": str(Settings().helm_bin),
+    }
+    with contextlib.suppress(OSError):  # the parts are not built yet
+        lines["AZL_KIND_NODE_IMAGE"] = node_image_name(CACHE / "kind" / f"images-{images_key()}")
+    address = host_ip()
+    if address:
+        lines["AZAION_CLUSTER_HOST_IP"] = address
+    return "\n".join(f"export {k}={v}" for k, v in lines.items())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("command", choices=["build", "create", "check", "delete", "env"])
+    ap.add_argument(
+        "command", choices=["build", "create", "check", "delete", "env", "tools", "exists", "load"]
+    )
+    ap.add_argument("images", nargs="*", help="load: the Docker images to load into the nodes")
     ap.add_argument(
         "--logs", default="/tmp/kind-work/logs", help="where `kind export logs` writes on failure"
     )
@@ -865,11 +924,16 @@ def main() -> int:
             return 0 if check() else 1
         elif a.command == "delete":
             kind("delete", "cluster", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
+        elif a.command == "tools":
+            build_tools()
+        elif a.command == "exists":
+            return 0 if cluster_exists() else 1
+        elif a.command == "load":
+            if not a.images:
+                ap.error("load: name at least one image")
+            kind("load", "docker-image", *a.images, "--name", CLUSTER_NAME)
         elif a.command == "env":
-            images = CACHE / "kind" / f"images-{images_key()}"
-            print(f"export KUBECONFIG={KUBECONFIG}")
-            print(f"export KIND={kind_bin()}")
-            print(f"export AZL_KIND_NODE_IMAGE={node_image_name(images)}")
+            print(env_lines())
     except ClusterError as e:
         log.error("%s", e)
         return 1

@@ -1,4 +1,5 @@
-"""Build and cache the Kubernetes binaries and helm from Go modules (module proxy)."""
+"""Build and cache the Kubernetes binaries and helm from Go modules (module proxy),
+for the kind node image and the host-side tests (hack/kind_node_image.py)."""
 
 from __future__ import annotations
 
@@ -177,9 +178,3 @@ def build_kubernetes(s: Settings, extra: tuple[str, ...] = ()) -> None:
     else:
         out.rename(s.k8s_bin)
     log.info("Kubernetes binaries built in %.0fs", time.monotonic() - t0)
-
-
-def build_all(s: Settings) -> None:
-    """Build everything that is not cached yet."""
-    build_helm(s)
-    build_kubernetes(s)

@@ -338,7 +338,19 @@ def reconcile_unlock(
     outcomes: dict[str, JobOutcome] = {}
     for name, job in by_node.items():
         job_uid = str((job.get("metadata") or {}).get("uid") or "")
-        outcomes[name] = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
+        outcome = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
+        if outcome.phase not in TERMINAL and name in known and not known[name].ready:
+            # Its kubelet is gone: the Job cannot finish until the node is back, so
+            # the node is reported and not waited on (nor counted against
+            # parallelism). The Job stays; once the node is Ready again, its
+            # outcome counts as usual.
+            outcome = JobOutcome(
+                FAILED,
+                NODE_UNAVAILABLE,
+                f"node {name} went NotReady while its Job {job['metadata']['name']} ran: "
+                "not waited on (the Job stays; its result counts if the node comes back)",
+            )
+        outcomes[name] = outcome
     for name in done_before:
         outcomes[name] = outcome_from_item(previous[name])
     for name in unavailable:

@@ -71,7 +71,7 @@ def run(
 
 
 def tool(env_name: str, name: str) -> str:
-    """A tool from ``$env_name`` (set by ``scripts/cluster env``), else PATH."""
+    """A tool from ``$env_name`` (set by ``scripts/kind-node-image env``), else PATH."""
     found = os.environ.get(env_name) or shutil.which(name)
     if not found:
         raise AssertionError(f"{name} not found (set {env_name} or put it on PATH)")
@@ -292,6 +292,12 @@ class NodeFiles:
             except OSError:
                 continue
         return found
+
+    def is_socket(self, path: pathlib.Path) -> bool:
+        """Whether ``path`` on the node is a Unix socket (e.g. a runtime's)."""
+        if self.kind_container:
+            return self._exec('[ -S "$1" ]', str(path)).returncode == 0
+        return path.is_socket()
 
     def sha256_of(self, path: pathlib.Path) -> str | None:
         data = self.read_bytes(path)

@@ -1,9 +1,9 @@
 """Session fixtures of the chart end-to-end tests.
 
-Once per session: the image (``scripts/build-image``, then ``scripts/import-image``
-unless the cluster's containerd already has the same image id), ``loader dev-stack``
-on the cluster's host address (``AZAION_CLUSTER_HOST_IP``, else
-``scripts/cluster status --json``), a pool of namespaces ``azl-e2e-<session>-<n>``,
+Once per session: the image (``scripts/build-image``, then ``kind load`` into the
+nodes unless ``AZAION_E2E_SKIP_IMPORT=1``), ``loader dev-stack`` on the cluster's
+host address (``AZAION_CLUSTER_HOST_IP``: ``scripts/kind-node-image env`` prints
+it), a pool of namespaces ``azl-e2e-<session>-<n>``,
 and the chart (release ``azl-e2e`` in ``azl-e2e-system``) watching exactly those
 namespaces, so the operator processes of ``tests/e2e/operator`` (namespaces
 ``op-e2e-*``) and a demo install are never handled twice.
@@ -59,7 +59,7 @@ def _kubernetes() -> Any:
     if not os.environ.get("KUBECONFIG"):
         pytest.skip(
             "KUBECONFIG is unset: the e2e tests need a cluster "
-            '(scripts/cluster up; eval "$(scripts/cluster env)")'
+            '(scripts/kind-node-image create; eval "$(scripts/kind-node-image env)")'
         )
     return pytest.importorskip("kubernetes")
 
@@ -96,11 +96,10 @@ def host_ip(k8s: Any) -> str:
     """The address pods use to reach services on the host (a project-owned bridge)."""
     address = os.environ.get("AZAION_CLUSTER_HOST_IP")
     if not address:
-        done = run([str(ROOT / "scripts" / "cluster"), "status", "--json"], check=False)
-        if done.returncode == 0:
-            address = json.loads(done.stdout).get("host_ip")
-    if not address:
-        pytest.fail("no host address for pods: set AZAION_CLUSTER_HOST_IP (scripts/cluster env)")
+        pytest.fail(
+            "no host address for pods: set AZAION_CLUSTER_HOST_IP "
+            '(eval "$(scripts/kind-node-image env)" prints the kind network\'s gateway)'
+        )
     return str(address)
 
 
@@ -149,9 +148,7 @@ def node_files(node_name: str) -> NodeFiles:
 
 def _containerd_has(image: str) -> bool:
     """True if the cluster's containerd has ``image`` with the image id Docker has."""
-    sock = os.environ.get(
-        "AZAION_CONTAINERD_SOCKET", "/run/azaion-loader-cluster/containerd/containerd.sock"
-    )
+    sock = os.environ.get("AZAION_CONTAINERD_SOCKET", "/run/containerd/containerd.sock")
     ctr = ["ctr", "--address", sock, "-n", "k8s.io"]
     docker_id = run(["docker", "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip()
     ref = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
@@ -180,10 +177,13 @@ def image(k8s: Any, node_files: NodeFiles) -> str:
     if node_files.kind_container:
         label = '{{index .Config.Labels "io.x-k8s.kind.cluster"}}'
         cluster = run(["docker", "inspect", "--format", label, node_files.kind_container])
-        run(["kind", "load", "docker-image", IMAGE, "--name", cluster.stdout.strip()], timeout=900)
+        kind = os.environ.get("KIND", "kind")  # scripts/kind-node-image env
+        run([kind, "load", "docker-image", IMAGE, "--name", cluster.stdout.strip()], timeout=900)
     elif not _containerd_has(IMAGE):
-        run([str(ROOT / "scripts" / "import-image"), IMAGE], timeout=600)
-        assert _containerd_has(IMAGE), f"{IMAGE} is not in the cluster's containerd after import"
+        pytest.fail(
+            f"{IMAGE} is not in the node's containerd (the node is not a kind node): "
+            "load it into the nodes yourself and set AZAION_E2E_SKIP_IMPORT=1"
+        )
     return IMAGE
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.cluster
 if not os.environ.get("KUBECONFIG"):
     pytest.skip(
         "KUBECONFIG is unset: these tests need the local cluster "
-        '(scripts/cluster up; eval "$(scripts/cluster env)")',
+        '(scripts/kind-node-image create; eval "$(scripts/kind-node-image env)")',
         allow_module_level=True,
     )
 

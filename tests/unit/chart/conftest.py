@@ -21,7 +21,7 @@ def helm() -> str:
     if path is None:
         pytest.skip(
             "helm v3 not found: set HELM, put it on PATH, or build it into "
-            f"{HELM_CACHE}/helm-<version>/helm (./scripts/cluster up does)"
+            f"{HELM_CACHE}/helm-<version>/helm (./scripts/kind-node-image tools does)"
         )
     return path
 
@@ -71,7 +71,7 @@ def kubectl() -> str:
     if not path:
         pytest.skip("kubectl not found (set AZAION_KUBECTL or put it on PATH)")
     if not os.environ.get("KUBECONFIG"):
-        pytest.skip('no cluster: KUBECONFIG is unset (eval "$(scripts/cluster env)")')
+        pytest.skip('no cluster: KUBECONFIG is unset (eval "$(scripts/kind-node-image env)")')
     probe = subprocess.run(
         [path, "version", "--request-timeout=5s", "-o", "json"],
         capture_output=True,

@@ -1,6 +1,6 @@
 """The rendered chart is accepted by a real API server (server-side dry run).
 
-Needs a cluster in ``KUBECONFIG`` (``eval "$(scripts/cluster env)"``) and kubectl;
+Needs a cluster in ``KUBECONFIG`` (``eval "$(scripts/kind-node-image env)"``) and kubectl;
 skips with that reason otherwise. Creates one short-lived namespace enforcing Pod
 Security ``restricted`` to prove the operator's pod passes it (and that a pod
 mounting the Docker socket, as ImageUnlock Jobs do, does not).

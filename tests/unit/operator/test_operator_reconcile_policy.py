@@ -337,6 +337,36 @@ def test_unlock_reports_a_node_cordoned_before_its_job_and_gives_it_one_when_unc
     assert len(fake.created) == 1  # edge-1's Job still holds the one slot
 
 
+def test_a_node_that_goes_not_ready_while_its_job_runs_is_reported_not_waited_on(
+    unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    """parallelism 2 on two nodes, both Jobs created; one node's kubelet stops answering."""
+    other = dataclasses.replace(node, name="edge-2")
+    body = _unlock_body(unlock, "edge")
+    body["spec"]["parallelism"] = 2
+    fake = FakeKube()
+    first = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
+    assert len(fake.created) == 2
+    done = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    fake.jobs = [
+        {**job, "status": done if i == 0 else {"active": 1}} for i, job in enumerate(fake.created)
+    ]
+    body["status"] = first.status
+    gone = dataclasses.replace(other, ready=False)
+    second = reconcile_unlock(_kube(fake), ALLOWED, body, [node, gone], now=NOW)
+    item = {n["name"]: n for n in second.status["nodes"]}["edge-2"]
+    assert (item["phase"], item["reason"]) == ("Failed", "NodeUnavailable"), item
+    assert "NotReady" in item["message"] and item["jobName"]
+    assert second.status["phase"] == "Failed" and second.status["failedNodes"] == ["edge-2"]
+    assert len(fake.created) == 2  # its Job stays; no new one
+
+    # Back: the Job's own outcome counts again.
+    fake.jobs[1]["status"] = done
+    body["status"] = second.status
+    third = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
+    assert third.status["phase"] == "Succeeded", third.status
+
+
 def test_unlock_drops_a_node_whose_label_no_longer_matches(
     unlock: dict[str, Any], node: NodeInfo
 ) -> None:
