@@ -149,6 +149,17 @@ def test_operator_pod_passes_restricted_and_a_socket_pod_does_not(
     assert "violates PodSecurity" in refused.stderr and "hostPath" in refused.stderr
 
 
+def test_helm_test_pod_passes_restricted(
+    kubectl: str, render: Render, restricted_namespace: str
+) -> None:
+    (pod,) = only(render(), "Pod")
+    pod["metadata"] = {"name": "helm-test", "namespace": restricted_namespace}
+    pod["spec"]["serviceAccountName"] = "default"
+    accepted = apply_dry_run(kubectl, [pod])
+    assert accepted.returncode == 0, accepted.stderr
+    assert "Warning" not in accepted.stderr
+
+
 def test_notes_tell_what_to_apply_next(kubectl: str, helm: str) -> None:
     out = run_helm(
         helm,
