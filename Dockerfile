@@ -50,6 +50,15 @@ RUN set -eux; \
         --invalidation-mode unchecked-hash /opt/azaion-loader/lib >/dev/null; \
     /opt/azaion-loader/bin/loader --help >/dev/null; \
     /opt/azaion-loader/bin/python3 -c "import azaion_operator, kopf, kubernetes"
+# A fixed non-root user; the chart and the Jobs run as uid/gid 10001 too. Made
+# here and copied: the final stage has no RUN step, so a build for another
+# platform (`--platform linux/arm64`, emulated) runs nothing there, and the
+# classic builder keeps the base image's platform in the result (it records
+# the host's platform on steps that run a container).
+RUN set -eux; \
+    groupadd --gid 10001 loader; \
+    useradd --uid 10001 --gid 10001 --home-dir /home/loader --create-home \
+        --shell /usr/sbin/nologin loader
 
 FROM ${BASE_IMAGE}
 ARG VERSION=0.0.0-dev
@@ -61,12 +70,8 @@ LABEL org.opencontainers.image.title="azaion-loader" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 
-# A fixed non-root user; the chart and the Jobs run as uid/gid 10001 too.
-RUN set -eux; \
-    groupadd --gid 10001 loader; \
-    useradd --uid 10001 --gid 10001 --home-dir /home/loader --create-home \
-        --shell /usr/sbin/nologin loader
-
+COPY --from=builder /etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/
+COPY --from=builder --chown=10001:10001 /home/loader /home/loader
 COPY --from=runtime-cli /usr/local/bin/ctr /usr/local/bin/ctr
 COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker
 COPY --from=builder /opt/azaion-loader /opt/azaion-loader
