@@ -47,7 +47,7 @@ def crd_problem(name):
 
 def readyz_problem(url):
     try:
-        # http://<release>-metrics.<namespace>.svc, rendered by the chart
+        # http://<the metrics Service>:<port>/readyz (readyz_url)
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
             if response.status == 200:
                 return None
@@ -58,6 +58,18 @@ def readyz_problem(url):
         return f"{url}: {exc}"
 
 
+def readyz_url():
+    """The metrics Service's /readyz: by the kubelet's service variables, else by DNS name."""
+    service = os.environ.get("TEST_READYZ_SERVICE", "")
+    if not service:
+        return ""
+    variable = service.upper().replace("-", "_") + "_SERVICE_HOST"
+    host = os.environ.get(variable) or f"{service}.{os.environ['TEST_READYZ_NAMESPACE']}.svc"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{os.environ['TEST_READYZ_PORT']}/readyz"
+
+
 def problems():
     found = []
     for name in filter(None, os.environ["TEST_CRDS"].split(",")):
@@ -65,7 +77,7 @@ def problems():
             found.append(crd_problem(name))
         except (OSError, ValueError) as exc:
             found.append(f"CRD {name}: {exc}")
-    url = os.environ.get("TEST_READYZ_URL", "")
+    url = readyz_url()
     if url:
         found.append(readyz_problem(url))
     else:
@@ -78,7 +90,7 @@ def main():
     while True:
         left = problems()
         if not left:
-            ready = ", operator ready" if os.environ.get("TEST_READYZ_URL") else ""
+            ready = f", operator ready ({readyz_url()})" if readyz_url() else ""
             print(f"ok: {os.environ['TEST_CRDS']} Established{ready}")
             return 0
         if time.monotonic() > deadline:

@@ -85,10 +85,9 @@ def test_helm_test_pod_checks_readyz_and_the_crds_with_the_operators_image(
     env = {item["name"]: item["value"] for item in check["env"]}
     (service,) = only(docs, "Service")
     port = service["spec"]["ports"][0]["port"]
-    assert env["TEST_READYZ_URL"] == (
-        f"http://{service['metadata']['name']}.loader-system.svc:{port}/readyz"
-    )
-    assert port == 9191
+    assert env["TEST_READYZ_SERVICE"] == service["metadata"]["name"]
+    assert env["TEST_READYZ_NAMESPACE"] == "loader-system"
+    assert env["TEST_READYZ_PORT"] == str(port) == "9191"
     assert env["TEST_CRDS"] == f"resources.{GROUP},imageunlocks.{GROUP}"
     assert check["command"] == ["python3", "-c"]
     compile(check["args"][0], "helm_test.py", "exec")  # the script is valid Python
@@ -117,7 +116,7 @@ def test_helm_test_pod_keeps_the_restricted_security_contexts(render: Render) ->
 def test_helm_test_pod_without_metrics_service_checks_the_crds_only(render: Render) -> None:
     pod = helm_test_pod(render({"metrics": {"service": {"enabled": False}}}))
     env = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
-    assert env["TEST_READYZ_URL"] == ""
+    assert env["TEST_READYZ_SERVICE"] == ""
     assert only(render({"helmTest": {"enabled": False, "timeoutSeconds": 60}}), "Pod") == []
 
 
