@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 import pytest
-from e2e_chart_support import (
+from chart_e2e_support import (
     GROUP,
     RELEASE,
     RELEASE_NAMESPACE,
