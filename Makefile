@@ -1,5 +1,5 @@
 # Shortcuts to the scripts in scripts/ (which CI and the README call directly).
-.PHONY: help install check test unit image chart-lint sync-crds e2e-kind e2e-kind-local kind-cluster
+.PHONY: help install check test unit image bundle chart-lint sync-crds e2e-kind e2e-kind-local kind-cluster
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -7,7 +7,7 @@ help:  ## list the targets
 install:  ## Debian packages and the project's virtualenv
 	./scripts/install
 
-check:  ## ruff, mypy, import-linter
+check:  ## ruff, mypy, import-linter, actionlint
 	./scripts/check
 
 test:  ## the whole suite on the local 3-node kind cluster, as .ci/run does
@@ -18,6 +18,9 @@ unit:  ## unit tests only
 
 image:  ## build azaion-loader:dev without a registry
 	./scripts/build-image
+
+bundle:  ## the air-gapped install bundle in dist/ (chart, amd64 and arm64 images, CRDs; docs/install-offline.md)
+	./scripts/bundle
 
 sync-crds:  ## copy crds/ into the chart
 	./scripts/sync-crds

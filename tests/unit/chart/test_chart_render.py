@@ -56,6 +56,7 @@ def test_default_render_has_exactly_the_expected_objects(render: Render) -> None
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "Pod",  # the `helm test` hook
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
@@ -63,6 +64,71 @@ def test_default_render_has_exactly_the_expected_objects(render: Render) -> None
         "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
+
+
+def helm_test_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = only(docs, "Pod")
+    assert found["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    return found
+
+
+def test_helm_test_pod_checks_readyz_and_the_crds_with_the_operators_image(
+    render: Render,
+) -> None:
+    values = {
+        "image": {"repository": "reg.example/azl", "tag": "9.9", "pullPolicy": "Never"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "metrics": {"port": 9191},
+        "nodeSelector": {"edge": "yes"},
+    }
+    docs = render(values)
+    pod = helm_test_pod(docs)
+    (check,) = pod["spec"]["containers"]
+    assert check["image"] == container(docs)["image"] == "reg.example/azl:9.9"
+    assert check["imagePullPolicy"] == "Never"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert (
+        pod["spec"]["serviceAccountName"]
+        == deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["nodeSelector"] == {"edge": "yes"}
+    env = {item["name"]: item["value"] for item in check["env"]}
+    (service,) = only(docs, "Service")
+    port = service["spec"]["ports"][0]["port"]
+    assert env["TEST_READYZ_SERVICE"] == service["metadata"]["name"]
+    assert env["TEST_READYZ_NAMESPACE"] == "loader-system"
+    assert env["TEST_READYZ_PORT"] == str(port) == "9191"
+    assert env["TEST_CRDS"] == f"resources.{GROUP},imageunlocks.{GROUP}"
+    assert check["command"] == ["python3", "-c"]
+    compile(check["args"][0], "helm_test.py", "exec")  # the script is valid Python
+
+
+def test_helm_test_pod_names_the_crds_the_chart_ships(render: Render) -> None:
+    from chart_support import crd_documents
+
+    names = sorted(doc["metadata"]["name"] for _, doc in crd_documents())
+    env = {
+        item["name"]: item["value"]
+        for item in helm_test_pod(render())["spec"]["containers"][0]["env"]
+    }
+    assert sorted(env["TEST_CRDS"].split(",")) == names
+
+
+def test_helm_test_pod_keeps_the_restricted_security_contexts(render: Render) -> None:
+    docs = render({"securityContext": {"readOnlyRootFilesystem": False}})
+    pod = helm_test_pod(docs)
+    template = deployment(docs)["spec"]["template"]["spec"]
+    assert pod["spec"]["securityContext"] == template["securityContext"]
+    assert pod["spec"]["containers"][0]["securityContext"] == container(docs)["securityContext"]
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+
+
+def test_helm_test_pod_without_metrics_service_checks_the_crds_only(render: Render) -> None:
+    pod = helm_test_pod(render({"metrics": {"service": {"enabled": False}}}))
+    env = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+    assert env["TEST_READYZ_SERVICE"] == ""
+    assert only(render({"helmTest": {"enabled": False, "timeoutSeconds": 60}}), "Pod") == []
 
 
 def test_deployment_is_one_replica_recreate_running_the_operator(render: Render) -> None:
@@ -436,8 +502,10 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(render: Render) -> 
         "Deployment",
         *["ValidatingAdmissionPolicy"] * 2,  # not RBAC: the API server's own check
         *["ValidatingAdmissionPolicyBinding"] * 2,
+        "Pod",  # the `helm test` hook
     ]
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+    assert helm_test_pod(docs)["spec"]["serviceAccountName"] == "mine"
 
 
 def test_scheduling_values_reach_the_pod(render: Render) -> None:
