@@ -78,7 +78,10 @@ def test_bad_setting_is_a_config_error() -> None:
 
 
 def test_interrupt_exits_130(dev_env: Any, tmp_path: Path) -> None:
-    dev_env.api.delay_next(1, 30, path_prefix="/login")
+    # Every request is held, not only the next login: in loaded full-suite runs the
+    # fetch ended with 12 (NotFound) before the signal, so a single held login was
+    # not enough to keep it waiting (the delay was spent elsewhere).
+    dev_env.api.delay_next(100, 30, path_prefix="/")
     proc = subprocess.Popen(
         [
             sys.executable,
