@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
@@ -11,13 +12,21 @@ from azaion_loader import envelope
 from azaion_loader.server.failures import BadRequest, RoleNotAllowed, TokenInvalid
 from azaion_loader.server.records import UPLOAD_ROLES, User
 from azaion_loader.server.state import ServerState, server_state
-from azaion_loader.server.validation import check_fingerprint, check_folder, check_version
+from azaion_loader.server.store import now
+from azaion_loader.server.validation import (
+    check_fingerprint,
+    check_folder,
+    check_name,
+    check_version,
+)
 
 __all__ = [
     "ADMIN",
     "current_user",
     "json_body",
     "listing_for",
+    "located",
+    "put_version",
     "require_role",
     "sealed",
     "state",
@@ -83,3 +92,28 @@ def listing_for(user: User, kind: str) -> list[dict[str, Any]]:
 def version_arg() -> str | None:
     version = request.args.get("version")
     return None if version is None else check_version(version)  # "?version=" is 400
+
+
+def located(folder: str, name: str) -> User:
+    """The caller, once the path's folder and name are valid (the start of every record route)."""
+    user = current_user()
+    check_folder(folder)
+    check_name(name)
+    return user
+
+
+def put_version(
+    folder: str,
+    name: str,
+    what: str,
+    parse: Callable[..., Any],
+    store_put: Callable[[str, str, Any, User], bool],
+) -> tuple[Response, int]:
+    """Register a version of a resource or archive: 201 when new, 200 when it was already there."""
+    user = current_user()
+    require_role(user, UPLOAD_ROLES, f"upload {what}")  # a reader's 403 before any 400
+    check_folder(folder)
+    check_name(name)
+    record = parse(json_body(), created=now())
+    created = store_put(folder, name, record, user)
+    return jsonify({"version": record.version}), 201 if created else 200
