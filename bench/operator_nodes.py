@@ -71,11 +71,15 @@ from azaion_operator.kinds.image_unlock import build_unlock_job
 from azaion_operator.nodes import node_info
 from azaion_operator.runtimes import choose_runtime
 from azaion_operator.settings import OperatorSettings
+from kube_watch import watch_jobs
 from operator_resources import (
+    connect,
     ensure_crds,
     interruptible,
+    load_average,
     proc_status,
     start_operator,
+    start_py_spy,
     stop_process,
     wait_for,
 )
@@ -338,36 +342,13 @@ class JobTimeline:
             raise SystemExit("the Job watch did not start")
 
     def _run(self) -> None:
-        batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient())
-        version = batch.list_namespaced_job(self.namespace).metadata.resource_version
-        while not self.stopped.is_set():
-            response = batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=version,
-                timeout_seconds=60,
-                allow_watch_bookmarks=True,
-                _preload_content=False,
-            )
-            self.ready.set()
-            buffer = b""
-            for chunk in response.stream(65536, decode_content=False):
-                t = time.monotonic()
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        version = self._event(json.loads(line), t) or version
-                if self.stopped.is_set():
-                    break
-            response.release_conn()
+        watch_jobs(self.namespace, self._event, self.ready, self.stopped)
 
-    def _event(self, event: dict[str, Any], t: float) -> str | None:
+    def _event(self, event: dict[str, Any], t: float) -> None:
         job = event["object"]
-        meta = job.get("metadata") or {}
         if event["type"] not in ("ADDED", "MODIFIED"):
-            return meta.get("resourceVersion")
-        name = meta["name"]
+            return
+        name = job["metadata"]["name"]
         conditions = (job.get("status") or {}).get("conditions") or ()
         done = any(
             c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
@@ -379,7 +360,6 @@ class JobTimeline:
                 self.finished.setdefault(name, t)
             self.peak_unfinished = max(self.peak_unfinished, len(self.added) - len(self.finished))
             self.changed.notify_all()
-        return meta.get("resourceVersion")
 
     def stop(self) -> None:
         self.stopped.set()
@@ -636,11 +616,7 @@ def main() -> int:
         return 2
     build_kwok()  # before anything is created: a cold build takes minutes
 
-    kubernetes.config.load_kube_config()
-    config = kubernetes.client.Configuration.get_default_copy()
-    config.connection_pool_maxsize = 32
-    kubernetes.client.Configuration.set_default(config)
-    api = kubernetes.client.ApiClient()
+    api = connect(32)
     core = kubernetes.client.CoreV1Api(api)
     run_id = uuid.uuid4().hex[:6]
     logdir = pathlib.Path(tempfile.mkdtemp(prefix="azl-bench-nodes-"))
@@ -706,15 +682,7 @@ def main() -> int:
             )["items"]
             ours = next(v for v, (_, source) in enumerate(sides) if source is None)
             if args.py_spy:
-                spy = subprocess.Popen(
-                    [
-                        *("py-spy", "record", "--pid", str(procs[ours].pid), "--format", "raw"),
-                        *("--gil", "--rate", "100", "-o", args.py_spy),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                time.sleep(1)
+                spy = start_py_spy(procs[ours].pid, args.py_spy)
             for k in range(args.rounds):
                 # Rotate which side goes first, so drift in the machine's load is shared.
                 order = list(range(len(sides)))
@@ -754,11 +722,7 @@ def main() -> int:
                 stop_process(kwok)
     print(f"\n```sh\n{command}\n```\n")
     print(report(args, [(name, results[v]) for v, (name, _) in enumerate(sides)], joins))
-    print(
-        f"\nLoad average (1/5/15 min) before {load_before[0]:.2f} {load_before[1]:.2f} "
-        f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
-        f"{load_after[2]:.2f}; {os.cpu_count()} CPUs. Logs: {logdir}"
-    )
+    print(f"\n{load_average(load_before, load_after)} Logs: {logdir}")
     wrong = [r for rows in results.values() for r in rows if r.get("wrong")]
     return 1 if wrong else 0
 

@@ -71,6 +71,7 @@ from kubernetes.client.exceptions import ApiException
 from azaion_operator.kinds.resource import build_resource_job
 from azaion_operator.nodes import node_info
 from azaion_operator.settings import OperatorSettings
+from kube_watch import watch_jobs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "loader.azaion.com", "v1alpha1", "resources"
@@ -115,6 +116,16 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 # --- cluster objects ---------------------------------------------------------------
+
+
+def connect(pool_size: int) -> Any:
+    """An API client for ``KUBECONFIG`` whose pool holds ``pool_size`` connections
+    (every client thread keeps its own: a smaller pool would queue the creates)."""
+    kubernetes.config.load_kube_config()
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = pool_size
+    kubernetes.client.Configuration.set_default(config)
+    return kubernetes.client.ApiClient()
 
 
 def ensure_crds(api: Any) -> None:
@@ -272,35 +283,12 @@ class JobWatch:
         return self
 
     def _run(self) -> None:
-        batch = kubernetes.client.BatchV1Api(kubernetes.client.ApiClient())
-        version = batch.list_namespaced_job(self.namespace).metadata.resource_version
-        while not self.stopped.is_set():
-            response = batch.list_namespaced_job(
-                self.namespace,
-                watch=True,
-                resource_version=version,
-                timeout_seconds=60,
-                allow_watch_bookmarks=True,
-                _preload_content=False,
-            )
-            self.ready.set()
-            buffer = b""
-            for chunk in response.stream(65536, decode_content=False):
-                t = time.monotonic()
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    meta = event["object"].get("metadata") or {}
-                    version = meta.get("resourceVersion", version)
-                    if event["type"] == "ADDED":
-                        with self.lock:
-                            self.seen.setdefault(meta["labels"][OWNER_NAME], t)
-                if self.stopped.is_set():
-                    break
-            response.release_conn()
+        watch_jobs(self.namespace, self._event, self.ready, self.stopped)
+
+    def _event(self, event: dict[str, Any], t: float) -> None:
+        if event["type"] == "ADDED":
+            with self.lock:
+                self.seen.setdefault(event["object"]["metadata"]["labels"][OWNER_NAME], t)
 
     def count(self) -> int:
         with self.lock:
@@ -347,11 +335,7 @@ def pods_bound(core: Any, namespace: str, n: int) -> bool:
 
 def serve_floor(namespace: str, node_name: str, threads: int) -> int:
     """Create each new Resource's Job, nothing else; prints ``ready`` once watching."""
-    kubernetes.config.load_kube_config()
-    config = kubernetes.client.Configuration.get_default_copy()
-    config.connection_pool_maxsize = threads
-    kubernetes.client.Configuration.set_default(config)
-    api = kubernetes.client.ApiClient()
+    api = connect(threads)
     custom = kubernetes.client.CustomObjectsApi(api)
     batch = kubernetes.client.BatchV1Api(api)
     core = kubernetes.client.CoreV1Api(api)
@@ -605,7 +589,30 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def start_py_spy(pid: int, out: str) -> Any:
+    """py-spy recording ``pid`` (GIL samples, collapsed stacks) into ``out``; SIGINT stops it."""
+    spy = subprocess.Popen(
+        [
+            *("py-spy", "record", "--pid", str(pid), "--format", "raw"),
+            *("--gil", "--rate", "100", "-o", out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # attached before the measured span starts
+    return spy
+
+
 # --- report ------------------------------------------------------------------------------
+
+
+def load_average(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """The machine's load around the run, for judging how far the numbers can be trusted."""
+    return (
+        f"Load average (1/5/15 min) before {before[0]:.2f} {before[1]:.2f} "
+        f"{before[2]:.2f}, after {after[0]:.2f} {after[1]:.2f} "
+        f"{after[2]:.2f}; {os.cpu_count()} CPUs."
+    )
 
 
 def table(n: int, threads: int, base: dict[str, Any], ops: list[tuple[str, dict]]) -> str:
@@ -678,11 +685,7 @@ def main() -> int:
         print('KUBECONFIG is unset: eval "$(scripts/kind-node-image env)" first', file=sys.stderr)
         return 2
 
-    kubernetes.config.load_kube_config()
-    config = kubernetes.client.Configuration.get_default_copy()
-    config.connection_pool_maxsize = max(args.threads, 4)
-    kubernetes.client.Configuration.set_default(config)
-    api = kubernetes.client.ApiClient()
+    api = connect(max(args.threads, 4))
     core = kubernetes.client.CoreV1Api(api)
 
     run_id = uuid.uuid4().hex[:6]
@@ -734,17 +737,7 @@ def main() -> int:
                 log_path = logdir / f"{ns}.log"
                 if source == FLOOR:
                     proc = start_floor(ns, node.name, args.threads, log_path)
-                    op = run_operator(
-                        api, ns, label, args.count, args.threads, proc, writes_status=False
-                    )
-                    op["log"] = str(log_path)
-                    print(f"{name}: {op}", file=sys.stderr)
-                    ops.append((name, op))
-                    stop_process(proc)
-                    proc = None
-                    delete_namespaces(api, [ns])  # the next variant starts on a clean cluster
-                    continue
-                if source == KOPF_FLOOR:
+                elif source == KOPF_FLOOR:
                     proc = start_operator(
                         ns,
                         log_path,
@@ -754,35 +747,22 @@ def main() -> int:
                         kopf_file=ROOT / "bench" / "kopf_floor.py",
                     )
                     time.sleep(2)
-                    op = run_operator(
-                        api, ns, label, args.count, args.threads, proc, writes_status=False
-                    )
-                    op["log"] = str(log_path)
-                    print(f"{name}: {op}", file=sys.stderr)
-                    ops.append((name, op))
-                    stop_process(proc)
-                    proc = None
-                    delete_namespaces(api, [ns])
-                    continue
-                proc = start_operator(ns, log_path, args.workers, source)
-                time.sleep(2)
-                if args.py_spy and source is None:
-                    spy = subprocess.Popen(
-                        [
-                            *("py-spy", "record", "--pid", str(proc.pid), "--format", "raw"),
-                            *("--gil", "--rate", "100", "-o", args.py_spy),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    time.sleep(1)
-                op = run_operator(api, ns, label, args.count, args.threads, proc)
+                else:
+                    proc = start_operator(ns, log_path, args.workers, source)
+                    time.sleep(2)
+                    if args.py_spy and source is None:
+                        spy = start_py_spy(proc.pid, args.py_spy)
+                # Neither floor writes a status: only an operator is waited on for one.
+                writes_status = source not in (FLOOR, KOPF_FLOOR)
+                op = run_operator(
+                    api, ns, label, args.count, args.threads, proc, writes_status=writes_status
+                )
                 op["log"] = str(log_path)
                 print(f"{name}: {op}", file=sys.stderr)
                 ops.append((name, op))
                 stop_process(proc)
                 proc = None
-                delete_namespaces(api, [ns])
+                delete_namespaces(api, [ns])  # the next variant starts on a clean cluster
             load_after = os.getloadavg()
         finally:
             if spy is not None:
@@ -796,11 +776,7 @@ def main() -> int:
         base = {k: float("nan") for k in ("all", "applied", "median", "p95", "max")}
     print(f"\n```sh\n{command}\n```\n")
     print(table(args.count, args.threads, base, ops))
-    print(
-        f"\nLoad average (1/5/15 min) before {load_before[0]:.2f} {load_before[1]:.2f} "
-        f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
-        f"{load_after[2]:.2f}; {os.cpu_count()} CPUs. Operator logs: {logdir}"
-    )
+    print(f"\n{load_average(load_before, load_after)} Operator logs: {logdir}")
     return 0
 
 
