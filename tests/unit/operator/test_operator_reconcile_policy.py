@@ -20,6 +20,7 @@ from azaion_operator.memory import OperatorMemory
 from azaion_operator.metrics import Metrics
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
+from azaion_operator.reconcile import Report
 from azaion_operator.settings import OperatorSettings
 
 NOW = "2026-12-01T00:00:00Z"
@@ -134,10 +135,19 @@ def test_resource_with_no_api_url_anywhere_is_refused(
     assert fake.calls == []
 
 
-def _unlock_body(unlock: dict[str, Any], namespace: str) -> dict[str, Any]:
+def _unlock_body(
+    unlock: dict[str, Any], namespace: str, parallelism: int | None = None
+) -> dict[str, Any]:
     body = copy.deepcopy(unlock)
     body["metadata"]["namespace"] = namespace
+    if parallelism is not None:
+        body["spec"]["parallelism"] = parallelism
     return body
+
+
+def _entry(report: Report, node_name: str) -> dict[str, Any]:
+    """That node's entry in an ImageUnlock's ``status.nodes``."""
+    return {n["name"]: n for n in report.status["nodes"]}[node_name]
 
 
 def test_allowed_unlock_gets_a_job_per_node(unlock: dict[str, Any], node: NodeInfo) -> None:
@@ -237,8 +247,7 @@ def test_unlock_picks_the_runtime_per_node_and_skips_unsupported_ones(
         kubelet_version="v1.30.2+k3s1",
     )
     crio = dataclasses.replace(node, name="edge-crio", container_runtime="cri-o://1.30.0")
-    body = _unlock_body(unlock, "edge")
-    body["spec"]["parallelism"] = 3
+    body = _unlock_body(unlock, "edge", parallelism=3)
     body["spec"].pop("dockerSocketPath")
     fake = FakeKube()
     report = reconcile_unlock(_kube(fake), ALLOWED, body, [node, k3s, crio], now=NOW)
@@ -277,8 +286,7 @@ def test_a_node_cordoned_before_its_job_is_reported_and_retried_when_back(
     unlock: dict[str, Any], node: NodeInfo
 ) -> None:
     other = dataclasses.replace(node, name="edge-2")
-    body = _unlock_body(unlock, "edge")
-    body["spec"]["parallelism"] = 1
+    body = _unlock_body(unlock, "edge", parallelism=1)
     body["spec"].pop("dockerSocketPath")
     body["status"] = {
         "observedGeneration": 1,
@@ -310,13 +318,12 @@ def test_unlock_reports_a_node_cordoned_before_its_job_and_gives_it_one_when_unc
 ) -> None:
     """parallelism 1 on two nodes; the waiting one is cordoned, then uncordoned."""
     other = dataclasses.replace(node, name="edge-2")
-    body = _unlock_body(unlock, "edge")
-    body["spec"]["parallelism"] = 1
+    body = _unlock_body(unlock, "edge", parallelism=1)
     fake = FakeKube()
     first = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
     [job] = fake.created
     assert job["metadata"]["annotations"]["loader.azaion.com/node-name"] == "edge-1"
-    waiting = {n["name"]: n for n in first.status["nodes"]}["edge-2"]
+    waiting = _entry(first, "edge-2")
     assert waiting["phase"] == "Pending" and "jobName" not in waiting
 
     fake.jobs = [job]
@@ -325,14 +332,14 @@ def test_unlock_reports_a_node_cordoned_before_its_job_and_gives_it_one_when_unc
     cordon = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
     cordoned = dataclasses.replace(other, unschedulable=True, taints=(*other.taints, cordon))
     second = reconcile_unlock(_kube(fake), ALLOWED, body, [node, cordoned], now=NOW)
-    item = {n["name"]: n for n in second.status["nodes"]}["edge-2"]
+    item = _entry(second, "edge-2")
     assert (item["phase"], item["reason"]) == ("Failed", "NodeUnavailable"), item
     assert second.status["desired"] == 2 and "edge-2" in second.status["failedNodes"]
     assert len(fake.created) == 1  # no Job for the cordoned node
 
     body["status"] = second.status
     third = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
-    item = {n["name"]: n for n in third.status["nodes"]}["edge-2"]
+    item = _entry(third, "edge-2")
     assert item["phase"] == "Pending" and item.get("reason") != "NodeUnavailable", item
     assert len(fake.created) == 1  # edge-1's Job still holds the one slot
 
@@ -342,8 +349,7 @@ def test_a_node_that_goes_not_ready_while_its_job_runs_is_reported_not_waited_on
 ) -> None:
     """parallelism 2 on two nodes, both Jobs created; one node's kubelet stops answering."""
     other = dataclasses.replace(node, name="edge-2")
-    body = _unlock_body(unlock, "edge")
-    body["spec"]["parallelism"] = 2
+    body = _unlock_body(unlock, "edge", parallelism=2)
     fake = FakeKube()
     first = reconcile_unlock(_kube(fake), ALLOWED, body, [node, other], now=NOW)
     assert len(fake.created) == 2
@@ -354,7 +360,7 @@ def test_a_node_that_goes_not_ready_while_its_job_runs_is_reported_not_waited_on
     body["status"] = first.status
     gone = dataclasses.replace(other, ready=False)
     second = reconcile_unlock(_kube(fake), ALLOWED, body, [node, gone], now=NOW)
-    item = {n["name"]: n for n in second.status["nodes"]}["edge-2"]
+    item = _entry(second, "edge-2")
     assert (item["phase"], item["reason"]) == ("Failed", "NodeUnavailable"), item
     assert "NotReady" in item["message"] and item["jobName"]
     assert second.status["phase"] == "Failed" and second.status["failedNodes"] == ["edge-2"]
@@ -372,8 +378,7 @@ def test_unlock_drops_a_node_whose_label_no_longer_matches(
 ) -> None:
     """Only a cordoned/NotReady node is reported; one that stops matching just leaves."""
     other = dataclasses.replace(node, name="edge-2", labels={**node.labels, "group": "a"})
-    body = _unlock_body(unlock, "edge")
-    body["spec"]["parallelism"] = 1
+    body = _unlock_body(unlock, "edge", parallelism=1)
     body["spec"]["nodeSelector"] = {"group": "a"}
     both = dataclasses.replace(node, labels={**node.labels, "group": "a"})
     fake = FakeKube()
