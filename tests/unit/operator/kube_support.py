@@ -38,6 +38,17 @@ def _labelled(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in labels.items())
 
 
+def _selected(
+    objects: Mapping[tuple[str, str], dict[str, Any]], namespace: str, labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """What a label-selected LIST returns: copies of ``namespace``'s matches, by name."""
+    return [
+        copy.deepcopy(obj)
+        for (ns, _), obj in sorted(objects.items())
+        if ns == namespace and _labelled(obj, labels)
+    ]
+
+
 class FakeKube:
     """Jobs, Pods, Secrets, claims, volumes, Nodes and our custom resources, in memory."""
 
@@ -161,19 +172,11 @@ class FakeKube:
 
     def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         self._call("list_jobs", namespace)
-        return [
-            copy.deepcopy(job)
-            for (ns, _), job in sorted(self.jobs.items())
-            if ns == namespace and _labelled(job, labels)
-        ]
+        return _selected(self.jobs, namespace, labels)
 
     def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         self._call("list_pods", namespace)
-        return [
-            copy.deepcopy(pod)
-            for (ns, _), pod in sorted(self.pods.items())
-            if ns == namespace and _labelled(pod, labels)
-        ]
+        return _selected(self.pods, namespace, labels)
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         self._call("get_job", namespace, name)
