@@ -26,6 +26,8 @@ from loader_cli_support import fetch_model, upload_model
 LOADER = [sys.executable, "-m", "azaion_loader"]
 BIG = 4 * 1024 * 1024 + 123
 """Plaintext size: the big part is several 2 MiB fetch chunks."""
+BIG_PART_GET = b"GET /models/model.bin.big"
+"""The request most faults are armed on: the big part's download from the CDN."""
 
 
 @pytest.fixture
@@ -45,6 +47,16 @@ def cdn_through(dev_env: Any, proxy: Any) -> None:
     dev_env.api.set_cdn_config({**config, "endpoint_url": proxy.url})
 
 
+def cdn_fault(
+    dev_env: Any, fault_proxy: Any, kind: str, *, request: bytes = BIG_PART_GET, **arm: Any
+) -> Any:
+    """A proxy in front of S3 with one fault armed on ``request``, handed out as the CDN."""
+    proxy = fault_proxy(dev_env.s3.port)
+    proxy.arm(request, kind, **arm)
+    cdn_through(dev_env, proxy)
+    return proxy
+
+
 def target_dir_with_old(tmp_path: Path) -> tuple[Path, Path]:
     target_dir = tmp_path / "target"
     target_dir.mkdir()
@@ -56,6 +68,30 @@ def target_dir_with_old(tmp_path: Path) -> tuple[Path, Path]:
 def assert_untouched(target_dir: Path, out: Path) -> None:
     assert out.read_bytes() == b"old version"
     assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]  # no temporary
+
+
+def timed_fetch(
+    env: dict[str, str], out: Path, timeout: float
+) -> tuple[int, dict[str, Any] | None, str, float]:
+    """``fetch_model``'s exit code, JSON result and stderr, and how long it took in seconds."""
+    started = time.monotonic()
+    code, result, _, err = fetch_model(env, out, timeout=timeout)
+    return code, result, err, time.monotonic() - started
+
+
+def assert_failed(
+    code: int, result: dict[str, Any] | None, err: str, exit_code: int, error: str
+) -> None:
+    """The fetch ended with ``exit_code`` and its JSON result names the error class."""
+    assert code == exit_code, err
+    assert result is not None and result["error"] == error
+
+
+def assert_fetched(result: dict[str, Any] | None, out: Path, published: bytes) -> None:
+    """The target holds exactly what was published, with no temporary beside it."""
+    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
+    assert out.read_bytes() == published
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.bin"]
 
 
 def start_fetch(env: dict[str, str], out: Path) -> subprocess.Popen[str]:
@@ -93,11 +129,8 @@ def test_api_trickle_ends_at_the_deadline(
     env = dev_env.merged(
         LOADER_API_URL=proxy.url, LOADER_CACHE_DIR="", LOADER_TIMEOUT="2", LOADER_DEADLINE="3"
     )
-    started = time.monotonic()
-    code, result, _, err = fetch_model(env, out, timeout=60)
-    elapsed = time.monotonic() - started
-    assert code == 14, err
-    assert result is not None and result["error"] == "ApiUnavailableError"
+    code, result, err, elapsed = timed_fetch(env, out, timeout=60)
+    assert_failed(code, result, err, 14, "ApiUnavailableError")
     assert "within 3 s" in result["message"]
     assert elapsed < 15, elapsed  # a byte every 250 ms would take minutes
     assert_untouched(target_dir, out)
@@ -116,9 +149,7 @@ def big_size(data: bytes) -> int:
 def test_cdn_below_the_minimum_rate_fails_fast_without_resumes(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path, kind: str
 ) -> None:
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", kind, at=1024 * 1024, rate=2000)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, kind, at=1024 * 1024, rate=2000)
     target_dir, out = target_dir_with_old(tmp_path)
     env = dev_env.merged(
         LOADER_CACHE_DIR="",
@@ -127,12 +158,9 @@ def test_cdn_below_the_minimum_rate_fails_fast_without_resumes(
         LOADER_MIN_RATE="100000",
         LOADER_RATE_WINDOW="1",
     )
-    started = time.monotonic()
-    code, result, _, err = fetch_model(env, out, timeout=90)
-    elapsed = time.monotonic() - started
+    code, result, err, elapsed = timed_fetch(env, out, timeout=90)
     assert proxy.reached.is_set()
-    assert code == 21, err
-    assert result is not None and result["error"] == "CdnUnavailableError"
+    assert_failed(code, result, err, 21, "CdnUnavailableError")
     assert "slower than 100000 bytes/s" in result["message"]
     assert elapsed < 15, elapsed  # the per-read timeout alone: 30 s, or never for a trickle
     assert_untouched(target_dir, out)
@@ -142,18 +170,14 @@ def test_cdn_stall_resumes_and_the_result_verifies(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
     """A stall the rate watch detects is resumed with Range; the fetch completes."""
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "stall", at=1024 * 1024)
-    cdn_through(dev_env, proxy)
-    target_dir, out = target_dir_with_old(tmp_path)
+    proxy = cdn_fault(dev_env, fault_proxy, "stall", at=1024 * 1024)
+    _, out = target_dir_with_old(tmp_path)
     env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_MIN_RATE="100000", LOADER_RATE_WINDOW="1")
     code, result, _, err = fetch_model(env, out, timeout=90)
     assert proxy.reached.is_set()
     assert code == 0, err
     assert "slower than 100000 bytes/s" in err and "resuming at byte" in err
-    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
-    assert out.read_bytes() == published
-    assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]
+    assert_fetched(result, out, published)
     assert proxy.sent < big_size(published) + 16 * 1024  # the rest, not the whole again
 
 
@@ -161,9 +185,7 @@ def test_cdn_stalls_on_every_resume_end_at_the_download_deadline(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
     """Each resume stalls again: the total deadline ends the download, resumes included."""
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "stall", at=64 * 1024, times=100)
-    cdn_through(dev_env, proxy)
+    cdn_fault(dev_env, fault_proxy, "stall", at=64 * 1024, times=100)
     target_dir, out = target_dir_with_old(tmp_path)
     env = dev_env.merged(
         LOADER_CACHE_DIR="",
@@ -172,11 +194,8 @@ def test_cdn_stalls_on_every_resume_end_at_the_download_deadline(
         LOADER_RATE_WINDOW="1",
         LOADER_DOWNLOAD_DEADLINE="5",
     )
-    started = time.monotonic()
-    code, result, _, err = fetch_model(env, out, timeout=90)
-    elapsed = time.monotonic() - started
-    assert code == 21, err
-    assert result is not None and result["error"] == "CdnUnavailableError"
+    code, result, err, elapsed = timed_fetch(env, out, timeout=90)
+    assert_failed(code, result, err, 21, "CdnUnavailableError")
     assert "within 5 s" in result["message"]
     assert err.count("resuming at byte") >= 1
     assert elapsed < 12, elapsed
@@ -186,17 +205,13 @@ def test_cdn_stalls_on_every_resume_end_at_the_download_deadline(
 def test_cdn_cut_mid_big_part_resumes_from_where_it_stopped(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "cut", at=3 * 1024 * 1024)
-    cdn_through(dev_env, proxy)
-    target_dir, out = target_dir_with_old(tmp_path)
+    proxy = cdn_fault(dev_env, fault_proxy, "cut", at=3 * 1024 * 1024)
+    _, out = target_dir_with_old(tmp_path)
     code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out)
     assert proxy.reached.is_set()
     assert code == 0, err
     assert "resuming at byte" in err
-    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
-    assert out.read_bytes() == published
-    assert sorted(p.name for p in target_dir.iterdir()) == ["model.bin"]
+    assert_fetched(result, out, published)
     assert proxy.connections == 2
     # Starting over would have sent 3 MiB more than the big part.
     assert proxy.sent < big_size(published) + 16 * 1024, proxy.sent
@@ -205,14 +220,11 @@ def test_cdn_cut_mid_big_part_resumes_from_where_it_stopped(
 def test_cdn_cut_without_resumes_publishes_nothing(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "cut", at=3 * 1024 * 1024)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, "cut", at=3 * 1024 * 1024)
     target_dir, out = target_dir_with_old(tmp_path)
     code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR="", LOADER_RETRIES="0"), out)
     assert proxy.reached.is_set()
-    assert code == 21, err
-    assert result is not None and result["error"] == "CdnUnavailableError"
+    assert_failed(code, result, err, 21, "CdnUnavailableError")
     assert "ended GET models/model.bin.big after" in result["message"]
     assert_untouched(target_dir, out)
 
@@ -221,9 +233,7 @@ def test_cdn_object_replaced_before_the_resume_fails_cleanly(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
     """The big part is replaced while the stream stalls: the resume's If-Match fails."""
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "stall", at=2 * 1024 * 1024)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, "stall", at=2 * 1024 * 1024)
     target_dir, out = target_dir_with_old(tmp_path)
     env = dev_env.merged(LOADER_CACHE_DIR="", LOADER_MIN_RATE="100000", LOADER_RATE_WINDOW="2")
     proc = start_fetch(env, out)
@@ -254,9 +264,7 @@ def test_signal_mid_fetch_cleans_up(
     sig: signal.Signals,
     exit_code: int,
 ) -> None:
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "slow", at=2 * 1024 * 1024, rate=50_000)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, "slow", at=2 * 1024 * 1024, rate=50_000)
     target_dir, out = target_dir_with_old(tmp_path)
     proc = start_fetch(dev_env.merged(LOADER_CACHE_DIR=""), out)
     try:
@@ -277,9 +285,7 @@ def test_signal_mid_fetch_cleans_up(
 def test_sigkill_mid_fetch_leaves_no_plaintext_and_the_next_fetch_completes(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
 ) -> None:
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "slow", at=2 * 1024 * 1024, rate=50_000)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, "slow", at=2 * 1024 * 1024, rate=50_000)
     target_dir = tmp_path / "target"
     target_dir.mkdir()
     out = target_dir / "model.bin"
@@ -296,9 +302,7 @@ def test_sigkill_mid_fetch_leaves_no_plaintext_and_the_next_fetch_completes(
     proxy.disarm()
     code, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out)
     assert code == 0, err
-    assert result is not None and result["sha256"] == hashlib.sha256(published).hexdigest()
-    assert out.read_bytes() == published
-    assert [p.name for p in target_dir.iterdir()] == ["model.bin"]
+    assert_fetched(result, out, published)
 
 
 # -- servers down, restarted, or answering 503 ---------------------------------------
@@ -333,8 +337,7 @@ def test_api_down_for_good_fails_with_its_class(
         code, result, _, err = fetch_model(env, out, timeout=120)
     finally:
         dev_env.api.start()
-    assert code == 14, err
-    assert result is not None and result["error"] == "ApiUnavailableError"
+    assert_failed(code, result, err, 14, "ApiUnavailableError")
     errors = [line for line in err.splitlines() if line.startswith("loader: error:")]
     assert len(errors) == 1 and "Traceback" not in err  # retry warnings, then one line
     assert_untouched(target_dir, out)
@@ -345,9 +348,7 @@ def test_cdn_503_storm(
     dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path, answers: int, code: int
 ) -> None:
     """S3 answers 503 to the big part's GET ``answers`` times: retried through, or given up."""
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"GET /models/model.bin.big", "503", at=0, times=answers)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(dev_env, fault_proxy, "503", at=0, times=answers)
     target_dir, out = target_dir_with_old(tmp_path)
     started = time.monotonic()
     got, result, _, err = fetch_model(dev_env.merged(LOADER_CACHE_DIR=""), out, timeout=180)
@@ -369,9 +370,9 @@ def test_sigterm_mid_upload_registers_nothing_and_a_new_upload_works(
     dev_env: Any, fault_proxy: Any, tmp_path: Path
 ) -> None:
     """SIGTERM while the big part goes to the CDN: no record at the API, no cache leftovers."""
-    proxy = fault_proxy(dev_env.s3.port)
-    proxy.arm(b"PUT /models/model.bin.big", "stall", at=0, times=100)
-    cdn_through(dev_env, proxy)
+    proxy = cdn_fault(
+        dev_env, fault_proxy, "stall", request=b"PUT /models/model.bin.big", at=0, times=100
+    )
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(BIG))
     cache = tmp_path / "cache"
