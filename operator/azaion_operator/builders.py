@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azaion_operator import crd
-from azaion_operator.names import label_value
+from azaion_operator.names import job_name, label_value
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.settings import JobIdentity, OperatorSettings
 
@@ -35,12 +35,16 @@ __all__ = [
     "container_security",
     "credentials_secret_name",
     "credentials_volume",
+    "fetch_container",
     "fetch_mounts",
     "fetch_volumes",
     "job_manifest",
     "log_env",
     "mount",
+    "offline_env",
+    "owner_job_name",
     "scratch",
+    "version_args",
 ]
 
 CREDENTIALS_DIR = "/var/run/azaion-loader/credentials"
@@ -226,6 +230,51 @@ def container(
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def fetch_container(
+    name: str,
+    command: list[str],
+    *,
+    mounts: list[dict],
+    node: NodeInfo,
+    identity: JobIdentity,
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The container that talks to the API: ``mounts``, then /tmp, credentials, CA bundle."""
+    return container(
+        name,
+        command,
+        env=api_env(spec, node, settings),
+        mounts=[*mounts, mount("tmp", "/tmp", read_only=False), *fetch_mounts(settings)],
+        security=container_security(identity),
+        spec=spec,
+        settings=settings,
+    )
+
+
+def offline_env(settings: OperatorSettings) -> list[dict]:
+    """The environment of a container that talks to no network: a home, the log settings."""
+    return [{"name": "HOME", "value": "/tmp"}, *log_env(settings)]
+
+
+def version_args(source: Mapping[str, Any]) -> list[str]:
+    """``--version V`` when the spec pins one (none: the latest)."""
+    return ["--version", str(source["version"])] if source.get("version") else []
+
+
+def owner_job_name(owner: Mapping[str, Any], prefix: str, node: str | None = None) -> str:
+    """The name of ``owner``'s Job for its current generation (and ``node``)."""
+    meta = owner["metadata"]
+    return job_name(
+        prefix=prefix,
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        node=node,
+    )
 
 
 def job_manifest(

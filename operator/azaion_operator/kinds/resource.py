@@ -26,20 +26,20 @@ from azaion_operator.builders import (
     RESULTS_DIR,
     TARGET_DIR,
     TERMINATION_LOG,
-    api_env,
     container,
     container_security,
-    fetch_mounts,
+    fetch_container,
     fetch_volumes,
     job_manifest,
-    log_env,
     mount,
+    offline_env,
+    owner_job_name,
     scratch,
+    version_args,
 )
 from azaion_operator.errors import KubeForbiddenError, KubeNotFoundError, SpecError
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
-from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
 from azaion_operator.policy import resource_denial
 from azaion_operator.reconcile import (
@@ -54,7 +54,7 @@ from azaion_operator.reconcile import (
     split_jobs,
     transition_events,
 )
-from azaion_operator.settings import OperatorSettings
+from azaion_operator.settings import JobIdentity, OperatorSettings
 from azaion_operator.status import (
     SUCCEEDED,
     TERMINAL,
@@ -89,52 +89,72 @@ def build_resource_job(
     resource: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The Job that fetches one ``Resource`` into its target on ``node`` and verifies it."""
-    meta = resource["metadata"]
-    spec = resource["spec"]
-    source = spec["source"]
-    target = spec["target"]
-    out = f"{TARGET_DIR}/{target['fileName']}"
+    meta, spec = resource["metadata"], resource["spec"]
+    out = f"{TARGET_DIR}/{spec['target']['fileName']}"
     # The namespace's own ids (the admin's): another tenant's Jobs cannot
     # overwrite a file this one delivered to a node directory.
     identity = settings.job_identity(meta["namespace"])
-
-    if "persistentVolumeClaim" in target:
-        pvc = target["persistentVolumeClaim"]
-        target_volume: dict[str, Any] = {
-            "name": "target",
-            "persistentVolumeClaim": {"claimName": pvc["claimName"]},
-        }
-        sub_path = pvc.get("subPath")
-    else:
-        target_volume = {
-            "name": "target",
-            "hostPath": {"path": target["hostPath"]["path"], "type": "DirectoryOrCreate"},
-        }
-        sub_path = None
-
-    fetch_args = ["loader", "fetch", "--folder", source["folder"], "--name", source["name"]]
-    if source.get("version"):
-        fetch_args += ["--version", str(source["version"])]
-    fetch_args += ["--out", out, "--json", "--result-file", f"{RESULTS_DIR}/fetch.json"]
-
-    fetch = container(
+    target_volume, sub_path = _target_volume(spec["target"])
+    fetch = fetch_container(
         "fetch",
-        fetch_args,
-        env=api_env(spec, node, settings),
+        _fetch_args(spec["source"], out),
         mounts=[
             mount("target", TARGET_DIR, read_only=False, sub_path=sub_path),
             mount("results", RESULTS_DIR, read_only=False),
-            mount("tmp", "/tmp", read_only=False),
-            *fetch_mounts(settings),
         ],
-        security=container_security(identity),
+        node=node,
+        identity=identity,
         spec=spec,
         settings=settings,
     )
-    verify = container(
+    return job_manifest(
+        resource,
+        name=owner_job_name(resource, "res"),
+        component="resource-job",
+        node=node,
+        settings=settings,
+        pod_spec={
+            "initContainers": [fetch],
+            "containers": [_verify_container(out, sub_path, identity, spec, settings)],
+            "volumes": [
+                target_volume,
+                scratch("results", "1Mi"),
+                scratch("tmp", "64Mi"),
+                *fetch_volumes(spec, settings),
+            ],
+        },
+    )
+
+
+def _target_volume(target: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The volume the file is delivered to, and the sub-path of it to mount."""
+    if "persistentVolumeClaim" in target:
+        pvc = target["persistentVolumeClaim"]
+        claim = {"name": "target", "persistentVolumeClaim": {"claimName": pvc["claimName"]}}
+        return claim, pvc.get("subPath")
+    host_path = {"path": target["hostPath"]["path"], "type": "DirectoryOrCreate"}
+    return {"name": "target", "hostPath": host_path}, None
+
+
+def _fetch_args(source: Mapping[str, Any], out: str) -> list[str]:
+    args = ["loader", "fetch", "--folder", source["folder"], "--name", source["name"]]
+    args += version_args(source)
+    args += ["--out", out, "--json", "--result-file", f"{RESULTS_DIR}/fetch.json"]
+    return args
+
+
+def _verify_container(
+    out: str,
+    sub_path: str | None,
+    identity: JobIdentity,
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """Checks the published file against the digest the fetch recorded; no network."""
+    return container(
         "verify",
         ["python3", "-c", VERIFY_SHIM, f"{RESULTS_DIR}/fetch.json", out, TERMINATION_LOG],
-        env=[{"name": "HOME", "value": "/tmp"}, *log_env(settings)],
+        env=offline_env(settings),
         mounts=[
             mount("target", TARGET_DIR, read_only=True, sub_path=sub_path),
             mount("results", RESULTS_DIR, read_only=True),
@@ -143,30 +163,6 @@ def build_resource_job(
         security=container_security(identity),
         spec=spec,
         settings=settings,
-    )
-    name = job_name(
-        prefix="res",
-        namespace=meta["namespace"],
-        name=meta["name"],
-        uid=meta["uid"],
-        generation=int(meta.get("generation", 1)),
-    )
-    return job_manifest(
-        resource,
-        name=name,
-        component="resource-job",
-        node=node,
-        settings=settings,
-        pod_spec={
-            "initContainers": [fetch],
-            "containers": [verify],
-            "volumes": [
-                target_volume,
-                scratch("results", "1Mi"),
-                scratch("tmp", "64Mi"),
-                *fetch_volumes(spec, settings),
-            ],
-        },
     )
 
 
