@@ -24,20 +24,20 @@ from azaion_operator import crd
 from azaion_operator.builders import (
     TERMINATION_LOG,
     WORK_DIR,
-    api_env,
     container,
     container_security,
-    fetch_mounts,
+    fetch_container,
     fetch_volumes,
     job_manifest,
-    log_env,
     mount,
+    offline_env,
+    owner_job_name,
     scratch,
+    version_args,
 )
 from azaion_operator.errors import SpecError
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
-from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
 from azaion_operator.reconcile import (
@@ -123,52 +123,21 @@ def build_unlock_job(
 
     ``choice``: the runtime and its socket on the node (:func:`runtimes.choose_runtime`).
     """
-    meta = unlock["metadata"]
     spec = unlock["spec"]
-    archive = spec["archive"]
-    identity = settings.job_identity(meta["namespace"])
-
-    fetch_args = [
-        "loader",
+    identity = settings.job_identity(unlock["metadata"]["namespace"])
+    fetch = fetch_container(
         "unlock-fetch",
-        "--archive-folder",
-        archive["folder"],
-        "--archive-name",
-        archive["name"],
-    ]
-    if archive.get("version"):
-        fetch_args += ["--version", str(archive["version"])]
-    fetch_args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
-
-    load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
-    load_args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
-    # An archive may not replace the image the Jobs themselves run.
-    load_args += ["--forbid-repository", image_repository(settings.job_image)]
-    if choice.runtime == CONTAINERD:
-        load_args += ["--namespace", settings.containerd_namespace]
-        if spec.get("pinImages"):
-            load_args.append("--pin")
-    load_args += ["--json", "--result-file", TERMINATION_LOG]
-    if spec.get("images"):
-        load_args += ["--images", *[str(i) for i in spec["images"]]]
-
-    fetch = container(
-        "unlock-fetch",
-        fetch_args,
-        env=api_env(spec, node, settings),
-        mounts=[
-            mount("work", WORK_DIR, read_only=False),
-            mount("tmp", "/tmp", read_only=False),
-            *fetch_mounts(settings),
-        ],
-        security=container_security(identity),
+        _fetch_args(spec["archive"]),
+        mounts=[mount("work", WORK_DIR, read_only=False)],
+        node=node,
+        identity=identity,
         spec=spec,
         settings=settings,
     )
     load = container(
         "unlock-load",
-        load_args,
-        env=[{"name": "HOME", "value": "/tmp"}, *log_env(settings)],
+        _load_args(spec, choice, settings),
+        env=offline_env(settings),
         mounts=[
             mount("work", WORK_DIR, read_only=True),
             mount("tmp", "/tmp", read_only=False),
@@ -178,36 +147,65 @@ def build_unlock_job(
         spec=spec,
         settings=settings,
     )
-    name = job_name(
-        prefix="unl",
-        namespace=meta["namespace"],
-        name=meta["name"],
-        uid=meta["uid"],
-        generation=int(meta.get("generation", 1)),
-        node=node.name,
-    )
     job = job_manifest(
         unlock,
-        name=name,
+        name=owner_job_name(unlock, "unl", node.name),
         component="image-unlock-job",
         node=node,
         settings=settings,
         pod_spec={
             "initContainers": [fetch],
             "containers": [load],
-            "volumes": [
-                # The encrypted archive lands here: size it by the job's ephemeral
-                # storage, not by an arbitrary cap.
-                {"name": "work", "emptyDir": {}},
-                scratch("tmp", "64Mi"),
-                *fetch_volumes(spec, settings),
-                {
-                    "name": "runtime-socket",
-                    "hostPath": {"path": choice.socket_path, "type": "Socket"},
-                },
-            ],
+            "volumes": _volumes(spec, settings, choice),
         },
     )
+    return _for_runtime(job, choice, settings)
+
+
+def _fetch_args(archive: Mapping[str, Any]) -> list[str]:
+    args = ["loader", "unlock-fetch", "--archive-folder", archive["folder"]]
+    args += ["--archive-name", archive["name"], *version_args(archive)]
+    args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
+    return args
+
+
+def _load_args(
+    spec: Mapping[str, Any], choice: RuntimeChoice, settings: OperatorSettings
+) -> list[str]:
+    args = ["loader", "unlock-load", "--workdir", WORK_DIR]
+    args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
+    # An archive may not replace the image the Jobs themselves run.
+    args += ["--forbid-repository", image_repository(settings.job_image)]
+    if choice.runtime == CONTAINERD:
+        args += ["--namespace", settings.containerd_namespace]
+        if spec.get("pinImages"):
+            args.append("--pin")
+    args += ["--json", "--result-file", TERMINATION_LOG]
+    if spec.get("images"):
+        args += ["--images", *[str(i) for i in spec["images"]]]
+    return args
+
+
+def _volumes(
+    spec: Mapping[str, Any], settings: OperatorSettings, choice: RuntimeChoice
+) -> list[dict[str, Any]]:
+    return [
+        # The encrypted archive lands here: size it by the job's ephemeral
+        # storage, not by an arbitrary cap.
+        {"name": "work", "emptyDir": {}},
+        scratch("tmp", "64Mi"),
+        *fetch_volumes(spec, settings),
+        {
+            "name": "runtime-socket",
+            "hostPath": {"path": choice.socket_path, "type": "Socket"},
+        },
+    ]
+
+
+def _for_runtime(
+    job: dict[str, Any], choice: RuntimeChoice, settings: OperatorSettings
+) -> dict[str, Any]:
+    """``job`` noting its runtime and socket, in the socket's group if the admin named one."""
     job["metadata"]["annotations"].update(
         {crd.ANNOTATION_RUNTIME: choice.runtime, crd.ANNOTATION_SOCKET: choice.socket_path}
     )
