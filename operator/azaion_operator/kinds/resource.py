@@ -21,7 +21,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from azaion_operator import crd
 from azaion_operator.builders import (
     RESULTS_DIR,
     TARGET_DIR,
@@ -43,15 +42,18 @@ from azaion_operator.memory import Once
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
 from azaion_operator.policy import resource_denial
 from azaion_operator.reconcile import (
-    Event,
+    JOB_CREATED,
+    Owner,
     Report,
     check_credentials,
-    delete_stale,
+    created_event,
     enforce,
     ensure_job,
     finished,
+    job_node,
+    no_matching_node,
     pods_of,
-    split_jobs,
+    replace_stale,
     transition_events,
 )
 from azaion_operator.settings import JobIdentity, OperatorSettings
@@ -247,11 +249,7 @@ def _resource_node(
         return by_name[status["node"]]
     chosen = pick_node(candidates, f"{meta['namespace']}/{meta['name']}")
     if chosen is None:
-        raise SpecError(
-            "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
-            f"({len(nodes)} nodes known)",
-            reason="NoMatchingNode",
-        )
+        raise no_matching_node(nodes)
     return chosen
 
 
@@ -268,58 +266,58 @@ def reconcile_resource(
 
     ``warned``: the warnings this process gave already (``None``: a fresh record).
     """
-    meta, spec = body["metadata"], body["spec"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    generation = int(meta.get("generation", 1))
-    old = body.get("status") or {}
-    if finished(old, generation):
+    owner = Owner.of(body)
+    if finished(owner.old, owner.generation):
         return Report(None, [])
     enforce(
         resource_denial(
-            spec, settings.api_url, settings.policy, default_secret=settings.credentials_secret
+            owner.spec,
+            settings.api_url,
+            settings.policy,
+            default_secret=settings.credentials_secret,
         )
     )
-
     # A first generation with no Job recorded cannot have Jobs of older
     # generations to delete: skip the listing and create at once (a 409 adopts
     # the Job of an earlier run that was interrupted before writing status).
-    fresh = generation == 1 and not old.get("jobName")
-    jobs = [] if fresh else kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
-    current, stale = split_jobs(jobs, generation)
-    events = delete_stale(kube, namespace, stale)
-
+    fresh = owner.generation == 1 and not owner.old.get("jobName")
+    current, events = ([], []) if fresh else replace_stale(kube, owner)
     if current:
-        job: Mapping[str, Any] = current[0]
-        created = False
+        job, created = current[0], False
     else:
-        check_credentials(kube, namespace, spec, settings)
-        node = _resource_node(kube, body, nodes, warned or Once())
-        job, created = ensure_job(kube, build_resource_job(body, node, settings), uid)
+        job, created = _start_job(kube, settings, owner, nodes, warned or Once())
         if created:
-            events.append(
-                Event(
-                    "Normal", "JobCreated", f"created Job {job['metadata']['name']} on {node.name}"
-                )
-            )
-
-    job_meta = job["metadata"]
-    node_name = (job_meta.get("annotations") or {}).get(crd.ANNOTATION_NODE, "")
-    if created:
-        outcome = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
-    else:
-        pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid})
-        outcome = job_outcome(job, pods_of(pods, job), steps=RESOURCE_STEPS)
-    old_phase = old.get("phase") if old.get("observedGeneration") == generation else None
-    events += transition_events(old_phase, outcome, f"Job {job_meta['name']}")
+            events.append(created_event(job, job_node(job)))
+    outcome = JOB_CREATED if created else _job_outcome(kube, owner, job)
+    events += transition_events(owner.old_phase, outcome, f"Job {job['metadata']['name']}")
     status = resource_status(
-        generation=generation,
-        node=node_name,
-        job_name=job_meta["name"],
+        generation=owner.generation,
+        node=job_node(job),
+        job_name=job["metadata"]["name"],
         outcome=outcome,
-        previous=old,
+        previous=owner.old,
         now=now,
     )
     return Report(status, events)
+
+
+def _start_job(
+    kube: KubeApi,
+    settings: OperatorSettings,
+    owner: Owner,
+    nodes: Sequence[NodeInfo],
+    warned: Once,
+) -> tuple[Mapping[str, Any], bool]:
+    """Create the Job on the node chosen for it (or adopt it); True if created."""
+    check_credentials(kube, owner.namespace, owner.spec, settings)
+    node = _resource_node(kube, owner.body, nodes, warned)
+    return ensure_job(kube, build_resource_job(owner.body, node, settings), owner.uid)
+
+
+def _job_outcome(kube: KubeApi, owner: Owner, job: Mapping[str, Any]) -> JobOutcome:
+    """Where ``job`` stands, read from it and its pods."""
+    pods = kube.list_pods(owner.namespace, owner.selector)
+    return job_outcome(job, pods_of(pods, job), steps=RESOURCE_STEPS)
 
 
 def resource_status(
