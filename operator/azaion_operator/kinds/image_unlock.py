@@ -35,20 +35,23 @@ from azaion_operator.builders import (
     scratch,
     version_args,
 )
-from azaion_operator.errors import SpecError
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
 from azaion_operator.reconcile import (
+    JOB_CREATED,
     Event,
+    Owner,
     Report,
     check_credentials,
-    delete_stale,
+    created_event,
     enforce,
     ensure_job,
+    job_node,
+    no_matching_node,
     pods_by_job,
-    split_jobs,
+    replace_stale,
     transition_events,
 )
 from azaion_operator.runtimes import (
@@ -267,32 +270,58 @@ def reconcile_unlock(
     warned: Once | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
     """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
-    meta, spec = body["metadata"], body["spec"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    generation = int(meta.get("generation", 1))
-    old = body.get("status") or {}
-    parallelism = int(spec.get("parallelism") or 1)
+    owner = Owner.of(body)
     enforce(
         unlock_denial(
-            namespace,
-            spec,
+            owner.namespace,
+            owner.spec,
             settings.api_url,
             settings.policy,
             default_secret=settings.credentials_secret,
         )
     )
+    check_socket_policy(owner.spec, settings)
+    current, events = replace_stale(kube, owner)
+    by_node = {job_node(j): j for j in current}
+    survey = _survey(owner, nodes, by_node)
+    outcomes = _outcomes(kube, owner, survey, by_node)
+    choices, unsupported = _choose_runtimes(owner.spec, settings, survey, outcomes)
+    choices.update({n: _job_runtime(j) for n, j in by_node.items()})
+    outcomes.update(unsupported)
+    started, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
+    outcomes.update({n: JOB_CREATED for n in started})
+    events += created
+    for name, outcome in outcomes.items():
+        before = survey.previous.get(name, {}).get("phase")
+        events += transition_events(before, outcome, f"node {name}")
+    job_names = {**{n: j["metadata"]["name"] for n, j in by_node.items()}, **started}
+    entries = _entries(survey, job_names, outcomes, choices)
+    status = unlock_status(
+        generation=owner.generation, entries=entries, previous=owner.old, now=now
+    )
+    return Report(status, events + _phase_events(status, owner.old_phase))
 
-    check_socket_policy(spec, settings)
-    jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
-    current, stale = split_jobs(jobs, generation)
-    events = delete_stale(kube, namespace, stale)
-    by_node = {
-        ((j.get("metadata") or {}).get("annotations") or {}).get(crd.ANNOTATION_NODE, ""): j
-        for j in current
-    }
 
-    same_generation = old.get("observedGeneration") == generation
-    previous = {i["name"]: i for i in (old.get("nodes") or ()) if same_generation}
+@dataclasses.dataclass(frozen=True)
+class _Survey:
+    """The nodes an ``ImageUnlock`` covers in this reconcile, and what its status said of them."""
+
+    known: dict[str, NodeInfo]
+    eligible: dict[str, NodeInfo]
+    previous: dict[str, Mapping[str, Any]]
+    """The node items of the last status, if it was written for this generation."""
+    done_before: set[str]
+    """Nodes whose Job ended earlier and is gone (its TTL)."""
+    unavailable: set[str]
+    """Nodes still to do that went NotReady or unschedulable before their Job started."""
+    targets: list[str]
+
+
+def _survey(
+    owner: Owner, nodes: Sequence[NodeInfo], by_node: Mapping[str, Mapping[str, Any]]
+) -> _Survey:
+    spec = owner.spec
+    previous = {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
     known = {n.name: n for n in nodes}
     eligible = {
         n.name: n
@@ -325,89 +354,133 @@ def reconcile_unlock(
     }
     targets = sorted(set(eligible) | set(by_node) | done_before | unavailable)
     if not targets:
-        raise SpecError(
-            "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
-            f"({len(nodes)} nodes known)",
-            reason="NoMatchingNode",
-        )
+        raise no_matching_node(nodes)
+    return _Survey(known, eligible, previous, done_before, unavailable, targets)
 
-    pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid}) if by_node else []
+
+def _outcomes(
+    kube: KubeApi, owner: Owner, survey: _Survey, by_node: Mapping[str, Mapping[str, Any]]
+) -> dict[str, JobOutcome]:
+    """Where each node with a Job, or with a recorded end, stands."""
+    pods = kube.list_pods(owner.namespace, owner.selector) if by_node else []
     owned = pods_by_job(pods)
-    outcomes: dict[str, JobOutcome] = {}
-    for name, job in by_node.items():
-        job_uid = str((job.get("metadata") or {}).get("uid") or "")
-        outcome = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
-        if outcome.phase not in TERMINAL and name in known and not known[name].ready:
-            # Its kubelet is gone: the Job cannot finish until the node is back, so
-            # the node is reported and not waited on (nor counted against
-            # parallelism). The Job stays; once the node is Ready again, its
-            # outcome counts as usual.
-            outcome = JobOutcome(
-                FAILED,
-                NODE_UNAVAILABLE,
-                f"node {name} went NotReady while its Job {job['metadata']['name']} ran: "
-                "not waited on (the Job stays; its result counts if the node comes back)",
-            )
-        outcomes[name] = outcome
-    for name in done_before:
-        outcomes[name] = outcome_from_item(previous[name])
-    for name in unavailable:
+    outcomes = {
+        name: _node_job_outcome(name, job, owned, survey.known) for name, job in by_node.items()
+    }
+    for name in survey.done_before:
+        outcomes[name] = outcome_from_item(survey.previous[name])
+    for name in survey.unavailable:
         outcomes[name] = JobOutcome(
             FAILED,
             NODE_UNAVAILABLE,
             f"node {name} went NotReady or unschedulable before its Job started: it has not "
             "got the images (it gets its Job when it is Ready and schedulable again)",
         )
+    return outcomes
 
-    choices = {n: _job_runtime(j) for n, j in by_node.items()}
-    for name in targets:
-        if name in outcomes or name not in eligible:
+
+def _node_job_outcome(
+    name: str,
+    job: Mapping[str, Any],
+    owned: Mapping[str, Sequence[Mapping[str, Any]]],
+    known: Mapping[str, NodeInfo],
+) -> JobOutcome:
+    job_uid = str((job.get("metadata") or {}).get("uid") or "")
+    outcome = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
+    if outcome.phase in TERMINAL or name not in known or known[name].ready:
+        return outcome
+    # Its kubelet is gone: the Job cannot finish until the node is back, so
+    # the node is reported and not waited on (nor counted against
+    # parallelism). The Job stays; once the node is Ready again, its
+    # outcome counts as usual.
+    return JobOutcome(
+        FAILED,
+        NODE_UNAVAILABLE,
+        f"node {name} went NotReady while its Job {job['metadata']['name']} ran: "
+        "not waited on (the Job stays; its result counts if the node comes back)",
+    )
+
+
+def _choose_runtimes(
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+    survey: _Survey,
+    outcomes: Mapping[str, JobOutcome],
+) -> tuple[dict[str, RuntimeChoice], dict[str, JobOutcome]]:
+    """The runtime of each eligible node still to do, and the nodes failed for theirs."""
+    choices: dict[str, RuntimeChoice] = {}
+    unsupported: dict[str, JobOutcome] = {}
+    for name in survey.targets:
+        if name in outcomes or name not in survey.eligible:
             continue
         try:
-            choices[name] = choose_runtime(spec, eligible[name], settings)
+            choices[name] = choose_runtime(spec, survey.eligible[name], settings)
         except UnsupportedRuntime as exc:
             # Decided by the node, not by time: fail that node now, never wait on it.
-            outcomes[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+            unsupported[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+    return choices, unsupported
 
+
+def _start_jobs(
+    kube: KubeApi,
+    settings: OperatorSettings,
+    owner: Owner,
+    survey: _Survey,
+    choices: Mapping[str, RuntimeChoice],
+    outcomes: Mapping[str, JobOutcome],
+) -> tuple[dict[str, str], list[Event]]:
+    """Create (or adopt) Jobs for the nodes still to do while slots are free; their names."""
+    parallelism = int(owner.spec.get("parallelism") or 1)
     active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
-    waiting = [n for n in targets if n not in outcomes]
-    job_names = {n: j["metadata"]["name"] for n, j in by_node.items()}
-    if waiting and active < parallelism:
-        check_credentials(kube, namespace, spec, settings)
-    for name in waiting:
-        if active >= parallelism:
-            break
-        job, created = ensure_job(
-            kube, build_unlock_job(body, eligible[name], settings, choices[name]), uid
-        )
-        job_names[name] = job["metadata"]["name"]
-        outcomes[name] = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
-        active += 1
+    waiting = [n for n in survey.targets if n not in outcomes]
+    starting = waiting[: max(parallelism - active, 0)]
+    if starting:
+        check_credentials(kube, owner.namespace, owner.spec, settings)
+    started: dict[str, str] = {}
+    events: list[Event] = []
+    for name in starting:
+        manifest = build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
+        job, created = ensure_job(kube, manifest, owner.uid)
+        started[name] = job["metadata"]["name"]
         if created:
-            events.append(Event("Normal", "JobCreated", f"created Job {job_names[name]} on {name}"))
+            events.append(created_event(job, name))
+    return started, events
 
-    for name, outcome in outcomes.items():
-        before = previous.get(name, {}).get("phase")
-        events += transition_events(before, outcome, f"node {name}")
-    entries = [
-        NodeEntry(
-            node=n,
-            job_name=job_names.get(n) or previous.get(n, {}).get("jobName"),
-            outcome=outcomes.get(n),
-            runtime=choices[n].runtime if n in choices else previous.get(n, {}).get("runtime"),
-            socket_path=(
-                choices[n].socket_path if n in choices else previous.get(n, {}).get("socketPath")
-            ),
+
+def _entries(
+    survey: _Survey,
+    job_names: Mapping[str, str],
+    outcomes: Mapping[str, JobOutcome],
+    choices: Mapping[str, RuntimeChoice],
+) -> list[NodeEntry]:
+    """Each target node's entry; what this reconcile did not learn, the last status says."""
+    entries = []
+    for name in survey.targets:
+        before = survey.previous.get(name, {})
+        choice = choices.get(name)
+        entries.append(
+            NodeEntry(
+                node=name,
+                job_name=job_names.get(name) or before.get("jobName"),
+                outcome=outcomes.get(name),
+                runtime=choice.runtime if choice is not None else before.get("runtime"),
+                socket_path=(
+                    choice.socket_path if choice is not None else before.get("socketPath")
+                ),
+            )
         )
-        for n in targets
-    ]
-    status = unlock_status(generation=generation, entries=entries, previous=old, now=now)
-    if status["phase"] != (old.get("phase") if same_generation else None):
-        if status["phase"] == SUCCEEDED:
-            events.append(Event("Normal", "Succeeded", status["message"]))
-        elif status["phase"] == FAILED:
-            events.append(Event("Warning", "NodesFailed", status["message"]))
-    return Report(status, events)
+    return entries
+
+
+def _phase_events(status: Mapping[str, Any], old_phase: str | None) -> list[Event]:
+    """The Event for a whole ``ImageUnlock`` that has just ended."""
+    if status["phase"] == old_phase:
+        return []
+    if status["phase"] == SUCCEEDED:
+        return [Event("Normal", "Succeeded", status["message"])]
+    if status["phase"] == FAILED:
+        return [Event("Warning", "NodesFailed", status["message"])]
+    return []
 
 
 @dataclasses.dataclass(frozen=True)
