@@ -529,42 +529,20 @@ def unlock_status(
 ) -> dict[str, Any]:
     """The whole ``status`` of an ``ImageUnlock`` from its per-node entries."""
     items = [_node_item(e) for e in sorted(entries, key=lambda e: e.node)]
-    desired = len(items)
-    succeeded = [i for i in items if i["phase"] == SUCCEEDED]
-    failed = [i for i in items if i["phase"] == FAILED]
-    active = [i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i]
-    waiting = [i for i in items if "jobName" not in i and i["phase"] == PENDING]
-    if not desired:
-        phase, reason = FAILED, "NoMatchingNode"
-        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
-    elif len(succeeded) == desired:
-        phase, reason = SUCCEEDED, "Succeeded"
-        message = f"images loaded on all {desired} nodes"
-    elif active or waiting:
-        phase = RUNNING if active else PENDING
-        reason = "Unlocking" if active else "WaitingForSlot"
-        message = (
-            f"{len(succeeded)}/{desired} nodes done, {len(active)} running, "
-            f"{len(waiting)} waiting, {len(failed)} failed"
-        )
-    else:
-        phase, reason = FAILED, "NodesFailed"
-        names = ", ".join(i["name"] for i in failed)
-        message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
-    images = sorted({img for i in succeeded for img in i.get("images", ())})
-    starts = [i["startTime"] for i in items if i.get("startTime")]
+    tally = _Tally.of(items)
+    phase, reason, message = _verdict(tally)
     status: dict[str, Any] = {
         "phase": phase,
-        "progress": f"{len(succeeded)}/{desired}",
+        "progress": f"{len(tally.succeeded)}/{tally.desired}",
         "observedGeneration": generation,
         "message": one_line(message),
-        "desired": desired,
-        "active": len(active),
-        "succeeded": len(succeeded),
-        "failed": len(failed),
+        "desired": tally.desired,
+        "active": len(tally.active),
+        "succeeded": len(tally.succeeded),
+        "failed": len(tally.failed),
         "nodes": items,
-        "failedNodes": [i["name"] for i in failed],
-        "images": images,
+        "failedNodes": [i["name"] for i in tally.failed],
+        "images": sorted({img for i in tally.succeeded for img in i.get("images", ())}),
         "conditions": conditions(
             phase=phase,
             reason=reason,
@@ -574,10 +552,62 @@ def unlock_status(
             now=now,
         ),
     }
+    status.update(_times(items, phase))
+    return status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tally:
+    """The node items of an ``ImageUnlock``'s status by where they stand."""
+
+    desired: int
+    succeeded: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    active: list[dict[str, Any]]
+    """With a Job, pending or running."""
+    waiting: list[dict[str, Any]]
+    """Without a Job yet: waiting for a slot."""
+
+    @classmethod
+    def of(cls, items: list[dict[str, Any]]) -> _Tally:
+        return cls(
+            desired=len(items),
+            succeeded=[i for i in items if i["phase"] == SUCCEEDED],
+            failed=[i for i in items if i["phase"] == FAILED],
+            active=[i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i],
+            waiting=[i for i in items if "jobName" not in i and i["phase"] == PENDING],
+        )
+
+
+def _verdict(tally: _Tally) -> tuple[str, str, str]:
+    """The phase, reason and message of the whole ``ImageUnlock``."""
+    desired, succeeded, failed = tally.desired, tally.succeeded, tally.failed
+    if not desired:
+        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
+        return FAILED, "NoMatchingNode", message
+    if len(succeeded) == desired:
+        return SUCCEEDED, "Succeeded", f"images loaded on all {desired} nodes"
+    if tally.active or tally.waiting:
+        message = (
+            f"{len(succeeded)}/{desired} nodes done, {len(tally.active)} running, "
+            f"{len(tally.waiting)} waiting, {len(failed)} failed"
+        )
+        if tally.active:
+            return RUNNING, "Unlocking", message
+        return PENDING, "WaitingForSlot", message
+    names = ", ".join(i["name"] for i in failed)
+    message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
+    return FAILED, "NodesFailed", message
+
+
+def _times(items: Sequence[Mapping[str, Any]], phase: str) -> dict[str, str]:
+    """When the first node's Job started and, once all ended, when the last one ended."""
+    times: dict[str, str] = {}
+    starts = [i["startTime"] for i in items if i.get("startTime")]
     if starts:
-        status["startTime"] = min(starts)
+        times["startTime"] = min(starts)
     if phase in TERMINAL:
         ends = [i["completionTime"] for i in items if i.get("completionTime")]
         if ends:
-            status["completionTime"] = max(ends)
-    return status
+            times["completionTime"] = max(ends)
+    return times
