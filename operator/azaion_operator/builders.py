@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azaion_operator import crd
-from azaion_operator.names import label_value
+from azaion_operator.names import job_name, label_value
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.settings import JobIdentity, OperatorSettings
 
@@ -35,12 +35,16 @@ __all__ = [
     "container_security",
     "credentials_secret_name",
     "credentials_volume",
+    "fetch_container",
     "fetch_mounts",
     "fetch_volumes",
     "job_manifest",
     "log_env",
     "mount",
+    "offline_env",
+    "owner_job_name",
     "scratch",
+    "version_args",
 ]
 
 CREDENTIALS_DIR = "/var/run/azaion-loader/credentials"
@@ -228,6 +232,51 @@ def container(
     }
 
 
+def fetch_container(
+    name: str,
+    command: list[str],
+    *,
+    mounts: list[dict],
+    node: NodeInfo,
+    identity: JobIdentity,
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The container that talks to the API: ``mounts``, then /tmp, credentials, CA bundle."""
+    return container(
+        name,
+        command,
+        env=api_env(spec, node, settings),
+        mounts=[*mounts, mount("tmp", "/tmp", read_only=False), *fetch_mounts(settings)],
+        security=container_security(identity),
+        spec=spec,
+        settings=settings,
+    )
+
+
+def offline_env(settings: OperatorSettings) -> list[dict]:
+    """The environment of a container that talks to no network: a home, the log settings."""
+    return [{"name": "HOME", "value": "/tmp"}, *log_env(settings)]
+
+
+def version_args(source: Mapping[str, Any]) -> list[str]:
+    """``--version V`` when the spec pins one (none: the latest)."""
+    return ["--version", str(source["version"])] if source.get("version") else []
+
+
+def owner_job_name(owner: Mapping[str, Any], prefix: str, node: str | None = None) -> str:
+    """The name of ``owner``'s Job for its current generation (and ``node``)."""
+    meta = owner["metadata"]
+    return job_name(
+        prefix=prefix,
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 1)),
+        node=node,
+    )
+
+
 def job_manifest(
     owner: Mapping[str, Any],
     *,
@@ -237,34 +286,8 @@ def job_manifest(
     settings: OperatorSettings,
     pod_spec: dict[str, Any],
 ) -> dict[str, Any]:
-    spec = owner["spec"]
-    tuning = spec.get("job") or {}
+    """The Job that runs ``pod_spec`` for ``owner`` on ``node``: labels, owner, pinning."""
     labels = _labels(owner, component, node)
-    identity = settings.job_identity(owner["metadata"]["namespace"])
-    pod_security: dict[str, Any] = {
-        "runAsNonRoot": True,
-        "runAsUser": identity.uid,
-        "runAsGroup": identity.gid,
-        "fsGroup": identity.fs_group,
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    template_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "affinity": _pin(node),
-        "tolerations": copy.deepcopy(list(spec.get("tolerations") or [])),
-        "securityContext": pod_security,
-        **pod_spec,
-    }
-    if settings.job_extra_volumes:
-        template_spec["volumes"] = [
-            *template_spec.get("volumes", []),
-            *copy.deepcopy(list(settings.job_extra_volumes)),
-        ]
-    if settings.image_pull_secrets:
-        template_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -276,38 +299,88 @@ def job_manifest(
             "ownerReferences": [_owner_reference(owner)],
         },
         "spec": {
-            "completions": 1,
-            "parallelism": 1,
-            "backoffLimit": int(tuning.get("backoffLimit", settings.job_backoff_limit)),
-            "activeDeadlineSeconds": int(
-                tuning.get("activeDeadlineSeconds", settings.job_active_deadline_seconds)
-            ),
-            "ttlSecondsAfterFinished": int(
-                tuning.get("ttlSecondsAfterFinished", settings.job_ttl_seconds_after_finished)
-            ),
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        # The toolkit says retrying cannot help: fail now, keep the message.
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "operator": "In",
-                            "values": list(crd.PERMANENT_EXIT_CODES),
-                        },
-                    },
-                    {
-                        # Evicted or preempted pods do not count against backoffLimit.
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                ]
-            },
+            **_job_limits(owner["spec"], settings),
+            "podFailurePolicy": _pod_failure_policy(),
             "template": {
                 "metadata": {
                     "labels": dict(labels),
                     "annotations": {crd.ANNOTATION_NODE: node.name},
                 },
-                "spec": template_spec,
+                "spec": _template_spec(owner, node, settings, pod_spec),
             },
         },
+    }
+
+
+def _job_limits(spec: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """One pod at a time, retried and kept as ``spec.job`` or the admin's defaults say."""
+    tuning = spec.get("job") or {}
+    return {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": int(tuning.get("backoffLimit", settings.job_backoff_limit)),
+        "activeDeadlineSeconds": int(
+            tuning.get("activeDeadlineSeconds", settings.job_active_deadline_seconds)
+        ),
+        "ttlSecondsAfterFinished": int(
+            tuning.get("ttlSecondsAfterFinished", settings.job_ttl_seconds_after_finished)
+        ),
+    }
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                # The toolkit says retrying cannot help: fail now, keep the message.
+                "action": "FailJob",
+                "onExitCodes": {
+                    "operator": "In",
+                    "values": list(crd.PERMANENT_EXIT_CODES),
+                },
+            },
+            {
+                # Evicted or preempted pods do not count against backoffLimit.
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+        ]
+    }
+
+
+def _template_spec(
+    owner: Mapping[str, Any],
+    node: NodeInfo,
+    settings: OperatorSettings,
+    pod_spec: dict[str, Any],
+) -> dict[str, Any]:
+    """The pod: ``pod_spec`` pinned to ``node``, with no token, plus the admin's extras."""
+    identity = settings.job_identity(owner["metadata"]["namespace"])
+    template_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "affinity": _pin(node),
+        "tolerations": copy.deepcopy(list(owner["spec"].get("tolerations") or [])),
+        "securityContext": _pod_security(identity),
+        **pod_spec,
+    }
+    if settings.job_extra_volumes:
+        template_spec["volumes"] = [
+            *template_spec.get("volumes", []),
+            *copy.deepcopy(list(settings.job_extra_volumes)),
+        ]
+    if settings.image_pull_secrets:
+        template_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    return template_spec
+
+
+def _pod_security(identity: JobIdentity) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": identity.uid,
+        "runAsGroup": identity.gid,
+        "fsGroup": identity.fs_group,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }

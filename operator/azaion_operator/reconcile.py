@@ -31,25 +31,33 @@ from azaion_operator.errors import (
     SpecError,
 )
 from azaion_operator.kubeapi import KubeApi
+from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Denial
 from azaion_operator.settings import OperatorSettings
 from azaion_operator.status import (
     FAILED,
+    PENDING,
     SUCCEEDED,
     TERMINAL,
     JobOutcome,
 )
 
 __all__ = [
+    "JOB_CREATED",
     "Event",
+    "Owner",
     "Report",
     "check_credentials",
+    "created_event",
     "delete_stale",
     "enforce",
     "ensure_job",
     "finished",
+    "job_node",
+    "no_matching_node",
     "pods_by_job",
     "pods_of",
+    "replace_stale",
     "split_jobs",
     "transition_events",
 ]
@@ -57,6 +65,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 POLICY_DENIED = "PolicyDenied"
+
+JOB_CREATED = JobOutcome(PENDING, "JobCreated", "the Job waits for its pod")
+"""Where a Job this reconcile created (or adopted) stands."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +85,46 @@ class Report:
 
     status: dict[str, Any] | None
     events: list[Event]
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """What every reconcile reads of its custom resource's body."""
+
+    body: Mapping[str, Any]
+    spec: Mapping[str, Any]
+    namespace: str
+    uid: str
+    generation: int
+    old: Mapping[str, Any]
+    """The status as last written (empty before the first)."""
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(
+            body=body,
+            spec=body["spec"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            generation=int(meta.get("generation", 1)),
+            old=body.get("status") or {},
+        )
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The label that every Job (and pod) made for this owner carries."""
+        return {crd.LABEL_OWNER_UID: self.uid}
+
+    @property
+    def observed(self) -> bool:
+        """The last status was written for the current generation."""
+        return bool(self.old.get("observedGeneration") == self.generation)
+
+    @property
+    def old_phase(self) -> str | None:
+        """The phase last written for the current generation (``None``: none yet)."""
+        return self.old.get("phase") if self.observed else None
 
 
 def finished(status: Mapping[str, Any], generation: int) -> bool:
@@ -136,6 +187,13 @@ def delete_stale(kube: KubeApi, namespace: str, stale: Sequence[Mapping[str, Any
     return events
 
 
+def replace_stale(kube: KubeApi, owner: Owner) -> tuple[list[Mapping[str, Any]], list[Event]]:
+    """The owner's Jobs of its current generation; those of older ones are deleted."""
+    jobs = kube.list_jobs(owner.namespace, owner.selector)
+    current, stale = split_jobs(jobs, owner.generation)
+    return current, delete_stale(kube, owner.namespace, stale)
+
+
 def ensure_job(kube: KubeApi, manifest: Mapping[str, Any], owner_uid: str) -> tuple[dict, bool]:
     """Create ``manifest``, or adopt the Job of that name if it exists; True if created."""
     meta = manifest["metadata"]
@@ -152,6 +210,25 @@ def ensure_job(kube: KubeApi, manifest: Mapping[str, Any], owner_uid: str) -> tu
             ) from None
         log.info("adopted existing Job %s/%s", meta["namespace"], meta["name"])
         return existing, False
+
+
+def created_event(job: Mapping[str, Any], node: str) -> Event:
+    return Event("Normal", "JobCreated", f"created Job {job['metadata']['name']} on {node}")
+
+
+def job_node(job: Mapping[str, Any]) -> str:
+    """The node a Job was built for (its annotation)."""
+    notes = (job.get("metadata") or {}).get("annotations") or {}
+    return notes.get(crd.ANNOTATION_NODE, "")
+
+
+def no_matching_node(nodes: Sequence[NodeInfo]) -> SpecError:
+    """No node can take the Job (``nodes``: all the nodes known)."""
+    return SpecError(
+        "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
+        f"({len(nodes)} nodes known)",
+        reason="NoMatchingNode",
+    )
 
 
 def pods_of(pods: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> list[Mapping[str, Any]]:

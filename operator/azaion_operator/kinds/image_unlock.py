@@ -24,31 +24,34 @@ from azaion_operator import crd
 from azaion_operator.builders import (
     TERMINATION_LOG,
     WORK_DIR,
-    api_env,
     container,
     container_security,
-    fetch_mounts,
+    fetch_container,
     fetch_volumes,
     job_manifest,
-    log_env,
     mount,
+    offline_env,
+    owner_job_name,
     scratch,
+    version_args,
 )
-from azaion_operator.errors import SpecError
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
-from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
 from azaion_operator.reconcile import (
+    JOB_CREATED,
     Event,
+    Owner,
     Report,
     check_credentials,
-    delete_stale,
+    created_event,
     enforce,
     ensure_job,
+    job_node,
+    no_matching_node,
     pods_by_job,
-    split_jobs,
+    replace_stale,
     transition_events,
 )
 from azaion_operator.runtimes import (
@@ -123,52 +126,21 @@ def build_unlock_job(
 
     ``choice``: the runtime and its socket on the node (:func:`runtimes.choose_runtime`).
     """
-    meta = unlock["metadata"]
     spec = unlock["spec"]
-    archive = spec["archive"]
-    identity = settings.job_identity(meta["namespace"])
-
-    fetch_args = [
-        "loader",
+    identity = settings.job_identity(unlock["metadata"]["namespace"])
+    fetch = fetch_container(
         "unlock-fetch",
-        "--archive-folder",
-        archive["folder"],
-        "--archive-name",
-        archive["name"],
-    ]
-    if archive.get("version"):
-        fetch_args += ["--version", str(archive["version"])]
-    fetch_args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
-
-    load_args = ["loader", "unlock-load", "--workdir", WORK_DIR]
-    load_args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
-    # An archive may not replace the image the Jobs themselves run.
-    load_args += ["--forbid-repository", image_repository(settings.job_image)]
-    if choice.runtime == CONTAINERD:
-        load_args += ["--namespace", settings.containerd_namespace]
-        if spec.get("pinImages"):
-            load_args.append("--pin")
-    load_args += ["--json", "--result-file", TERMINATION_LOG]
-    if spec.get("images"):
-        load_args += ["--images", *[str(i) for i in spec["images"]]]
-
-    fetch = container(
-        "unlock-fetch",
-        fetch_args,
-        env=api_env(spec, node, settings),
-        mounts=[
-            mount("work", WORK_DIR, read_only=False),
-            mount("tmp", "/tmp", read_only=False),
-            *fetch_mounts(settings),
-        ],
-        security=container_security(identity),
+        _fetch_args(spec["archive"]),
+        mounts=[mount("work", WORK_DIR, read_only=False)],
+        node=node,
+        identity=identity,
         spec=spec,
         settings=settings,
     )
     load = container(
         "unlock-load",
-        load_args,
-        env=[{"name": "HOME", "value": "/tmp"}, *log_env(settings)],
+        _load_args(spec, choice, settings),
+        env=offline_env(settings),
         mounts=[
             mount("work", WORK_DIR, read_only=True),
             mount("tmp", "/tmp", read_only=False),
@@ -178,36 +150,65 @@ def build_unlock_job(
         spec=spec,
         settings=settings,
     )
-    name = job_name(
-        prefix="unl",
-        namespace=meta["namespace"],
-        name=meta["name"],
-        uid=meta["uid"],
-        generation=int(meta.get("generation", 1)),
-        node=node.name,
-    )
     job = job_manifest(
         unlock,
-        name=name,
+        name=owner_job_name(unlock, "unl", node.name),
         component="image-unlock-job",
         node=node,
         settings=settings,
         pod_spec={
             "initContainers": [fetch],
             "containers": [load],
-            "volumes": [
-                # The encrypted archive lands here: size it by the job's ephemeral
-                # storage, not by an arbitrary cap.
-                {"name": "work", "emptyDir": {}},
-                scratch("tmp", "64Mi"),
-                *fetch_volumes(spec, settings),
-                {
-                    "name": "runtime-socket",
-                    "hostPath": {"path": choice.socket_path, "type": "Socket"},
-                },
-            ],
+            "volumes": _volumes(spec, settings, choice),
         },
     )
+    return _for_runtime(job, choice, settings)
+
+
+def _fetch_args(archive: Mapping[str, Any]) -> list[str]:
+    args = ["loader", "unlock-fetch", "--archive-folder", archive["folder"]]
+    args += ["--archive-name", archive["name"], *version_args(archive)]
+    args += ["--workdir", WORK_DIR, "--json", "--result-file", TERMINATION_LOG]
+    return args
+
+
+def _load_args(
+    spec: Mapping[str, Any], choice: RuntimeChoice, settings: OperatorSettings
+) -> list[str]:
+    args = ["loader", "unlock-load", "--workdir", WORK_DIR]
+    args += ["--runtime", choice.runtime, "--socket", RUNTIME_SOCKET]
+    # An archive may not replace the image the Jobs themselves run.
+    args += ["--forbid-repository", image_repository(settings.job_image)]
+    if choice.runtime == CONTAINERD:
+        args += ["--namespace", settings.containerd_namespace]
+        if spec.get("pinImages"):
+            args.append("--pin")
+    args += ["--json", "--result-file", TERMINATION_LOG]
+    if spec.get("images"):
+        args += ["--images", *[str(i) for i in spec["images"]]]
+    return args
+
+
+def _volumes(
+    spec: Mapping[str, Any], settings: OperatorSettings, choice: RuntimeChoice
+) -> list[dict[str, Any]]:
+    return [
+        # The encrypted archive lands here: size it by the job's ephemeral
+        # storage, not by an arbitrary cap.
+        {"name": "work", "emptyDir": {}},
+        scratch("tmp", "64Mi"),
+        *fetch_volumes(spec, settings),
+        {
+            "name": "runtime-socket",
+            "hostPath": {"path": choice.socket_path, "type": "Socket"},
+        },
+    ]
+
+
+def _for_runtime(
+    job: dict[str, Any], choice: RuntimeChoice, settings: OperatorSettings
+) -> dict[str, Any]:
+    """``job`` noting its runtime and socket, in the socket's group if the admin named one."""
     job["metadata"]["annotations"].update(
         {crd.ANNOTATION_RUNTIME: choice.runtime, crd.ANNOTATION_SOCKET: choice.socket_path}
     )
@@ -269,32 +270,58 @@ def reconcile_unlock(
     warned: Once | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
     """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
-    meta, spec = body["metadata"], body["spec"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    generation = int(meta.get("generation", 1))
-    old = body.get("status") or {}
-    parallelism = int(spec.get("parallelism") or 1)
+    owner = Owner.of(body)
     enforce(
         unlock_denial(
-            namespace,
-            spec,
+            owner.namespace,
+            owner.spec,
             settings.api_url,
             settings.policy,
             default_secret=settings.credentials_secret,
         )
     )
+    check_socket_policy(owner.spec, settings)
+    current, events = replace_stale(kube, owner)
+    by_node = {job_node(j): j for j in current}
+    survey = _survey(owner, nodes, by_node)
+    outcomes = _outcomes(kube, owner, survey, by_node)
+    choices, unsupported = _choose_runtimes(owner.spec, settings, survey, outcomes)
+    choices.update({n: _job_runtime(j) for n, j in by_node.items()})
+    outcomes.update(unsupported)
+    started, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
+    outcomes.update({n: JOB_CREATED for n in started})
+    events += created
+    for name, outcome in outcomes.items():
+        before = survey.previous.get(name, {}).get("phase")
+        events += transition_events(before, outcome, f"node {name}")
+    job_names = {**{n: j["metadata"]["name"] for n, j in by_node.items()}, **started}
+    entries = _entries(survey, job_names, outcomes, choices)
+    status = unlock_status(
+        generation=owner.generation, entries=entries, previous=owner.old, now=now
+    )
+    return Report(status, events + _phase_events(status, owner.old_phase))
 
-    check_socket_policy(spec, settings)
-    jobs = kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
-    current, stale = split_jobs(jobs, generation)
-    events = delete_stale(kube, namespace, stale)
-    by_node = {
-        ((j.get("metadata") or {}).get("annotations") or {}).get(crd.ANNOTATION_NODE, ""): j
-        for j in current
-    }
 
-    same_generation = old.get("observedGeneration") == generation
-    previous = {i["name"]: i for i in (old.get("nodes") or ()) if same_generation}
+@dataclasses.dataclass(frozen=True)
+class _Survey:
+    """The nodes an ``ImageUnlock`` covers in this reconcile, and what its status said of them."""
+
+    known: dict[str, NodeInfo]
+    eligible: dict[str, NodeInfo]
+    previous: dict[str, Mapping[str, Any]]
+    """The node items of the last status, if it was written for this generation."""
+    done_before: set[str]
+    """Nodes whose Job ended earlier and is gone (its TTL)."""
+    unavailable: set[str]
+    """Nodes still to do that went NotReady or unschedulable before their Job started."""
+    targets: list[str]
+
+
+def _survey(
+    owner: Owner, nodes: Sequence[NodeInfo], by_node: Mapping[str, Mapping[str, Any]]
+) -> _Survey:
+    spec = owner.spec
+    previous = {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
     known = {n.name: n for n in nodes}
     eligible = {
         n.name: n
@@ -327,89 +354,133 @@ def reconcile_unlock(
     }
     targets = sorted(set(eligible) | set(by_node) | done_before | unavailable)
     if not targets:
-        raise SpecError(
-            "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
-            f"({len(nodes)} nodes known)",
-            reason="NoMatchingNode",
-        )
+        raise no_matching_node(nodes)
+    return _Survey(known, eligible, previous, done_before, unavailable, targets)
 
-    pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid}) if by_node else []
+
+def _outcomes(
+    kube: KubeApi, owner: Owner, survey: _Survey, by_node: Mapping[str, Mapping[str, Any]]
+) -> dict[str, JobOutcome]:
+    """Where each node with a Job, or with a recorded end, stands."""
+    pods = kube.list_pods(owner.namespace, owner.selector) if by_node else []
     owned = pods_by_job(pods)
-    outcomes: dict[str, JobOutcome] = {}
-    for name, job in by_node.items():
-        job_uid = str((job.get("metadata") or {}).get("uid") or "")
-        outcome = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
-        if outcome.phase not in TERMINAL and name in known and not known[name].ready:
-            # Its kubelet is gone: the Job cannot finish until the node is back, so
-            # the node is reported and not waited on (nor counted against
-            # parallelism). The Job stays; once the node is Ready again, its
-            # outcome counts as usual.
-            outcome = JobOutcome(
-                FAILED,
-                NODE_UNAVAILABLE,
-                f"node {name} went NotReady while its Job {job['metadata']['name']} ran: "
-                "not waited on (the Job stays; its result counts if the node comes back)",
-            )
-        outcomes[name] = outcome
-    for name in done_before:
-        outcomes[name] = outcome_from_item(previous[name])
-    for name in unavailable:
+    outcomes = {
+        name: _node_job_outcome(name, job, owned, survey.known) for name, job in by_node.items()
+    }
+    for name in survey.done_before:
+        outcomes[name] = outcome_from_item(survey.previous[name])
+    for name in survey.unavailable:
         outcomes[name] = JobOutcome(
             FAILED,
             NODE_UNAVAILABLE,
             f"node {name} went NotReady or unschedulable before its Job started: it has not "
             "got the images (it gets its Job when it is Ready and schedulable again)",
         )
+    return outcomes
 
-    choices = {n: _job_runtime(j) for n, j in by_node.items()}
-    for name in targets:
-        if name in outcomes or name not in eligible:
+
+def _node_job_outcome(
+    name: str,
+    job: Mapping[str, Any],
+    owned: Mapping[str, Sequence[Mapping[str, Any]]],
+    known: Mapping[str, NodeInfo],
+) -> JobOutcome:
+    job_uid = str((job.get("metadata") or {}).get("uid") or "")
+    outcome = job_outcome(job, owned.get(job_uid, []), steps=UNLOCK_STEPS)
+    if outcome.phase in TERMINAL or name not in known or known[name].ready:
+        return outcome
+    # Its kubelet is gone: the Job cannot finish until the node is back, so
+    # the node is reported and not waited on (nor counted against
+    # parallelism). The Job stays; once the node is Ready again, its
+    # outcome counts as usual.
+    return JobOutcome(
+        FAILED,
+        NODE_UNAVAILABLE,
+        f"node {name} went NotReady while its Job {job['metadata']['name']} ran: "
+        "not waited on (the Job stays; its result counts if the node comes back)",
+    )
+
+
+def _choose_runtimes(
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+    survey: _Survey,
+    outcomes: Mapping[str, JobOutcome],
+) -> tuple[dict[str, RuntimeChoice], dict[str, JobOutcome]]:
+    """The runtime of each eligible node still to do, and the nodes failed for theirs."""
+    choices: dict[str, RuntimeChoice] = {}
+    unsupported: dict[str, JobOutcome] = {}
+    for name in survey.targets:
+        if name in outcomes or name not in survey.eligible:
             continue
         try:
-            choices[name] = choose_runtime(spec, eligible[name], settings)
+            choices[name] = choose_runtime(spec, survey.eligible[name], settings)
         except UnsupportedRuntime as exc:
             # Decided by the node, not by time: fail that node now, never wait on it.
-            outcomes[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+            unsupported[name] = JobOutcome(FAILED, "UnsupportedRuntime", str(exc))
+    return choices, unsupported
 
+
+def _start_jobs(
+    kube: KubeApi,
+    settings: OperatorSettings,
+    owner: Owner,
+    survey: _Survey,
+    choices: Mapping[str, RuntimeChoice],
+    outcomes: Mapping[str, JobOutcome],
+) -> tuple[dict[str, str], list[Event]]:
+    """Create (or adopt) Jobs for the nodes still to do while slots are free; their names."""
+    parallelism = int(owner.spec.get("parallelism") or 1)
     active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
-    waiting = [n for n in targets if n not in outcomes]
-    job_names = {n: j["metadata"]["name"] for n, j in by_node.items()}
-    if waiting and active < parallelism:
-        check_credentials(kube, namespace, spec, settings)
-    for name in waiting:
-        if active >= parallelism:
-            break
-        job, created = ensure_job(
-            kube, build_unlock_job(body, eligible[name], settings, choices[name]), uid
-        )
-        job_names[name] = job["metadata"]["name"]
-        outcomes[name] = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
-        active += 1
+    waiting = [n for n in survey.targets if n not in outcomes]
+    starting = waiting[: max(parallelism - active, 0)]
+    if starting:
+        check_credentials(kube, owner.namespace, owner.spec, settings)
+    started: dict[str, str] = {}
+    events: list[Event] = []
+    for name in starting:
+        manifest = build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
+        job, created = ensure_job(kube, manifest, owner.uid)
+        started[name] = job["metadata"]["name"]
         if created:
-            events.append(Event("Normal", "JobCreated", f"created Job {job_names[name]} on {name}"))
+            events.append(created_event(job, name))
+    return started, events
 
-    for name, outcome in outcomes.items():
-        before = previous.get(name, {}).get("phase")
-        events += transition_events(before, outcome, f"node {name}")
-    entries = [
-        NodeEntry(
-            node=n,
-            job_name=job_names.get(n) or previous.get(n, {}).get("jobName"),
-            outcome=outcomes.get(n),
-            runtime=choices[n].runtime if n in choices else previous.get(n, {}).get("runtime"),
-            socket_path=(
-                choices[n].socket_path if n in choices else previous.get(n, {}).get("socketPath")
-            ),
+
+def _entries(
+    survey: _Survey,
+    job_names: Mapping[str, str],
+    outcomes: Mapping[str, JobOutcome],
+    choices: Mapping[str, RuntimeChoice],
+) -> list[NodeEntry]:
+    """Each target node's entry; what this reconcile did not learn, the last status says."""
+    entries = []
+    for name in survey.targets:
+        before = survey.previous.get(name, {})
+        choice = choices.get(name)
+        entries.append(
+            NodeEntry(
+                node=name,
+                job_name=job_names.get(name) or before.get("jobName"),
+                outcome=outcomes.get(name),
+                runtime=choice.runtime if choice is not None else before.get("runtime"),
+                socket_path=(
+                    choice.socket_path if choice is not None else before.get("socketPath")
+                ),
+            )
         )
-        for n in targets
-    ]
-    status = unlock_status(generation=generation, entries=entries, previous=old, now=now)
-    if status["phase"] != (old.get("phase") if same_generation else None):
-        if status["phase"] == SUCCEEDED:
-            events.append(Event("Normal", "Succeeded", status["message"]))
-        elif status["phase"] == FAILED:
-            events.append(Event("Warning", "NodesFailed", status["message"]))
-    return Report(status, events)
+    return entries
+
+
+def _phase_events(status: Mapping[str, Any], old_phase: str | None) -> list[Event]:
+    """The Event for a whole ``ImageUnlock`` that has just ended."""
+    if status["phase"] == old_phase:
+        return []
+    if status["phase"] == SUCCEEDED:
+        return [Event("Normal", "Succeeded", status["message"])]
+    if status["phase"] == FAILED:
+        return [Event("Warning", "NodesFailed", status["message"])]
+    return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,42 +529,20 @@ def unlock_status(
 ) -> dict[str, Any]:
     """The whole ``status`` of an ``ImageUnlock`` from its per-node entries."""
     items = [_node_item(e) for e in sorted(entries, key=lambda e: e.node)]
-    desired = len(items)
-    succeeded = [i for i in items if i["phase"] == SUCCEEDED]
-    failed = [i for i in items if i["phase"] == FAILED]
-    active = [i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i]
-    waiting = [i for i in items if "jobName" not in i and i["phase"] == PENDING]
-    if not desired:
-        phase, reason = FAILED, "NoMatchingNode"
-        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
-    elif len(succeeded) == desired:
-        phase, reason = SUCCEEDED, "Succeeded"
-        message = f"images loaded on all {desired} nodes"
-    elif active or waiting:
-        phase = RUNNING if active else PENDING
-        reason = "Unlocking" if active else "WaitingForSlot"
-        message = (
-            f"{len(succeeded)}/{desired} nodes done, {len(active)} running, "
-            f"{len(waiting)} waiting, {len(failed)} failed"
-        )
-    else:
-        phase, reason = FAILED, "NodesFailed"
-        names = ", ".join(i["name"] for i in failed)
-        message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
-    images = sorted({img for i in succeeded for img in i.get("images", ())})
-    starts = [i["startTime"] for i in items if i.get("startTime")]
+    tally = _Tally.of(items)
+    phase, reason, message = _verdict(tally)
     status: dict[str, Any] = {
         "phase": phase,
-        "progress": f"{len(succeeded)}/{desired}",
+        "progress": f"{len(tally.succeeded)}/{tally.desired}",
         "observedGeneration": generation,
         "message": one_line(message),
-        "desired": desired,
-        "active": len(active),
-        "succeeded": len(succeeded),
-        "failed": len(failed),
+        "desired": tally.desired,
+        "active": len(tally.active),
+        "succeeded": len(tally.succeeded),
+        "failed": len(tally.failed),
         "nodes": items,
-        "failedNodes": [i["name"] for i in failed],
-        "images": images,
+        "failedNodes": [i["name"] for i in tally.failed],
+        "images": sorted({img for i in tally.succeeded for img in i.get("images", ())}),
         "conditions": conditions(
             phase=phase,
             reason=reason,
@@ -503,10 +552,62 @@ def unlock_status(
             now=now,
         ),
     }
+    status.update(_times(items, phase))
+    return status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tally:
+    """The node items of an ``ImageUnlock``'s status by where they stand."""
+
+    desired: int
+    succeeded: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    active: list[dict[str, Any]]
+    """With a Job, pending or running."""
+    waiting: list[dict[str, Any]]
+    """Without a Job yet: waiting for a slot."""
+
+    @classmethod
+    def of(cls, items: list[dict[str, Any]]) -> _Tally:
+        return cls(
+            desired=len(items),
+            succeeded=[i for i in items if i["phase"] == SUCCEEDED],
+            failed=[i for i in items if i["phase"] == FAILED],
+            active=[i for i in items if i["phase"] in (PENDING, RUNNING) and "jobName" in i],
+            waiting=[i for i in items if "jobName" not in i and i["phase"] == PENDING],
+        )
+
+
+def _verdict(tally: _Tally) -> tuple[str, str, str]:
+    """The phase, reason and message of the whole ``ImageUnlock``."""
+    desired, succeeded, failed = tally.desired, tally.succeeded, tally.failed
+    if not desired:
+        message = "no Ready node matches spec.nodeSelector and tolerates its taints"
+        return FAILED, "NoMatchingNode", message
+    if len(succeeded) == desired:
+        return SUCCEEDED, "Succeeded", f"images loaded on all {desired} nodes"
+    if tally.active or tally.waiting:
+        message = (
+            f"{len(succeeded)}/{desired} nodes done, {len(tally.active)} running, "
+            f"{len(tally.waiting)} waiting, {len(failed)} failed"
+        )
+        if tally.active:
+            return RUNNING, "Unlocking", message
+        return PENDING, "WaitingForSlot", message
+    names = ", ".join(i["name"] for i in failed)
+    message = f"{len(failed)}/{desired} nodes failed: {names}; first: {failed[0]['message']}"
+    return FAILED, "NodesFailed", message
+
+
+def _times(items: Sequence[Mapping[str, Any]], phase: str) -> dict[str, str]:
+    """When the first node's Job started and, once all ended, when the last one ended."""
+    times: dict[str, str] = {}
+    starts = [i["startTime"] for i in items if i.get("startTime")]
     if starts:
-        status["startTime"] = min(starts)
+        times["startTime"] = min(starts)
     if phase in TERMINAL:
         ends = [i["completionTime"] for i in items if i.get("completionTime")]
         if ends:
-            status["completionTime"] = max(ends)
-    return status
+            times["completionTime"] = max(ends)
+    return times

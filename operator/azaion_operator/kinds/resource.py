@@ -21,40 +21,42 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from azaion_operator import crd
 from azaion_operator.builders import (
     RESULTS_DIR,
     TARGET_DIR,
     TERMINATION_LOG,
-    api_env,
     container,
     container_security,
-    fetch_mounts,
+    fetch_container,
     fetch_volumes,
     job_manifest,
-    log_env,
     mount,
+    offline_env,
+    owner_job_name,
     scratch,
+    version_args,
 )
 from azaion_operator.errors import KubeForbiddenError, KubeNotFoundError, SpecError
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
-from azaion_operator.names import job_name
 from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick_node
 from azaion_operator.policy import resource_denial
 from azaion_operator.reconcile import (
-    Event,
+    JOB_CREATED,
+    Owner,
     Report,
     check_credentials,
-    delete_stale,
+    created_event,
     enforce,
     ensure_job,
     finished,
+    job_node,
+    no_matching_node,
     pods_of,
-    split_jobs,
+    replace_stale,
     transition_events,
 )
-from azaion_operator.settings import OperatorSettings
+from azaion_operator.settings import JobIdentity, OperatorSettings
 from azaion_operator.status import (
     SUCCEEDED,
     TERMINAL,
@@ -89,52 +91,72 @@ def build_resource_job(
     resource: Mapping[str, Any], node: NodeInfo, settings: OperatorSettings
 ) -> dict[str, Any]:
     """The Job that fetches one ``Resource`` into its target on ``node`` and verifies it."""
-    meta = resource["metadata"]
-    spec = resource["spec"]
-    source = spec["source"]
-    target = spec["target"]
-    out = f"{TARGET_DIR}/{target['fileName']}"
+    meta, spec = resource["metadata"], resource["spec"]
+    out = f"{TARGET_DIR}/{spec['target']['fileName']}"
     # The namespace's own ids (the admin's): another tenant's Jobs cannot
     # overwrite a file this one delivered to a node directory.
     identity = settings.job_identity(meta["namespace"])
-
-    if "persistentVolumeClaim" in target:
-        pvc = target["persistentVolumeClaim"]
-        target_volume: dict[str, Any] = {
-            "name": "target",
-            "persistentVolumeClaim": {"claimName": pvc["claimName"]},
-        }
-        sub_path = pvc.get("subPath")
-    else:
-        target_volume = {
-            "name": "target",
-            "hostPath": {"path": target["hostPath"]["path"], "type": "DirectoryOrCreate"},
-        }
-        sub_path = None
-
-    fetch_args = ["loader", "fetch", "--folder", source["folder"], "--name", source["name"]]
-    if source.get("version"):
-        fetch_args += ["--version", str(source["version"])]
-    fetch_args += ["--out", out, "--json", "--result-file", f"{RESULTS_DIR}/fetch.json"]
-
-    fetch = container(
+    target_volume, sub_path = _target_volume(spec["target"])
+    fetch = fetch_container(
         "fetch",
-        fetch_args,
-        env=api_env(spec, node, settings),
+        _fetch_args(spec["source"], out),
         mounts=[
             mount("target", TARGET_DIR, read_only=False, sub_path=sub_path),
             mount("results", RESULTS_DIR, read_only=False),
-            mount("tmp", "/tmp", read_only=False),
-            *fetch_mounts(settings),
         ],
-        security=container_security(identity),
+        node=node,
+        identity=identity,
         spec=spec,
         settings=settings,
     )
-    verify = container(
+    return job_manifest(
+        resource,
+        name=owner_job_name(resource, "res"),
+        component="resource-job",
+        node=node,
+        settings=settings,
+        pod_spec={
+            "initContainers": [fetch],
+            "containers": [_verify_container(out, sub_path, identity, spec, settings)],
+            "volumes": [
+                target_volume,
+                scratch("results", "1Mi"),
+                scratch("tmp", "64Mi"),
+                *fetch_volumes(spec, settings),
+            ],
+        },
+    )
+
+
+def _target_volume(target: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The volume the file is delivered to, and the sub-path of it to mount."""
+    if "persistentVolumeClaim" in target:
+        pvc = target["persistentVolumeClaim"]
+        claim = {"name": "target", "persistentVolumeClaim": {"claimName": pvc["claimName"]}}
+        return claim, pvc.get("subPath")
+    host_path = {"path": target["hostPath"]["path"], "type": "DirectoryOrCreate"}
+    return {"name": "target", "hostPath": host_path}, None
+
+
+def _fetch_args(source: Mapping[str, Any], out: str) -> list[str]:
+    args = ["loader", "fetch", "--folder", source["folder"], "--name", source["name"]]
+    args += version_args(source)
+    args += ["--out", out, "--json", "--result-file", f"{RESULTS_DIR}/fetch.json"]
+    return args
+
+
+def _verify_container(
+    out: str,
+    sub_path: str | None,
+    identity: JobIdentity,
+    spec: Mapping[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """Checks the published file against the digest the fetch recorded; no network."""
+    return container(
         "verify",
         ["python3", "-c", VERIFY_SHIM, f"{RESULTS_DIR}/fetch.json", out, TERMINATION_LOG],
-        env=[{"name": "HOME", "value": "/tmp"}, *log_env(settings)],
+        env=offline_env(settings),
         mounts=[
             mount("target", TARGET_DIR, read_only=True, sub_path=sub_path),
             mount("results", RESULTS_DIR, read_only=True),
@@ -143,30 +165,6 @@ def build_resource_job(
         security=container_security(identity),
         spec=spec,
         settings=settings,
-    )
-    name = job_name(
-        prefix="res",
-        namespace=meta["namespace"],
-        name=meta["name"],
-        uid=meta["uid"],
-        generation=int(meta.get("generation", 1)),
-    )
-    return job_manifest(
-        resource,
-        name=name,
-        component="resource-job",
-        node=node,
-        settings=settings,
-        pod_spec={
-            "initContainers": [fetch],
-            "containers": [verify],
-            "volumes": [
-                target_volume,
-                scratch("results", "1Mi"),
-                scratch("tmp", "64Mi"),
-                *fetch_volumes(spec, settings),
-            ],
-        },
     )
 
 
@@ -251,11 +249,7 @@ def _resource_node(
         return by_name[status["node"]]
     chosen = pick_node(candidates, f"{meta['namespace']}/{meta['name']}")
     if chosen is None:
-        raise SpecError(
-            "no Ready Linux node matches spec.nodeSelector and tolerates its taints "
-            f"({len(nodes)} nodes known)",
-            reason="NoMatchingNode",
-        )
+        raise no_matching_node(nodes)
     return chosen
 
 
@@ -272,58 +266,58 @@ def reconcile_resource(
 
     ``warned``: the warnings this process gave already (``None``: a fresh record).
     """
-    meta, spec = body["metadata"], body["spec"]
-    namespace, uid = meta["namespace"], meta["uid"]
-    generation = int(meta.get("generation", 1))
-    old = body.get("status") or {}
-    if finished(old, generation):
+    owner = Owner.of(body)
+    if finished(owner.old, owner.generation):
         return Report(None, [])
     enforce(
         resource_denial(
-            spec, settings.api_url, settings.policy, default_secret=settings.credentials_secret
+            owner.spec,
+            settings.api_url,
+            settings.policy,
+            default_secret=settings.credentials_secret,
         )
     )
-
     # A first generation with no Job recorded cannot have Jobs of older
     # generations to delete: skip the listing and create at once (a 409 adopts
     # the Job of an earlier run that was interrupted before writing status).
-    fresh = generation == 1 and not old.get("jobName")
-    jobs = [] if fresh else kube.list_jobs(namespace, {crd.LABEL_OWNER_UID: uid})
-    current, stale = split_jobs(jobs, generation)
-    events = delete_stale(kube, namespace, stale)
-
+    fresh = owner.generation == 1 and not owner.old.get("jobName")
+    current, events = ([], []) if fresh else replace_stale(kube, owner)
     if current:
-        job: Mapping[str, Any] = current[0]
-        created = False
+        job, created = current[0], False
     else:
-        check_credentials(kube, namespace, spec, settings)
-        node = _resource_node(kube, body, nodes, warned or Once())
-        job, created = ensure_job(kube, build_resource_job(body, node, settings), uid)
+        job, created = _start_job(kube, settings, owner, nodes, warned or Once())
         if created:
-            events.append(
-                Event(
-                    "Normal", "JobCreated", f"created Job {job['metadata']['name']} on {node.name}"
-                )
-            )
-
-    job_meta = job["metadata"]
-    node_name = (job_meta.get("annotations") or {}).get(crd.ANNOTATION_NODE, "")
-    if created:
-        outcome = JobOutcome("Pending", "JobCreated", "the Job waits for its pod")
-    else:
-        pods = kube.list_pods(namespace, {crd.LABEL_OWNER_UID: uid})
-        outcome = job_outcome(job, pods_of(pods, job), steps=RESOURCE_STEPS)
-    old_phase = old.get("phase") if old.get("observedGeneration") == generation else None
-    events += transition_events(old_phase, outcome, f"Job {job_meta['name']}")
+            events.append(created_event(job, job_node(job)))
+    outcome = JOB_CREATED if created else _job_outcome(kube, owner, job)
+    events += transition_events(owner.old_phase, outcome, f"Job {job['metadata']['name']}")
     status = resource_status(
-        generation=generation,
-        node=node_name,
-        job_name=job_meta["name"],
+        generation=owner.generation,
+        node=job_node(job),
+        job_name=job["metadata"]["name"],
         outcome=outcome,
-        previous=old,
+        previous=owner.old,
         now=now,
     )
     return Report(status, events)
+
+
+def _start_job(
+    kube: KubeApi,
+    settings: OperatorSettings,
+    owner: Owner,
+    nodes: Sequence[NodeInfo],
+    warned: Once,
+) -> tuple[Mapping[str, Any], bool]:
+    """Create the Job on the node chosen for it (or adopt it); True if created."""
+    check_credentials(kube, owner.namespace, owner.spec, settings)
+    node = _resource_node(kube, owner.body, nodes, warned)
+    return ensure_job(kube, build_resource_job(owner.body, node, settings), owner.uid)
+
+
+def _job_outcome(kube: KubeApi, owner: Owner, job: Mapping[str, Any]) -> JobOutcome:
+    """Where ``job`` stands, read from it and its pods."""
+    pods = kube.list_pods(owner.namespace, owner.selector)
+    return job_outcome(job, pods_of(pods, job), steps=RESOURCE_STEPS)
 
 
 def resource_status(
