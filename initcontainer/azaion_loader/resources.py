@@ -30,15 +30,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azaion_loader.atomic_write import AtomicWriter
+from azaion_loader.cache import CacheEntry, segment
 from azaion_loader.crypto import (
     CHUNK_SIZE,
     Decryptor,
@@ -47,7 +46,7 @@ from azaion_loader.crypto import (
     new_key,
     split_point,
 )
-from azaion_loader.errors import IntegrityError, LoaderError, TargetError
+from azaion_loader.errors import IntegrityError, LoaderError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
 from azaion_loader.pipeline import BufferRing, Sink, prefetch
 from azaion_loader.progress import ProgressCallback
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
     from azaion_loader.cdn import CdnClient
 
 __all__ = [
-    "CacheEntry",
     "fetch_resource",
     "prefetch",
     "upload_resource",
@@ -82,88 +80,6 @@ UPLOAD_READ_AHEAD = 8
 
 def _noop(_: int) -> None:
     return None
-
-
-# -- the local cache ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """``{cache}/{folder}/{name}.big`` and its sidecar ``{name}.big.json``."""
-
-    big: Path
-    sidecar: Path
-
-    @classmethod
-    def for_resource(cls, cache_dir: str, folder: str, name: str) -> CacheEntry:
-        """The cache paths of a resource (folder and name must be single path segments)."""
-        base = Path(cache_dir) / _segment(folder)
-        return cls(base / f"{_segment(name)}.big", base / f"{_segment(name)}.big.json")
-
-    def read_sidecar(self) -> dict[str, Any] | None:
-        """The sidecar's content, or ``None`` if absent or unreadable."""
-        try:
-            doc = json.loads(self.sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def matches(self, rec: ResourceRecord) -> tuple[bool, str]:
-        """Whether the cached big part is for this version and digest, and why not."""
-        if not self.big.exists():
-            return False, "absent"
-        side = self.read_sidecar()
-        if side is None:
-            return False, "stale: no readable sidecar"
-        if str(side.get("version")) != rec.version or side.get("sha256") != rec.sha256:
-            return False, (
-                f"stale: cached version {side.get('version')!r}, the API has {rec.version!r}"
-            )
-        try:
-            size = self.big.stat().st_size
-        except OSError:
-            return False, "stale: unreadable"
-        if size != rec.big_size:
-            return False, f"stale: {size} bytes cached, {rec.big_size} expected"
-        return True, "hit"
-
-    def remove(self) -> None:
-        """Delete the cached big part and its sidecar."""
-        for path in (self.big, self.sidecar):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    def open_writer(self) -> AtomicWriter | None:
-        """A writer for a fresh big part, or ``None`` (logged) if the cache is not writable."""
-        try:
-            self.big.parent.mkdir(parents=True, exist_ok=True)
-            return AtomicWriter(self.big, mode=0o644)
-        except (OSError, TargetError) as exc:
-            log.warning("cache %s is not writable, continuing without it: %s", self.big, exc)
-            return None
-
-    def commit(self, writer: AtomicWriter, rec: ResourceRecord) -> None:
-        """Publish a fully verified big part, then its sidecar (a failure is only logged)."""
-        side = {"version": rec.version, "sha256": rec.sha256, "size": rec.big_size}
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                self.sidecar.unlink()
-            writer.commit()
-            side_writer = AtomicWriter(self.sidecar, mode=0o644)
-            side_writer.write(json.dumps(side).encode("utf-8"))
-            side_writer.commit()
-        except (OSError, TargetError) as exc:
-            writer.abort()
-            log.warning("could not update the cache %s: %s", self.big, exc)
-
-
-def _segment(value: str) -> str:
-    if not value or value in {".", ".."} or "/" in value or "\0" in value:
-        raise LoaderError(
-            f"{value!r} is not a valid folder or name",
-            hint="use a single path segment without `/`",
-        )
-    return value
 
 
 # -- fetch -------------------------------------------------------------------------
@@ -298,8 +214,8 @@ def fetch_resource(
         )
         cache_state = "off"
         if cache is not None:
-            hit, why = cache.matches(rec)
-            if hit:
+            cache_state = cache.lookup(rec)
+            if cache_state == "hit":
                 try:
                     plain_sha = _decode(
                         rec,
@@ -324,17 +240,6 @@ def fetch_resource(
                     writer.commit()
                     log.info("fetched %s/%s from the cache into %s", folder, name, target)
                     return FetchResult(str(target), writer.size, plain_sha, rec.version, "hit")
-            elif why == "absent":
-                cache_state = "miss"
-            else:
-                log.warning(
-                    "stale cache for %s/%s (%s); fetching the big part from the CDN",
-                    folder,
-                    name,
-                    why,
-                )
-                cache.remove()
-                cache_state = "stale-refreshed"
         plain_sha = _fetch_from_cdn(rec, cdn_factory(), writer, cache, progress)
         writer.commit()
     except BaseException:
@@ -421,9 +326,9 @@ def upload_resource(
             progress=progress,
             read_ahead=UPLOAD_READ_AHEAD,
         )
-        big_key = f"{_segment(name)}.big"
+        big_key = f"{segment(name)}.big"
         try:
-            cdn.ensure_bucket(_segment(folder))
+            cdn.ensure_bucket(segment(folder))
             cdn.upload_fileobj(folder, big_key, reader)
             # boto3 stops reading at EOF of the multipart stream; drain any tail.
             while reader.read(CHUNK_SIZE):
