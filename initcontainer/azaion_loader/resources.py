@@ -28,17 +28,18 @@ Memory stays constant: chunks of 2 MiB, bounded queues between the reader
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
-import json
+import io
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azaion_loader.atomic_write import AtomicWriter
+from azaion_loader.cache import CacheEntry, segment
 from azaion_loader.crypto import (
     CHUNK_SIZE,
     Decryptor,
@@ -47,7 +48,7 @@ from azaion_loader.crypto import (
     new_key,
     split_point,
 )
-from azaion_loader.errors import IntegrityError, LoaderError, TargetError
+from azaion_loader.errors import IntegrityError, LoaderError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
 from azaion_loader.pipeline import BufferRing, Sink, prefetch
 from azaion_loader.progress import ProgressCallback
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from azaion_loader.cdn import CdnClient
 
 __all__ = [
-    "CacheEntry",
     "fetch_resource",
     "prefetch",
     "upload_resource",
@@ -84,113 +84,110 @@ def _noop(_: int) -> None:
     return None
 
 
-# -- the local cache ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """``{cache}/{folder}/{name}.big`` and its sidecar ``{name}.big.json``."""
-
-    big: Path
-    sidecar: Path
-
-    @classmethod
-    def for_resource(cls, cache_dir: str, folder: str, name: str) -> CacheEntry:
-        """The cache paths of a resource (folder and name must be single path segments)."""
-        base = Path(cache_dir) / _segment(folder)
-        return cls(base / f"{_segment(name)}.big", base / f"{_segment(name)}.big.json")
-
-    def read_sidecar(self) -> dict[str, Any] | None:
-        """The sidecar's content, or ``None`` if absent or unreadable."""
-        try:
-            doc = json.loads(self.sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def matches(self, rec: ResourceRecord) -> tuple[bool, str]:
-        """Whether the cached big part is for this version and digest, and why not."""
-        if not self.big.exists():
-            return False, "absent"
-        side = self.read_sidecar()
-        if side is None:
-            return False, "stale: no readable sidecar"
-        if str(side.get("version")) != rec.version or side.get("sha256") != rec.sha256:
-            return False, (
-                f"stale: cached version {side.get('version')!r}, the API has {rec.version!r}"
-            )
-        try:
-            size = self.big.stat().st_size
-        except OSError:
-            return False, "stale: unreadable"
-        if size != rec.big_size:
-            return False, f"stale: {size} bytes cached, {rec.big_size} expected"
-        return True, "hit"
-
-    def remove(self) -> None:
-        """Delete the cached big part and its sidecar."""
-        for path in (self.big, self.sidecar):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    def open_writer(self) -> AtomicWriter | None:
-        """A writer for a fresh big part, or ``None`` (logged) if the cache is not writable."""
-        try:
-            self.big.parent.mkdir(parents=True, exist_ok=True)
-            return AtomicWriter(self.big, mode=0o644)
-        except (OSError, TargetError) as exc:
-            log.warning("cache %s is not writable, continuing without it: %s", self.big, exc)
-            return None
-
-    def commit(self, writer: AtomicWriter, rec: ResourceRecord) -> None:
-        """Publish a fully verified big part, then its sidecar (a failure is only logged)."""
-        side = {"version": rec.version, "sha256": rec.sha256, "size": rec.big_size}
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                self.sidecar.unlink()
-            writer.commit()
-            side_writer = AtomicWriter(self.sidecar, mode=0o644)
-            side_writer.write(json.dumps(side).encode("utf-8"))
-            side_writer.commit()
-        except (OSError, TargetError) as exc:
-            writer.abort()
-            log.warning("could not update the cache %s: %s", self.big, exc)
-
-
-def _segment(value: str) -> str:
-    if not value or value in {".", ".."} or "/" in value or "\0" in value:
-        raise LoaderError(
-            f"{value!r} is not a valid folder or name",
-            hint="use a single path segment without `/`",
-        )
-    return value
-
-
 # -- fetch -------------------------------------------------------------------------
 
 
-def _hashed(chunks: Iterable[Chunk], digest: Any) -> Iterator[Chunk]:
-    """``chunks``, each fed to ``digest`` on the way; closing this closes ``chunks``."""
+def fetch_resource(
+    api: ApiClient,
+    cdn_factory: CdnFactory,
+    *,
+    folder: str,
+    name: str,
+    out: str | os.PathLike[str],
+    version: str | None = None,
+    cache_dir: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> FetchResult:
+    """Download, verify, decrypt and atomically publish a resource to ``out``.
+
+    ``cdn_factory`` is called only when the big part is not in the cache.
+    ``on_total`` receives the big part's size once known (for a progress bar).
+    """
+    progress = progress or _noop
+    target = Path(out)
+    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
+    # Fail on a non-writable target before any download.
+    writer = AtomicWriter(target)
     try:
-        for chunk in chunks:
-            digest.update(chunk)
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if callable(close):
-            close()
+        rec = api.get_resource(folder, name, version)
+        if on_total is not None:
+            on_total(rec.big_size)
+        log.info(
+            "resource %s/%s version %s: %d bytes encrypted", folder, name, rec.version, rec.size
+        )
+        cache_state = "off" if cache is None else cache.lookup(rec)
+        if cache is not None and cache_state == "hit":
+            plain_sha = _from_cache(rec, cache, writer, progress)
+            if plain_sha is not None:
+                writer.commit()
+                log.info("fetched %s/%s from the cache into %s", folder, name, target)
+                return FetchResult(str(target), writer.size, plain_sha, rec.version, "hit")
+            writer.abort()
+            writer = AtomicWriter(target)
+            cache_state = "stale-refreshed"
+        plain_sha = _fetch_from_cdn(rec, cdn_factory(), writer, cache, progress)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    log.info("fetched %s/%s version %s into %s", folder, name, rec.version, target)
+    return FetchResult(str(target), writer.size, plain_sha, rec.version, cache_state)
 
 
-def _hashing(
-    write: Callable[[bytes | memoryview], None], digest: Any
-) -> Callable[[bytes | memoryview], None]:
-    """``write``, feeding each piece to ``digest`` first."""
+def _from_cache(
+    rec: ResourceRecord, cache: CacheEntry, writer: AtomicWriter, progress: ProgressCallback
+) -> str | None:
+    """Decode the cached big part into ``writer``; the plaintext's SHA-256.
 
-    def run(data: bytes | memoryview) -> None:
-        digest.update(data)
-        write(data)
+    ``None`` when the cached bytes fail verification: the entry is reported
+    and removed, and what ``writer`` holds must be thrown away.
+    """
+    try:
+        return _decode(
+            rec,
+            _iter_file(cache.big, _read_ring()),
+            writer,
+            tee=None,
+            progress=progress,
+            source=f"the cache {cache.big}",
+        )
+    except (IntegrityError, OSError) as exc:
+        log.warning(
+            "stale cache: %s failed verification (%s); deleting it and "
+            "fetching the big part from the CDN",
+            cache.big,
+            exc,
+        )
+        cache.remove()
+        return None
 
-    return run
+
+def _fetch_from_cdn(
+    rec: ResourceRecord,
+    cdn: CdnClient,
+    writer: AtomicWriter,
+    cache: CacheEntry | None,
+    progress: ProgressCallback,
+) -> str:
+    size, chunks = cdn.iter_object(
+        rec.folder, rec.big_key, chunk_size=FETCH_CHUNK, ring=_read_ring()
+    )
+    source = f"the CDN ({rec.folder}/{rec.big_key})"
+    if size != rec.big_size:
+        with contextlib.suppress(Exception):
+            chunks.close()  # type: ignore[attr-defined]
+        raise IntegrityError(f"the big part on {source} has {size} bytes, {rec.big_size} expected")
+    tee = cache.open_writer() if cache is not None else None
+    try:
+        plain_sha = _decode(rec, chunks, writer, tee=tee, progress=progress, source=source)
+    except BaseException:
+        if tee is not None:
+            tee.abort()
+        raise
+    if tee is not None and cache is not None:
+        cache.commit(tee, rec)
+    return plain_sha
 
 
 def _decode(
@@ -250,6 +247,30 @@ def _decode(
     return registered if registered is not None else plain_digest.hexdigest()
 
 
+def _hashed(chunks: Iterable[Chunk], digest: Any) -> Iterator[Chunk]:
+    """``chunks``, each fed to ``digest`` on the way; closing this closes ``chunks``."""
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if callable(close):
+            close()
+
+
+def _hashing(
+    write: Callable[[bytes | memoryview], None], digest: Any
+) -> Callable[[bytes | memoryview], None]:
+    """``write``, feeding each piece to ``digest`` first."""
+
+    def run(data: bytes | memoryview) -> None:
+        digest.update(data)
+        write(data)
+
+    return run
+
+
 def _read_ring() -> BufferRing:
     """Input buffers for :func:`_decode`: the reader fills one while the decryption holds one
     and ``READ_AHEAD`` wait between them (see :class:`~azaion_loader.pipeline.BufferRing`)."""
@@ -265,110 +286,6 @@ def _iter_file(path: Path, ring: BufferRing) -> Iterator[memoryview]:
             if not n:
                 return
             yield memoryview(buf)[:n]
-
-
-def fetch_resource(
-    api: ApiClient,
-    cdn_factory: CdnFactory,
-    *,
-    folder: str,
-    name: str,
-    out: str | os.PathLike[str],
-    version: str | None = None,
-    cache_dir: str | None = None,
-    progress: ProgressCallback | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> FetchResult:
-    """Download, verify, decrypt and atomically publish a resource to ``out``.
-
-    ``cdn_factory`` is called only when the big part is not in the cache.
-    ``on_total`` receives the big part's size once known (for a progress bar).
-    """
-    progress = progress or _noop
-    target = Path(out)
-    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
-    # Fail on a non-writable target before any download.
-    writer = AtomicWriter(target)
-    try:
-        rec = api.get_resource(folder, name, version)
-        if on_total is not None:
-            on_total(rec.big_size)
-        log.info(
-            "resource %s/%s version %s: %d bytes encrypted", folder, name, rec.version, rec.size
-        )
-        cache_state = "off"
-        if cache is not None:
-            hit, why = cache.matches(rec)
-            if hit:
-                try:
-                    plain_sha = _decode(
-                        rec,
-                        _iter_file(cache.big, _read_ring()),
-                        writer,
-                        tee=None,
-                        progress=progress,
-                        source=f"the cache {cache.big}",
-                    )
-                except (IntegrityError, OSError) as exc:
-                    log.warning(
-                        "stale cache: %s failed verification (%s); deleting it and "
-                        "fetching the big part from the CDN",
-                        cache.big,
-                        exc,
-                    )
-                    cache.remove()
-                    writer.abort()
-                    writer = AtomicWriter(target)
-                    cache_state = "stale-refreshed"
-                else:
-                    writer.commit()
-                    log.info("fetched %s/%s from the cache into %s", folder, name, target)
-                    return FetchResult(str(target), writer.size, plain_sha, rec.version, "hit")
-            elif why == "absent":
-                cache_state = "miss"
-            else:
-                log.warning(
-                    "stale cache for %s/%s (%s); fetching the big part from the CDN",
-                    folder,
-                    name,
-                    why,
-                )
-                cache.remove()
-                cache_state = "stale-refreshed"
-        plain_sha = _fetch_from_cdn(rec, cdn_factory(), writer, cache, progress)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    log.info("fetched %s/%s version %s into %s", folder, name, rec.version, target)
-    return FetchResult(str(target), writer.size, plain_sha, rec.version, cache_state)
-
-
-def _fetch_from_cdn(
-    rec: ResourceRecord,
-    cdn: CdnClient,
-    writer: AtomicWriter,
-    cache: CacheEntry | None,
-    progress: ProgressCallback,
-) -> str:
-    size, chunks = cdn.iter_object(
-        rec.folder, rec.big_key, chunk_size=FETCH_CHUNK, ring=_read_ring()
-    )
-    source = f"the CDN ({rec.folder}/{rec.big_key})"
-    if size != rec.big_size:
-        with contextlib.suppress(Exception):
-            chunks.close()  # type: ignore[attr-defined]
-        raise IntegrityError(f"the big part on {source} has {size} bytes, {rec.big_size} expected")
-    tee = cache.open_writer() if cache is not None else None
-    try:
-        plain_sha = _decode(rec, chunks, writer, tee=tee, progress=progress, source=source)
-    except BaseException:
-        if tee is not None:
-            tee.abort()
-        raise
-    if tee is not None and cache is not None:
-        cache.commit(tee, rec)
-    return plain_sha
 
 
 # -- upload --------------------------------------------------------------------------
@@ -395,86 +312,131 @@ def upload_resource(
     progress = progress or _noop
     src_path = Path(path)
     api.ensure_publishable("resources", folder, name, version)
+    src = _open_source(src_path)
+    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
+    with src:
+        tee = cache.open_writer() if cache is not None else None
+        rec = _encrypt_and_register(
+            api,
+            cdn,
+            src,
+            src_path,
+            folder=folder,
+            name=name,
+            version=version,
+            tee=tee,
+            progress=progress,
+        )
+    if tee is not None and cache is not None:
+        cache.commit(tee, rec)
+    log.info(
+        "uploaded %s/%s version %s: %d bytes encrypted (%d on the CDN)",
+        folder,
+        name,
+        rec.version,
+        rec.size,
+        rec.big_size,
+    )
+    return UploadResult(
+        folder,
+        name,
+        rec.version,
+        rec.size,
+        rec.sha256,
+        rec.plain_size,
+        plain_sha256=rec.plain_sha256 or "",
+    )
+
+
+def _open_source(src_path: Path) -> io.FileIO:
+    """The file to upload, opened unbuffered, or :class:`LoaderError` saying why not."""
     try:
-        src = open(src_path, "rb", buffering=0)
+        return open(src_path, "rb", buffering=0)
     except OSError as exc:
         raise LoaderError(
             f"cannot read {src_path}: {exc.strerror or type(exc).__name__}",
             hint="check the file to upload",
         ) from exc
-    cache = CacheEntry.for_resource(cache_dir, folder, name) if cache_dir else None
-    tee: AtomicWriter | None = None
-    with src:
-        plain_size = os.fstat(src.fileno()).st_size
-        cipher_size = ciphertext_size(plain_size)
-        small_size = split_point(cipher_size)
-        key = new_key()
-        tee = cache.open_writer() if cache is not None else None
-        # Hashed in the encryption thread, from the chunks it reads anyway.
-        plain_digest = hashlib.sha256()
-        reader = EncryptingReader(
-            src,
-            key,
-            small_size=small_size,
-            on_plain=plain_digest.update,
-            on_big=tee.write if tee is not None else None,
-            progress=progress,
-            read_ahead=UPLOAD_READ_AHEAD,
-        )
-        big_key = f"{_segment(name)}.big"
-        try:
-            cdn.ensure_bucket(_segment(folder))
-            cdn.upload_fileobj(folder, big_key, reader)
-            # boto3 stops reading at EOF of the multipart stream; drain any tail.
-            while reader.read(CHUNK_SIZE):
-                pass
-            if reader.plain_size != plain_size or reader.cipher_size != cipher_size:
-                raise LoaderError(
-                    f"{src_path} changed while it was being uploaded",
-                    hint="upload a file that is not being written to",
-                )
-            sha = reader.digest.hexdigest()
-            plain_sha = plain_digest.hexdigest()
-            record = {
-                "version": version or sha[:16],
-                "small": b64encode(bytes(reader.small)),
-                "key": b64encode(key),
-                "sha256": sha,
-                "size": cipher_size,
-                "plain_size": plain_size,
-                "plain_sha256": plain_sha,
-            }
-            registered = api.put_resource(folder, name, record)
-        except BaseException:
-            if tee is not None:
-                tee.abort()
-            raise
-        finally:
-            reader.close()
-    if tee is not None and cache is not None:
-        cache.commit(
-            tee,
-            ResourceRecord(
-                folder=folder,
-                name=name,
-                version=registered,
-                small=bytes(reader.small),
-                key=key,
-                sha256=sha,
-                size=cipher_size,
-                plain_size=plain_size,
-                big_key=big_key,
-                plain_sha256=plain_sha,
-            ),
-        )
-    log.info(
-        "uploaded %s/%s version %s: %d bytes encrypted (%d on the CDN)",
-        folder,
-        name,
-        registered,
-        cipher_size,
-        cipher_size - small_size,
+
+
+def _encrypt_and_register(
+    api: ApiClient,
+    cdn: CdnClient,
+    src: io.FileIO,
+    src_path: Path,
+    *,
+    folder: str,
+    name: str,
+    version: str | None,
+    tee: AtomicWriter | None,
+    progress: ProgressCallback,
+) -> ResourceRecord:
+    """Encrypt ``src`` onto the CDN (and into ``tee``), register the rest; the registered record.
+
+    ``tee`` is aborted if anything fails.
+    """
+    plain_size = os.fstat(src.fileno()).st_size
+    cipher_size = ciphertext_size(plain_size)
+    key = new_key()
+    big_key = f"{segment(name)}.big"
+    # Hashed in the encryption thread, from the chunks it reads anyway.
+    plain_digest = hashlib.sha256()
+    reader = EncryptingReader(
+        src,
+        key,
+        small_size=split_point(cipher_size),
+        on_plain=plain_digest.update,
+        on_big=tee.write if tee is not None else None,
+        progress=progress,
+        read_ahead=UPLOAD_READ_AHEAD,
     )
-    return UploadResult(
-        folder, name, registered, cipher_size, sha, plain_size, plain_sha256=plain_sha
-    )
+    try:
+        _put_big_part(cdn, folder, big_key, reader)
+        if reader.plain_size != plain_size or reader.cipher_size != cipher_size:
+            raise LoaderError(
+                f"{src_path} changed while it was being uploaded",
+                hint="upload a file that is not being written to",
+            )
+        sha = reader.digest.hexdigest()
+        rec = ResourceRecord(
+            folder=folder,
+            name=name,
+            version=version or sha[:16],
+            small=bytes(reader.small),
+            key=key,
+            sha256=sha,
+            size=cipher_size,
+            plain_size=plain_size,
+            big_key=big_key,
+            plain_sha256=plain_digest.hexdigest(),
+        )
+        registered = api.put_resource(folder, name, _registration(rec))
+    except BaseException:
+        if tee is not None:
+            tee.abort()
+        raise
+    finally:
+        reader.close()
+    return dataclasses.replace(rec, version=registered)
+
+
+def _put_big_part(cdn: CdnClient, folder: str, big_key: str, reader: EncryptingReader) -> None:
+    """Stream the big part to ``{folder}/{big_key}`` on the CDN, then read ``reader`` to its end."""
+    cdn.ensure_bucket(segment(folder))
+    cdn.upload_fileobj(folder, big_key, reader)
+    # boto3 stops reading at EOF of the multipart stream; drain any tail.
+    while reader.read(CHUNK_SIZE):
+        pass
+
+
+def _registration(rec: ResourceRecord) -> dict[str, Any]:
+    """The body of ``PUT /resources/{folder}/{name}``: everything but the big part."""
+    return {
+        "version": rec.version,
+        "small": b64encode(rec.small),
+        "key": b64encode(rec.key),
+        "sha256": rec.sha256,
+        "size": rec.size,
+        "plain_size": rec.plain_size,
+        "plain_sha256": rec.plain_sha256,
+    }

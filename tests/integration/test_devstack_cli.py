@@ -16,7 +16,7 @@ import pytest
 import requests
 from loader_cli_support import docker, run_loader
 
-from azaion_loader.devstack import SAMPLE_IMAGE, SAMPLE_IMAGE_LINE
+from azaion_loader.server.devstack import SAMPLE_IMAGE, SAMPLE_IMAGE_LINE
 
 READY_TIMEOUT = 120
 

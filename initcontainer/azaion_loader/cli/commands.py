@@ -494,7 +494,7 @@ COMMANDS: tuple[Command, ...] = (
 EXTERNALS: tuple[External, ...] = (
     External(
         "dev-stack",
-        "azaion_loader.devstack",
+        "azaion_loader.server.devstack",
         "run the reference API, moto S3 and demo data on loopback until interrupted",
     ),
     External("serve-api", "azaion_loader.server.cli", "run the reference API server"),

@@ -5,7 +5,8 @@ resource keys, digests, key fragments and CDN settings, persisted as JSON files
 under a data directory.  ``create_app(config)`` builds the Flask application
 (its endpoints: ``routes``, one blueprint per resource);
 ``serving.ServerThread`` runs it on a threaded werkzeug server; ``cli`` is
-``loader serve-api``.
+``loader serve-api``; ``devstack`` is ``loader dev-stack`` (this server, moto's
+S3 server and demo data, for the README and the tests).  None of it runs in a Job.
 """
 
 from __future__ import annotations

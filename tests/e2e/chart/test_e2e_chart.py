@@ -43,7 +43,7 @@ from chart_e2e_support import (
     wait_for,
 )
 
-from azaion_loader.devstack import busybox_rootfs
+from azaion_loader.server.devstack import busybox_rootfs
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from azaion_loader import devstack
+from azaion_loader.server import devstack
 
 
 def test_export_lines_survive_a_shell_round_trip(tmp_path: Path) -> None:
