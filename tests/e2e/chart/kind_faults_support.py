@@ -67,9 +67,14 @@ class KindCluster:
         return list(json.loads(done.stdout).get("containers") or [])
 
     def kill_containers(self, node: str, ids: list[str]) -> None:
-        """Stop the containers at once (SIGKILL, no grace period)."""
+        """Stop the containers at once (SIGKILL, no grace period).
+
+        crictl's own deadline for a runtime call is 2 s by default; on a loaded
+        CI machine stopping kube-apiserver took longer (DeadlineExceeded, run of
+        30 Nov), so the call gets a minute.
+        """
         assert ids, f"no container to kill on {node}"
-        self.exec(node, "crictl", "stop", "--timeout", "0", *ids)
+        self.exec(node, "crictl", "--timeout", "60s", "stop", "--timeout", "0", *ids)
 
     # ------------------------------------------------------------------ the faults
 

@@ -54,15 +54,21 @@ RECOVERY_BOUND = 240.0
 
 
 @pytest.fixture
-def kind(node_files: NodeFiles) -> KindCluster:
-    """The kind cluster of the checked node; skips when the nodes are no kind containers."""
+def kind(node_files: NodeFiles, k8s: Any) -> Iterator[KindCluster]:
+    """The kind cluster of the checked node; skips when the nodes are no kind containers.
+
+    Afterwards, whatever the test's outcome, waits until the API server is ready
+    again, so that a fault cannot spill into the next test (a CI run of 30 Nov
+    had the next test's setup refused by an API server whose RBAC was not synced).
+    """
     cluster = KindCluster.of_node(node_files.kind_container) if node_files.kind_container else None
     if cluster is None:
         pytest.skip(
             "cluster fault test: needs a kind cluster (node containers to run crictl and "
             "systemctl in): scripts/e2e-kind --local"
         )
-    return cluster
+    yield cluster
+    wait_for("the API server ready after the test", lambda: _api_ready(k8s), timeout=180)
 
 
 def _quiet(call: Callable[[], Any]) -> Any:
@@ -73,8 +79,25 @@ def _quiet(call: Callable[[], Any]) -> Any:
         return None
 
 
-def _api_answers(k8s: Any) -> bool:
-    return _quiet(lambda: k8s.client.VersionApi().get_code(_request_timeout=3)) is not None
+def _api_ready(k8s: Any) -> bool:
+    """True once ``/readyz`` says ready: served, and RBAC and the informers synced.
+
+    ``/version`` answers earlier than that, while requests can still be refused
+    with 403 for want of the RBAC caches.
+    """
+
+    def readyz() -> int:
+        with k8s.client.ApiClient() as api:
+            response = api.call_api(
+                "/readyz",
+                "GET",
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=3,
+            )
+        return int(response[1])
+
+    return _quiet(readyz) == 200
 
 
 class _JobsSeen:
@@ -186,7 +209,7 @@ def test_api_server_restarted_while_jobs_are_created(
     killed_wall = datetime.datetime.now(datetime.UTC)
     jobs_at_kill = sorted(j.metadata.name for j in at_kill)
 
-    wait_for("the API server back", lambda: _api_answers(k8s), timeout=180, every=0.5)
+    wait_for("the API server ready", lambda: _api_ready(k8s), timeout=180, every=0.5)
     downtime = time.monotonic() - killed_at
     assert kind.apiserver_attempt() > attempt_before, "kube-apiserver was not restarted"
 
