@@ -55,7 +55,7 @@ from typing import IO, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack" / "localcluster"))
 
-from cluster_build import build_helm, build_kubernetes, go_env, go_install  # noqa: E402
+from cluster_build import build_helm, build_kubernetes, go_build, go_env, go_install  # noqa: E402
 from cluster_common import CACHE, K8S_VERSION, ClusterError, Settings, run  # noqa: E402
 
 log = logging.getLogger("kind-node-image")
@@ -184,32 +184,10 @@ def build_go_part(name: str) -> None:
         f"module azaion-loader/kind{name}\n\ngo 1.23\n\nrequire {module} {version}\n\n{replaces}"
     )
     env = dict(go_env(), CGO_ENABLED="1" if name in GO_CGO else "0")
-    build_log = CACHE / "logs" / f"kind-{name}-{version}-build.log"
-    build_log.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(name + ".partial")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with timed(f"{name} {version} (go build)"), build_log.open("w") as fh:
-        proc = subprocess.run(
-            [
-                "nice",
-                "-n",
-                "10",
-                "go",
-                "build",
-                "-trimpath",
-                "-ldflags",
-                "-s -w",
-                "-o",
-                str(tmp),
-                pkg,
-            ],
-            cwd=work,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    if proc.returncode != 0:
-        raise ClusterError(f"{name} build failed (log: {build_log})")
+    with timed(f"{name} {version} (go build)"):
+        go_build(work, [pkg], tmp, env=env, log_name=f"kind-{name}-{version}", what=name)
     tmp.rename(target)
 
 

@@ -77,6 +77,33 @@ def go_install(package: str, bin_dir: Path, *, ldflags: str = "-s -w", what: str
     out.rename(bin_dir)
 
 
+def go_build(
+    work: Path,
+    packages: list[str],
+    out: Path | str,
+    *,
+    ldflags: str = "-s -w",
+    env: dict[str, str] | None = None,
+    log_name: str,
+    what: str,
+) -> None:
+    """``go build`` of ``packages`` in the module at ``work`` into ``out`` (a file, or a
+    directory ending in ``/``), niced, its output kept in the cache's logs."""
+    build_log = CACHE / "logs" / f"{log_name}-build.log"
+    build_log.parent.mkdir(parents=True, exist_ok=True)
+    argv = ["nice", "-n", "10", "go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(out)]
+    with build_log.open("w") as fh:
+        proc = subprocess.run(
+            [*argv, *packages],
+            cwd=work,
+            env=env or go_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    if proc.returncode != 0:
+        raise ClusterError(f"{what} build failed (log: {build_log})")
+
+
 def build_helm(s: Settings) -> None:
     """Build helm from helm.sh/helm/v3 through the Go module proxy into the cache."""
     if s.helm_bin.exists():
@@ -145,30 +172,14 @@ def build_kubernetes(s: Settings, extra: tuple[str, ...] = ()) -> None:
     out = s.k8s_bin.with_name(s.k8s_bin.name + ".partial")
     out.mkdir(parents=True, exist_ok=True)
     pkgs = [f"k8s.io/kubernetes/cmd/{b}" for b in wanted]
-    build_log = CACHE / "logs" / f"k8s-{K8S_VERSION}-build.log"
-    build_log.parent.mkdir(parents=True, exist_ok=True)
-    with build_log.open("w") as fh:
-        proc = subprocess.run(
-            [
-                "nice",
-                "-n",
-                "10",
-                "go",
-                "build",
-                "-trimpath",
-                "-ldflags",
-                " ".join(ld),
-                "-o",
-                f"{out}/",
-                *pkgs,
-            ],
-            cwd=work,
-            env=go_env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    if proc.returncode != 0:
-        raise ClusterError(f"Kubernetes build failed (log: {build_log})")
+    go_build(
+        work,
+        pkgs,
+        f"{out}/",
+        ldflags=" ".join(ld),
+        log_name=f"k8s-{K8S_VERSION}",
+        what="Kubernetes",
+    )
     if s.k8s_bin.exists():
         # Add to the cache in place, one atomic rename per binary: a cluster
         # may be running from (or starting with) the binaries already there.
