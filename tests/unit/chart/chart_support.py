@@ -2,8 +2,9 @@
 
 The tests need the ``helm`` binary (v3). It is looked up in ``$HELM``, then on
 ``PATH``, then in the project's build cache
-(``/var/cache/azaion-loader/bin/helm-<version>/helm``, built by the local
-cluster's setup); without it every chart test is skipped with that reason.
+(``$AZAION_CLUSTER_CACHE/bin/helm-<version>/helm``, default
+``/var/cache/azaion-loader``, built by ``scripts/kind-node-image tools``); without
+it every chart test is skipped with that reason.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "azaion-loader"
 CRDS = ROOT / "crds"
-HELM_CACHE = pathlib.Path("/var/cache/azaion-loader/bin")
+# Where scripts/kind-node-image tools builds helm (hack/localcluster/cluster_common.py).
+HELM_CACHE = (
+    pathlib.Path(os.environ.get("AZAION_CLUSTER_CACHE", "/var/cache/azaion-loader")) / "bin"
+)
 # The API server version the chart is rendered for (helm template has no cluster).
 KUBE_VERSION = "1.32.4"
 
