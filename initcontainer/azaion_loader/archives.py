@@ -85,8 +85,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FRAGMENT_SIZE = 32
-UPLOAD_READ_AHEAD = 8
-"""Chunks encrypted ahead of the multipart upload, in their own thread."""
+UPLOAD_READ_AHEAD = 1
+"""Parts encrypted ahead of the multipart upload, in their own thread."""
 
 CdnFactory = Callable[[], "CdnClient"]
 
@@ -390,7 +390,12 @@ def _encrypt_to_cdn(
         ) from exc
     with src:
         reader = EncryptingReader(
-            src, key, on_plain=scanner.feed, progress=progress, read_ahead=UPLOAD_READ_AHEAD
+            src,
+            key,
+            on_plain=scanner.feed,
+            progress=progress,
+            chunk_size=cdn.part_size,  # one part per piece: boto3 gets each without a copy
+            read_ahead=UPLOAD_READ_AHEAD,
         )
         try:
             cdn.ensure_bucket(folder)

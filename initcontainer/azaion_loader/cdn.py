@@ -319,6 +319,10 @@ class CdnClient:
     """The CDN on one endpoint: signed GETs with the read keys, a botocore client with the
     write keys (uploaders), and one with the read keys for :meth:`head`."""
 
+    part_size = PART_SIZE
+    """The multipart part size of :meth:`upload_fileobj`: boto3 reads the source this much at a
+    time, so a source that makes pieces of this size hands each over without a copy."""
+
     def __init__(
         self,
         config: CdnConfig,
@@ -658,7 +662,7 @@ class CdnClient:
         src: Any,
         *,
         concurrency: int = 3,
-        part_size: int = PART_SIZE,
+        part_size: int | None = None,
     ) -> None:
         """Stream ``src`` (read sequentially, need not be seekable) to ``bucket/key``.
 
@@ -668,6 +672,7 @@ class CdnClient:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
         client = self._writer()
+        part_size = part_size or self.part_size
         cfg = TransferConfig(
             multipart_threshold=part_size,
             multipart_chunksize=part_size,
