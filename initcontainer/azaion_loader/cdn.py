@@ -149,8 +149,19 @@ class _ObjectGets:
         from botocore.awsrequest import AWSRequest
         from botocore.httpsession import URLLib3Session
         from botocore.response import StreamingBody
-        from botocore.utils import get_environ_proxies, percent_encode
+        from botocore.utils import (
+            get_environ_proxies,
+            is_valid_endpoint_url,
+            is_valid_ipv6_endpoint_url,
+            percent_encode,
+        )
 
+        if not (is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)):
+            # What making a botocore client refuses; it would never connect.
+            raise CdnError(
+                f"the CDN endpoint from the API, {redact_url(endpoint)}, is not a valid URL",
+                hint="ask the API operator to fix the CDN settings",
+            )
         self._base = endpoint.rstrip("/")
         self._http = http
         self._signer = S3SigV4Auth(

@@ -22,7 +22,12 @@ import botocore.awsrequest
 import pytest
 
 from azaion_loader.cdn import CdnClient, _ObjectGets
-from azaion_loader.errors import CdnAccessError, CdnNotFoundError, CdnUnavailableError
+from azaion_loader.errors import (
+    CdnAccessError,
+    CdnError,
+    CdnNotFoundError,
+    CdnUnavailableError,
+)
 from azaion_loader.models import CdnConfig, CdnKeys
 from azaion_loader.settings import HttpSettings
 
@@ -165,6 +170,12 @@ def test_errors_map_onto_the_tree_without_retries(
         _cdn(server).iter_object("b", "k")
     assert len(server.requests) == 1
     assert KEYS.secret_access_key not in info.value.one_line()
+
+
+def test_an_invalid_endpoint_is_refused_before_any_request() -> None:
+    cdn = CdnClient(CdnConfig("http://bad host:9000", "us-east-1", KEYS))
+    with pytest.raises(CdnError, match="not a valid URL"):
+        cdn.iter_object("b", "k")
 
 
 def test_a_download_builds_no_botocore_client() -> None:
