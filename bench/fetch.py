@@ -269,6 +269,7 @@ def main() -> int:
             fetch: list[Run] = []
             other: list[Run] = []
             threads: list[dict[str, float]] = []
+            other_threads: list[dict[str, float]] = []
             for _ in range(args.repeat):
                 for sync, runs in (("1", raw), ("0", raw_nosync)):
                     runs.append(
@@ -300,8 +301,8 @@ def main() -> int:
                     if file_sha256(out) != plain_sha:
                         raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
                     runs.append(run)
-                    if runs is fetch and args.threads:
-                        threads.append(thread_cpu(run.stderr))
+                    if args.threads:
+                        (threads if runs is fetch else other_threads).append(thread_cpu(run.stderr))
                     out.unlink()
                 compared = (
                     f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
@@ -313,12 +314,15 @@ def main() -> int:
                     f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){compared}",
                     flush=True,
                 )
-            if threads:
-                names = sorted({k for t in threads for k in t}, key=lambda k: -threads[0].get(k, 0))
+            for label, profiled in (("fetch", threads), (args.compare_source, other_threads)):
+                if not profiled:
+                    continue
+                first = profiled[0]
+                names = sorted({k for t in profiled for k in t}, key=lambda k: -first.get(k, 0))
                 cpu = ", ".join(
-                    f"{k} {statistics.median(t.get(k, 0.0) for t in threads):.2f}" for k in names
+                    f"{k} {statistics.median(t.get(k, 0.0) for t in profiled):.2f}" for k in names
                 )
-                print(f"  {mib} MiB fetch CPU per thread (s, medians): {cpu}")
+                print(f"  {mib} MiB {label} CPU per thread (s, medians): {cpu}")
             r_wall, r_rss = summary(raw)
             n_wall, _ = summary(raw_nosync)
             f_wall, f_rss = summary(fetch)
