@@ -10,9 +10,10 @@ Errors, all from :mod:`azaion_loader.errors`:
 
 A download is one GET signed with botocore's SigV4 signer and sent through
 botocore's HTTP session (its proxies from the environment, TLS checks and
-timeouts), without a botocore client: making one (its service model and
-endpoint rules) costs ~0.15 s of CPU, a tenth of what a fetch spends on a
-GiB (:class:`_ObjectGets`).  Writes and HEAD use a botocore client.
+timeouts), without a botocore client (:class:`_ObjectGets`): making one (its
+service model and endpoint rules) and its request machinery cost a fetch
+~0.1 s of CPU and ~17 MiB of peak RSS (docs/benchmarks.md).  Writes and
+HEAD use a botocore client.
 
 Downloads stream in chunks (:meth:`CdnClient.iter_object`) under a
 :class:`~azaion_loader.watchdog.StreamWatch`: a stream slower than
@@ -352,7 +353,7 @@ class CdnClient:
         self.http = http or HttpSettings()
         self._factory = client_factory or self._make_client
         self._get_factory = client_factory or self._make_gets
-        # Made on first use: a botocore client costs ~15 MiB and ~0.15 s of CPU,
+        # Made on first use: a botocore client costs ~15 MiB and ~0.1 s of CPU,
         # which a fetch never pays (its GETs need none), nor a reader for writes.
         self._read: Any = None
         self._head_client: Any = None

@@ -179,7 +179,7 @@ def test_an_invalid_endpoint_is_refused_before_any_request() -> None:
 
 
 def test_a_download_builds_no_botocore_client() -> None:
-    """Making a client costs ~0.15 s of CPU per fetch (service model, endpoint rules)."""
+    """Making a client costs ~0.1 s of CPU per fetch (service model, endpoint rules)."""
     code = (
         "import sys\n"
         "from azaion_loader.cdn import CdnClient\n"
