@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime
 import http.server
+import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import botocore.auth
@@ -191,3 +193,42 @@ def test_a_download_builds_no_botocore_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[_Server, str]]:
+    """The same server over TLS, with a self-signed certificate for 127.0.0.1; and its PEM."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    srv.answers, srv.requests = [], []
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, str(cert)
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_tls_with_the_ca_bundle_and_without(tls_server: tuple[_Server, str]) -> None:
+    """``LOADER_CA_BUNDLE`` reaches the GETs' HTTP session; an unknown CA is refused."""
+    srv, ca = tls_server
+    endpoint = f"https://127.0.0.1:{srv.server_address[1]}"
+    srv.answers.append((200, b"secret bytes"))
+    http = HttpSettings(retries=0, timeout=5, min_rate=0, ca_bundle=ca)
+    size, chunks = CdnClient(CdnConfig(endpoint, "us-east-1", KEYS), http=http).iter_object(
+        "b", "k"
+    )
+    assert (size, b"".join(bytes(c) for c in chunks)) == (12, b"secret bytes")
+    srv.answers.append((200, b"secret bytes"))
+    http = HttpSettings(retries=0, timeout=5, min_rate=0)
+    with pytest.raises(CdnUnavailableError, match="SSLError"):
+        CdnClient(CdnConfig(endpoint, "us-east-1", KEYS), http=http).iter_object("b", "k")
