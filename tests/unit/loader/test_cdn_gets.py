@@ -199,10 +199,10 @@ def test_a_download_builds_no_botocore_client() -> None:
 def tls_server(tmp_path: Path) -> Iterator[tuple[_Server, str]]:
     """The same server over TLS, with a self-signed certificate for 127.0.0.1; and its PEM."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subj = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subj, *files],
         check=True,
         capture_output=True,
     )
