@@ -222,7 +222,7 @@ class _ObjectGets:
                 "GET %s/%s from the CDN at %s: %s; retrying in %.1f s (%d/%d)",
                 Bucket,
                 Key,
-                self._base,
+                redact_url(self._base),
                 why,
                 delay,
                 attempt,
