@@ -1,9 +1,10 @@
 """Real faults on loopback (issue 11): a proxy cuts, stalls or slows a live stream.
 
 The `loader` CLI runs as a child process against the reference API server and
-moto's S3, with :mod:`fault_proxy_support` in between.  Every test checks the exit code
-and error class, that the time stayed within the deadline, that no temporary
-is left and that the target is absent or still holds its old content.
+moto's S3, with :mod:`fault_proxy` (``hack/fault_proxy.py``) in between.  Every
+test checks the exit code and error class, that the time stayed within the
+deadline, that no temporary is left and that the target is absent or still
+holds its old content.
 """
 
 from __future__ import annotations
