@@ -69,6 +69,8 @@ class FaultProxy:
         """Set when a response passed the fault point (the fault is now acting)."""
         self.held = 0
         """Connections a ``hold`` fault is holding now."""
+        self.matched = 0
+        """Connections the last armed fault was applied to (requests holding ``match``)."""
         self.connections = 0
         self.sent = 0
         """Bytes of answers forwarded to clients, over all connections."""
@@ -80,6 +82,7 @@ class FaultProxy:
             raise ValueError(kind)
         with self._lock:
             self._plan = _Plan(match, kind, at, rate, times)
+            self.matched = 0
             self.reached.clear()
             self._released.clear()
 
@@ -136,6 +139,7 @@ class FaultProxy:
             if plan is None or plan.times <= 0 or plan.match not in data:
                 return None
             plan.times -= 1
+            self.matched += 1
             return _Plan(plan.match, plan.kind, plan.at, plan.rate, 1)
 
     def _upstream(self, client: socket.socket, server: socket.socket, state: dict) -> None:

@@ -439,7 +439,11 @@ def test_kubelet_restarted_mid_job(
         + f"); {status.get('phase')} {took:.1f}s after the restart; {len(jobs)} Job(s), "
         f"failed pods {failed}; pods: "
         + "; ".join(f"{p.metadata.name} {p.status.phase} init {_init_states(p)}" for p in final)
-        + (f"; proxy connections {proxy.connections}" if moment == "pod-running" else "")
+        + (
+            f"; GETs of the big part at the proxy {proxy.matched} (more than 1: resumed)"
+            if moment == "pod-running"
+            else ""
+        )
     )
     print(summary)
     assert status["phase"] == "Succeeded", (summary, status)
