@@ -299,6 +299,12 @@ def held_cdn(fault_cdn_api: FaultCdnApi) -> Iterator[FaultCdnApi]:
     fault_cdn_api.proxy.release()
 
 
+def _fetch_container(pod: Any) -> str | None:
+    """The container ID of the pod's first init container (the fetch), if it has one."""
+    statuses = pod.status.init_container_statuses or ()
+    return statuses[0].container_id if statuses else None
+
+
 def _init_states(pod: Any) -> str:
     """``name:state(restarts)`` of each init container, e.g. ``fetch:running(0)``."""
     out = []
@@ -440,7 +446,13 @@ def test_kubelet_restarted_mid_job(
         f"failed pods {failed}; pods: "
         + "; ".join(f"{p.metadata.name} {p.status.phase} init {_init_states(p)}" for p in final)
         + (
-            f"; GETs of the big part at the proxy {proxy.matched} (more than 1: resumed)"
+            f"; GETs of the big part at the proxy {proxy.matched} (more than 1: resumed); "
+            "the fetch container running at the restart is "
+            + (
+                "the one that finished"
+                if _fetch_container(at_fault) in {_fetch_container(p) for p in final}
+                else "gone (another one finished)"
+            )
             if moment == "pod-running"
             else ""
         )
