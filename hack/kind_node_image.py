@@ -607,8 +607,11 @@ def build_tools() -> None:
 
 
 def build() -> str:
-    """Build every part (cached) and the node image; return its name."""
-    build_tools()
+    """Build every part (cached) and the node image; return its name.
+
+    Not the host's tools (kind, helm): a build beside ``tools`` (scripts/test
+    runs both at once) must not build them twice into the same place.
+    """
     with timed(f"Kubernetes {K8S_VERSION} binaries incl. kubeadm, kubectl"):
         build_kubernetes(Settings(), extra=("kubeadm", "kubectl"))
     for name in GO_PARTS:
@@ -896,6 +899,7 @@ def main() -> int:
         if a.command == "build":
             print(build())
         elif a.command == "create":
+            build_tools()
             create(build(), Path(a.logs))
             print(f"export KUBECONFIG={KUBECONFIG}")
         elif a.command == "check":
