@@ -17,7 +17,7 @@ Which runtime and socket each node gets is ``runtimes.choose_runtime``'s.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from azaion_operator import crd
@@ -37,6 +37,7 @@ from azaion_operator.builders import (
 )
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
+from azaion_operator.names import label_value
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
 from azaion_operator.reconcile import (
@@ -46,12 +47,14 @@ from azaion_operator.reconcile import (
     Report,
     check_credentials,
     created_event,
+    delete_stale,
     enforce,
     ensure_job,
     job_node,
     no_matching_node,
     pods_by_job,
     replace_stale,
+    split_jobs,
     transition_events,
 )
 from azaion_operator.runtimes import (
@@ -269,7 +272,11 @@ def reconcile_unlock(
     now: str,
     warned: Once | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
-    """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
+    """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events.
+
+    The status is the record of each node's outcome: once it names a node's Job as
+    ended, that Job and its pods are not read again (:func:`_current_jobs`).
+    """
     owner = Owner.of(body)
     enforce(
         unlock_denial(
@@ -281,25 +288,88 @@ def reconcile_unlock(
         )
     )
     check_socket_policy(owner.spec, settings)
-    current, events = replace_stale(kube, owner)
+    current, events = _current_jobs(kube, owner, nodes)
     by_node = {job_node(j): j for j in current}
     survey = _survey(owner, nodes, by_node)
     outcomes = _outcomes(kube, owner, survey, by_node)
     choices, unsupported = _choose_runtimes(owner.spec, settings, survey, outcomes)
     choices.update({n: _job_runtime(j) for n, j in by_node.items()})
     outcomes.update(unsupported)
-    started, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
-    outcomes.update({n: JOB_CREATED for n in started})
+    started, adopted, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
+    outcomes.update({n: adopted.get(n, JOB_CREATED) for n in started})
+    choices.update({n: _job_runtime(j) for n, j in started.items()})
     events += created
     for name, outcome in outcomes.items():
         before = survey.previous.get(name, {}).get("phase")
         events += transition_events(before, outcome, f"node {name}")
-    job_names = {**{n: j["metadata"]["name"] for n, j in by_node.items()}, **started}
+    job_names = {n: j["metadata"]["name"] for n, j in {**by_node, **started}.items()}
     entries = _entries(survey, job_names, outcomes, choices)
     status = unlock_status(
         generation=owner.generation, entries=entries, previous=owner.old, now=now
     )
     return Report(status, events + _phase_events(status, owner.old_phase))
+
+
+SELECT_BY_NODE_LIMIT = 100
+"""Above this many nodes, Jobs or pods are listed by owner alone, not by a set of node
+labels (a selector that long costs more than the listing it saves)."""
+
+
+def _previous(owner: Owner) -> dict[str, Mapping[str, Any]]:
+    """The node items of the last status, if it was written for this generation."""
+    return {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
+
+
+def _recorded_end(item: Mapping[str, Any] | None, job: Mapping[str, Any] | None = None) -> bool:
+    """The status records the end of this node's Job (of ``job`` itself, when given)."""
+    return bool(
+        item
+        and item.get("phase") in TERMINAL
+        and item.get("jobName")
+        # a node that was unavailable keeps its Job, whose result still counts
+        and item.get("reason") != NODE_UNAVAILABLE
+        and (job is None or item.get("jobName") == job["metadata"]["name"])
+    )
+
+
+def _node_labels(names: Iterable[str]) -> tuple[str, set[str]]:
+    """A set-based selector on the node label of Jobs and pods."""
+    return crd.LABEL_NODE, {label_value(n) for n in names}
+
+
+def _current_jobs(
+    kube: KubeApi, owner: Owner, nodes: Sequence[NodeInfo]
+) -> tuple[list[Mapping[str, Any]], list[Event]]:
+    """The owner's Jobs of its current generation that this reconcile reads; older
+    generations' Jobs are deleted.
+
+    The first reconcile of a generation lists them all.  After that the status is the
+    record: listed are the Jobs none of whose pods has succeeded (the API server
+    filters: those running, waiting or failed), and the Jobs of the nodes the status
+    shows as not ended (or ended as unavailable, or on a node that has left), which
+    may have succeeded since.  A Job that ended since, of a node the status does not
+    show with it (a status write lost), is found when its node is started again:
+    its creation meets the Job and adopts it (:func:`_start_jobs`).
+    """
+    if not owner.observed:
+        return replace_stale(kube, owner)
+    jobs = kube.list_jobs(owner.namespace, owner.selector, not_succeeded=True)
+    listed = {job_node(j) for j in jobs}
+    known = {n.name for n in nodes}
+    recheck = {
+        name
+        for name, item in _previous(owner).items()
+        if item.get("jobName")
+        and name not in listed
+        and (not _recorded_end(item) or name not in known)
+    }
+    if len(recheck) > SELECT_BY_NODE_LIMIT:
+        jobs = kube.list_jobs(owner.namespace, owner.selector)
+    elif recheck:
+        jobs += kube.list_jobs(owner.namespace, owner.selector, any_of=_node_labels(recheck))
+    unique = list({j["metadata"]["name"]: j for j in jobs}.values())
+    current, stale = split_jobs(unique, owner.generation)
+    return current, delete_stale(kube, owner.namespace, stale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +381,7 @@ class _Survey:
     previous: dict[str, Mapping[str, Any]]
     """The node items of the last status, if it was written for this generation."""
     done_before: set[str]
-    """Nodes whose Job ended earlier and is gone (its TTL)."""
+    """Nodes whose Job's end the status records, its Job not read again (or gone: its TTL)."""
     unavailable: set[str]
     """Nodes still to do that went NotReady or unschedulable before their Job started."""
     targets: list[str]
@@ -321,7 +391,7 @@ def _survey(
     owner: Owner, nodes: Sequence[NodeInfo], by_node: Mapping[str, Mapping[str, Any]]
 ) -> _Survey:
     spec = owner.spec
-    previous = {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
+    previous = _previous(owner)
     known = {n.name: n for n in nodes}
     eligible = {
         n.name: n
@@ -361,12 +431,19 @@ def _survey(
 def _outcomes(
     kube: KubeApi, owner: Owner, survey: _Survey, by_node: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, JobOutcome]:
-    """Where each node with a Job, or with a recorded end, stands."""
-    pods = kube.list_pods(owner.namespace, owner.selector) if by_node else []
-    owned = pods_by_job(pods)
+    """Where each node with a Job, or with a recorded end, stands.
+
+    A Job whose end the status records keeps that outcome; only the others' pods are read.
+    """
     outcomes = {
-        name: _node_job_outcome(name, job, owned, survey.known) for name, job in by_node.items()
+        name: outcome_from_item(survey.previous[name])
+        for name, job in by_node.items()
+        if _recorded_end(survey.previous.get(name), job)
     }
+    fresh = [name for name in by_node if name not in outcomes]
+    owned = pods_by_job(_pods(kube, owner, fresh))
+    for name in fresh:
+        outcomes[name] = _node_job_outcome(name, by_node[name], owned, survey.known)
     for name in survey.done_before:
         outcomes[name] = outcome_from_item(survey.previous[name])
     for name in survey.unavailable:
@@ -377,6 +454,15 @@ def _outcomes(
             "got the images (it gets its Job when it is Ready and schedulable again)",
         )
     return outcomes
+
+
+def _pods(kube: KubeApi, owner: Owner, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The pods of the owner's Jobs on the nodes ``names``."""
+    if not names:
+        return []
+    if len(names) > SELECT_BY_NODE_LIMIT:
+        return kube.list_pods(owner.namespace, owner.selector)
+    return kube.list_pods(owner.namespace, owner.selector, any_of=_node_labels(names))
 
 
 def _node_job_outcome(
@@ -428,23 +514,37 @@ def _start_jobs(
     survey: _Survey,
     choices: Mapping[str, RuntimeChoice],
     outcomes: Mapping[str, JobOutcome],
-) -> tuple[dict[str, str], list[Event]]:
-    """Create (or adopt) Jobs for the nodes still to do while slots are free; their names."""
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, JobOutcome], list[Event]]:
+    """Create Jobs for the nodes still to do while slots are free.
+
+    Returns the Jobs by node, the outcomes of those adopted (a Job of that name was
+    there already: a run interrupted before its status was written; one that has
+    ended frees its slot again) and the JobCreated Events.
+    """
     parallelism = int(owner.spec.get("parallelism") or 1)
-    active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
+    free = parallelism - sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
     waiting = [n for n in survey.targets if n not in outcomes]
-    starting = waiting[: max(parallelism - active, 0)]
-    if starting:
-        check_credentials(kube, owner.namespace, owner.spec, settings)
-    started: dict[str, str] = {}
+    started: dict[str, Mapping[str, Any]] = {}
+    adopted: dict[str, JobOutcome] = {}
     events: list[Event] = []
-    for name in starting:
+    if not waiting or free <= 0:
+        return started, adopted, events
+    check_credentials(kube, owner.namespace, owner.spec, settings)
+    for name in waiting:
+        if free <= 0:
+            break
         manifest = build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
         job, created = ensure_job(kube, manifest, owner.uid)
-        started[name] = job["metadata"]["name"]
+        started[name] = job
         if created:
             events.append(created_event(job, name))
-    return started, events
+            outcome = JOB_CREATED
+        else:
+            owned = pods_by_job(_pods(kube, owner, [name]))
+            outcome = adopted[name] = _node_job_outcome(name, job, owned, survey.known)
+        if outcome.phase not in TERMINAL:
+            free -= 1
+    return started, adopted, events
 
 
 def _entries(
