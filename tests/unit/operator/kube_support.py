@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from azaion_operator.errors import KubeConflictError, KubeError, KubeNotFoundError
@@ -53,13 +53,19 @@ def _selected(
     namespace: str,
     labels: Mapping[str, str],
     any_of: tuple[str, Collection[str]] | None = None,
+    fields: Callable[[Mapping[str, Any]], bool] = lambda _: True,
 ) -> list[dict[str, Any]]:
-    """What a label-selected LIST returns: copies of ``namespace``'s matches, by name."""
+    """What a selected LIST returns: copies of ``namespace``'s matches, by name."""
     return [
         copy.deepcopy(obj)
         for (ns, _), obj in sorted(objects.items())
-        if ns == namespace and _labelled(obj, labels, any_of)
+        if ns == namespace and _labelled(obj, labels, any_of) and fields(obj)
     ]
+
+
+def _not_succeeded(job: Mapping[str, Any]) -> bool:
+    """The API server's field selector ``status.successful=0``."""
+    return not int((job.get("status") or {}).get("succeeded") or 0)
 
 
 class FakeKube:
@@ -210,9 +216,8 @@ class FakeKube:
         not_succeeded: bool = False,
     ) -> list[dict[str, Any]]:
         self._call("list_jobs", namespace)
-        jobs = _selected(self.jobs, namespace, labels, any_of)
-        if not_succeeded:  # the API server's field selector status.successful=0
-            jobs = [j for j in jobs if not int((j.get("status") or {}).get("succeeded") or 0)]
+        fields = _not_succeeded if not_succeeded else lambda _: True
+        jobs = _selected(self.jobs, namespace, labels, any_of, fields)
         self.listed.append(("list_jobs", len(jobs)))
         return jobs
 
