@@ -517,9 +517,11 @@ def _start_jobs(
 ) -> tuple[dict[str, Mapping[str, Any]], dict[str, JobOutcome], list[Event]]:
     """Create Jobs for the nodes still to do while slots are free.
 
-    Returns the Jobs by node, the outcomes of those adopted (a Job of that name was
-    there already: a run interrupted before its status was written; one that has
-    ended frees its slot again) and the JobCreated Events.
+    Returns the Jobs by node, the outcomes of those adopted, and the JobCreated Events.
+    Adopted: a Job the status did not show was there already (the status this
+    reconcile read was older than the last one written: a follow-up that read it
+    before it waited for the lock; or a status write lost).  Its outcome is read
+    like any other; one that has ended frees its slot again.
     """
     parallelism = int(owner.spec.get("parallelism") or 1)
     free = parallelism - sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
@@ -530,21 +532,41 @@ def _start_jobs(
     if not waiting or free <= 0:
         return started, adopted, events
     check_credentials(kube, owner.namespace, owner.spec, settings)
-    for name in waiting:
-        if free <= 0:
-            break
-        manifest = build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
-        job, created = ensure_job(kube, manifest, owner.uid)
-        started[name] = job
-        if created:
-            events.append(created_event(job, name))
-            outcome = JOB_CREATED
-        else:
-            owned = pods_by_job(_pods(kube, owner, [name]))
-            outcome = adopted[name] = _node_job_outcome(name, job, owned, survey.known)
-        if outcome.phase not in TERMINAL:
-            free -= 1
+    while free > 0 and waiting:
+        batch, waiting = waiting[:free], waiting[free:]
+        # Reading every Job (the first reconcile of a generation) found none of these.
+        existing = _existing_jobs(kube, owner, batch) if owner.observed else {}
+        owned = pods_by_job(_pods(kube, owner, list(existing)))
+        for name in batch:
+            job = existing.get(name)
+            if job is None:
+                manifest = build_unlock_job(
+                    owner.body, survey.eligible[name], settings, choices[name]
+                )
+                job, created = ensure_job(kube, manifest, owner.uid)
+                if not created:  # created by another hand since the listing
+                    owned.update(pods_by_job(_pods(kube, owner, [name])))
+            else:
+                created = False
+            started[name] = job
+            if created:
+                events.append(created_event(job, name))
+                outcome = JOB_CREATED
+            else:
+                outcome = adopted[name] = _node_job_outcome(name, job, owned, survey.known)
+            if outcome.phase not in TERMINAL:
+                free -= 1
     return started, adopted, events
+
+
+def _existing_jobs(
+    kube: KubeApi, owner: Owner, names: Sequence[str]
+) -> dict[str, Mapping[str, Any]]:
+    """The Jobs of this generation that the nodes ``names`` have already, by node."""
+    listed = kube.list_jobs(owner.namespace, owner.selector, any_of=_node_labels(names))
+    current, _ = split_jobs(listed, owner.generation)
+    wanted = set(names)
+    return {job_node(j): j for j in current if job_node(j) in wanted}
 
 
 def _entries(

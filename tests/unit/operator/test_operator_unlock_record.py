@@ -91,7 +91,8 @@ def test_follow_ups_read_only_what_is_not_recorded_as_ended_and_agree_with_a_ful
             assert report.status[key] == full.status[key], key
         # ... from no more than the unfinished Jobs, those just ended, and their pods.
         assert all(count <= 5 for _, count in fake.listed), fake.listed
-        assert len(fake.listed) <= 3  # not-succeeded Jobs, just-ended Jobs, their pods
+        # not-succeeded Jobs, just-ended Jobs, their pods, Jobs of the nodes to start
+        assert len(fake.listed) <= 4
         assert len(_unfinished(fake)) <= 5  # parallelism kept
         body = _with(body, report)
     status = body["status"]
@@ -148,3 +149,27 @@ def test_a_node_that_left_after_its_job_ended_stays_counted_while_the_job_remain
     fake.delete_job("edge", _on(fake)["edge-01"])  # its TTL
     dropped = reconcile_unlock(fake, SETTINGS, _with(body, kept), remaining, now=NOW)
     assert dropped.status is not None and dropped.status["progress"] == "1/1"
+
+
+def test_a_reconcile_from_a_stale_status_creates_nothing_twice(
+    fake: FakeKube, unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    """Follow-ups read the object, then wait for the lock: the status they read may be
+    older than the one the reconcile before them wrote."""
+    nodes = _nodes(node, 30)
+    unlock["spec"]["parallelism"] = 10
+    del unlock["spec"]["dockerSocketPath"]
+    stale = _with(unlock, reconcile_unlock(fake, SETTINGS, unlock, nodes, now=NOW))
+    for name in _unfinished(fake)[:6]:
+        fake.finish_job("edge", name)
+    newer = reconcile_unlock(fake, SETTINGS, stale, nodes, now=NOW)  # starts 6 more
+    assert len(fake.jobs) == 16
+    for name in ("edge-10", "edge-11", "edge-12"):  # started after the stale status
+        fake.finish_job("edge", _on(fake)[name])
+    fake.calls.clear()
+    late = reconcile_unlock(fake, SETTINGS, stale, nodes, now=NOW)  # the status before
+    assert late.status is not None and newer.status is not None
+    assert fake.names().count("create_job") == 3  # only the 3 slots freed since
+    assert len(fake.jobs) == 19
+    assert (late.status["succeeded"], late.status["active"]) == (9, 10)
+    assert _read_everything(fake, stale, nodes).status["nodes"] == late.status["nodes"]
