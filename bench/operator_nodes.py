@@ -322,6 +322,30 @@ def throttled_since(container: str, before: dict[str, float]) -> dict[str, float
     return {k: after[k] - before.get(k, 0.0) for k in after} if before and after else {}
 
 
+class KwokWatchdog:
+    """kwok, restarted when it dies: v0.8.0 sometimes crashes with "fatal error:
+    concurrent map writes" while its workers first match a Stage (seen here once in
+    three runs); a new kwok lists the Nodes and pods again and carries on."""
+
+    def __init__(self, run_id: str, delay_ms: int, logdir: pathlib.Path) -> None:
+        self._start = lambda: start_kwok(run_id, delay_ms, logdir)
+        self.proc = self._start()
+        self.restarts = 0
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(1):
+            if self.proc.poll() is not None and not self._stopped.is_set():
+                print(f"kwok exited ({self.proc.returncode}): restarted", file=sys.stderr)
+                self.restarts += 1
+                self.proc = self._start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        stop_process(self.proc)
+
+
 # --- nodes -----------------------------------------------------------------------------
 
 
@@ -704,7 +728,7 @@ def main() -> int:
     with interruptible():
         try:
             ensure_crds(api)
-            kwok = start_kwok(run_id, args.job_ms, logdir)
+            kwok = KwokWatchdog(run_id, args.job_ms, logdir)
             for ns in spaces.values():
                 new_namespace(core, ns, run_id)
             # The operators run before the Nodes join, as in a cluster that grows.
@@ -791,7 +815,9 @@ def main() -> int:
                 delete_namespace(core, ns)  # kwok deletes the pods on its nodes
             delete_nodes(core, run_id)
             if kwok is not None:
-                stop_process(kwok)
+                kwok.stop()
+                if kwok.restarts:
+                    print(f"kwok was restarted {kwok.restarts} time(s)", file=sys.stderr)
     print(f"\n```sh\n{command}\n```\n")
     print(report(args, [(name, results[v]) for v, (name, _) in enumerate(sides)], joins))
     print(f"\n{load_average(load_before, load_after)} Logs: {logdir}")
