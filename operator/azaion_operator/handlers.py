@@ -6,7 +6,8 @@
 - A Job of ours changes state: reconcile its owner (status flows back, and an
   ``ImageUnlock`` starts its next nodes).
 - A Node joins, leaves, or changes readiness, labels or taints: reconcile every
-  ``ImageUnlock`` (and every ``Resource`` still waiting for a node).
+  ``ImageUnlock`` (and every ``Resource`` still waiting for a node), once per
+  burst of such changes (``memory.Coalescer``).
 - Every ``resync_seconds``: reconcile everything not finished (a safety net for
   missed events; a Secret created after the fact is picked up here).
 
