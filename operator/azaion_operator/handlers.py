@@ -423,11 +423,22 @@ def node_event(type: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any) 
     )
 
 
+def _snapshot(node_index: kopf.Index, attempts: int = 20) -> list[NodeInfo]:
+    """The node index read from a thread of our own, while kopf's event loop may change
+    it ("dictionary changed size during iteration" as 500 nodes joined): read again."""
+    for _ in range(attempts - 1):
+        try:
+            return _nodes(node_index)
+        except RuntimeError:
+            continue
+    return _nodes(node_index)
+
+
 def _nodes_changed(
     memo: kopf.Memo, node_index: kopf.Index, changes: Mapping[str, NodeInfo | None]
 ) -> None:
     """Reconcile after ``changes`` (a node's latest ``NodeInfo``, ``None``: deleted)."""
-    nodes = {n.name: n for n in _nodes(node_index)}
+    nodes = {n.name: n for n in _snapshot(node_index)}
     for name, info in changes.items():  # as the events told, should the index lag
         if info is None:
             nodes.pop(name, None)

@@ -375,3 +375,19 @@ def test_no_mutable_state_at_module_level(module: types.ModuleType) -> None:
         if isinstance(value, (dict, list, set)) and not name.isupper() and not name.startswith("__")
     }
     assert mutable == set()
+
+
+def test_the_node_index_is_read_again_when_kopf_changes_it_meanwhile(node: NodeInfo) -> None:
+    """kopf changes the index on its event loop while the coalescer's thread reads it."""
+
+    class Changing(dict):  # type: ignore[type-arg]
+        reads = 0
+
+        def values(self) -> Any:
+            Changing.reads += 1
+            if Changing.reads < 3:
+                raise RuntimeError("dictionary changed size during iteration")
+            return super().values()
+
+    assert handlers._snapshot(Changing(_index(node))) == [node]  # type: ignore[arg-type]
+    assert Changing.reads == 3
