@@ -16,6 +16,7 @@ Which runtime and socket each node gets is ``runtimes.choose_runtime``'s.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -537,17 +538,16 @@ def _start_jobs(
         # Reading every Job (the first reconcile of a generation) found none of these.
         existing = _existing_jobs(kube, owner, batch) if owner.observed else {}
         owned = pods_by_job(_pods(kube, owner, list(existing)))
+        manifests = {
+            name: build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
+            for name in batch
+            if name not in existing
+        }
+        made = _create_all(kube, owner, manifests)
         for name in batch:
-            job = existing.get(name)
-            if job is None:
-                manifest = build_unlock_job(
-                    owner.body, survey.eligible[name], settings, choices[name]
-                )
-                job, created = ensure_job(kube, manifest, owner.uid)
-                if not created:  # created by another hand since the listing
-                    owned.update(pods_by_job(_pods(kube, owner, [name])))
-            else:
-                created = False
+            job, created = (existing[name], False) if name in existing else made[name]
+            if name not in existing and not created:  # created by another hand meanwhile
+                owned.update(pods_by_job(_pods(kube, owner, [name])))
             started[name] = job
             if created:
                 events.append(created_event(job, name))
@@ -557,6 +557,28 @@ def _start_jobs(
             if outcome.phase not in TERMINAL:
                 free -= 1
     return started, adopted, events
+
+
+CREATE_THREADS = 8
+"""Jobs one reconcile creates at the same time: one after another, each round trip to a
+busy API server (tens of ms) held the next nodes' Jobs back."""
+
+
+def _create_all(
+    kube: KubeApi, owner: Owner, manifests: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[dict[str, Any], bool]]:
+    """``ensure_job`` for each node's manifest, up to :data:`CREATE_THREADS` at once.
+
+    All are tried; then the first failure, if any, is raised (the Jobs created are
+    found by the next reconcile and adopted).
+    """
+    if len(manifests) <= 1:
+        return {n: ensure_job(kube, m, owner.uid) for n, m in manifests.items()}
+    threads = min(CREATE_THREADS, len(manifests))
+    with concurrent.futures.ThreadPoolExecutor(threads, "azaion-create") as pool:
+        futures = {n: pool.submit(ensure_job, kube, m, owner.uid) for n, m in manifests.items()}
+        concurrent.futures.wait(futures.values())
+    return {n: f.result() for n, f in futures.items()}
 
 
 def _existing_jobs(

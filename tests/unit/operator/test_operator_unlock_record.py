@@ -13,6 +13,7 @@ import pytest
 from kube_support import FakeKube
 
 from azaion_operator import crd
+from azaion_operator.errors import KubeUnavailableError
 from azaion_operator.kinds.image_unlock import reconcile_unlock
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
@@ -173,3 +174,20 @@ def test_a_reconcile_from_a_stale_status_creates_nothing_twice(
     assert len(fake.jobs) == 19
     assert (late.status["succeeded"], late.status["active"]) == (9, 10)
     assert _read_everything(fake, stale, nodes).status["nodes"] == late.status["nodes"]
+
+
+def test_jobs_are_created_together_and_one_failure_does_not_stop_the_others(
+    fake: FakeKube, unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    nodes = _nodes(node, 12)
+    unlock["spec"]["parallelism"] = 12
+    del unlock["spec"]["dockerSocketPath"]
+    fake.fail("create_job", KubeUnavailableError("create Job: HTTP 503", status=503))
+    with pytest.raises(KubeUnavailableError):
+        reconcile_unlock(fake, SETTINGS, unlock, nodes, now=NOW)
+    assert len(fake.jobs) == 11  # all but the one that failed
+    report = reconcile_unlock(fake, SETTINGS, unlock, nodes, now=NOW)  # no status written
+    assert report.status is not None and report.status["active"] == 12
+    assert len(fake.jobs) == 12
+    created = [e for e in report.events if e.reason == "JobCreated"]
+    assert len(created) == 1  # the other 11 were found, not created again
