@@ -40,6 +40,11 @@ Nodes joining) and its CPU (user+system) from apply to the end.  At the end
 the ``ImageUnlock``'s status counters must be exact: desired = succeeded =
 nodes, active = failed = 0, one Succeeded entry per node with its own Job.
 Targets (issue 13): every Job within 60 s, counters exact, peak RSS <= 200 MiB.
+On kind, each side also reports how long kube-controller-manager's and
+kube-scheduler's API clients waited on their own rate limiters (client-go's
+``rest_client_rate_limiter_duration_seconds``, read with ``docker exec`` on the
+control-plane node; ``--control-plane`` names its container): what their
+``--kube-api-qps`` / ``--kube-api-burst`` cost that side.
 The Nodes, namespaces and kwok are removed at the end, even on Ctrl-C.
 """
 
@@ -263,6 +268,82 @@ def start_kwok(run_id: str, delay_ms: int, logdir: pathlib.Path) -> Any:
         # the local cluster's etcd 3.4 lacks: plain LIST + WATCH instead.
         env={**os.environ, "KUBE_FEATURE_WatchListClient": "false"},
     )
+
+
+# --- the control plane's client-side throttling ---------------------------------------
+
+# kubectl in the control-plane node, as the cluster's admin, against a component's own
+# secure port (127.0.0.1 only; its serving certificate is self-signed).
+_METRICS = r"""
+set -e
+k="kubectl --kubeconfig /etc/kubernetes/admin.conf config view --raw -o jsonpath"
+cert=$($k='{.users[0].user.client-certificate-data}')
+key=$($k='{.users[0].user.client-key-data}')
+conf=$(mktemp)
+cat > "$conf" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:$1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {client-certificate-data: $cert, client-key-data: $key}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+EOF
+kubectl --kubeconfig "$conf" get --raw /metrics |
+  grep '^rest_client_rate_limiter_duration_seconds_[sc]'
+rm -f "$conf"
+"""
+COMPONENTS = {"controller-manager": 10257, "scheduler": 10259}
+
+
+def throttled(container: str) -> dict[str, float]:
+    """Seconds each component's API clients have waited on their rate limiters so far
+    (summed over verbs), and their requests; empty when the node cannot be asked."""
+    waited: dict[str, float] = {}
+    for name, port in COMPONENTS.items():
+        try:
+            out = subprocess.run(
+                ["docker", "exec", container, "sh", "-c", _METRICS, "sh", str(port)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        for line in out.splitlines():
+            metric, _, value = line.rpartition(" ")
+            kind = "wait" if metric.split("{")[0].endswith("_sum") else "requests"
+            waited[f"{name} {kind}"] = waited.get(f"{name} {kind}", 0.0) + float(value)
+    return waited
+
+
+def throttled_since(container: str, before: dict[str, float]) -> dict[str, float]:
+    after = throttled(container)
+    return {k: after[k] - before.get(k, 0.0) for k in after} if before and after else {}
+
+
+class KwokWatchdog:
+    """kwok, restarted when it dies: v0.8.0 sometimes crashes with "fatal error:
+    concurrent map writes" while its workers first match a Stage (seen here once in
+    three runs); a new kwok lists the Nodes and pods again and carries on."""
+
+    def __init__(self, run_id: str, delay_ms: int, logdir: pathlib.Path) -> None:
+        self._start = lambda: start_kwok(run_id, delay_ms, logdir)
+        self.proc = self._start()
+        self.restarts = 0
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(1):
+            if self.proc.poll() is not None and not self._stopped.is_set():
+                print(f"kwok exited ({self.proc.returncode}): restarted", file=sys.stderr)
+                self.restarts += 1
+                self.proc = self._start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        stop_process(self.proc)
 
 
 # --- nodes -----------------------------------------------------------------------------
@@ -545,7 +626,7 @@ def report(args: Any, sides: list[tuple[str, list[dict]]], joins: dict[str, dict
         return "yes" if ok else "**no**"
 
     def cell(rows: list[dict], key: str, fmt: str = "{:.1f}") -> str:
-        if not rows or key not in rows[0]:
+        if not rows or any(key not in r for r in rows):
             return "-"
         values = [r[key] for r in rows]
         runs = ", ".join(fmt.format(v) for v in values)
@@ -560,6 +641,10 @@ def report(args: Any, sides: list[tuple[str, list[dict]]], joins: dict[str, dict
         ("CPU (user+sys) apply -> end, s", "cpu", "{:.1f}"),
         ("RSS before apply, MiB", "rss_before", "{:.0f}"),
         ("peak RSS (VmHWM, incl. the nodes joining), MiB", "rss_peak", "{:.0f}"),
+        ("kube-controller-manager: requests", "controller-manager requests", "{:.0f}"),
+        ("... waited on its client rate limit, s", "controller-manager wait", "{:.1f}"),
+        ("kube-scheduler: requests", "scheduler requests", "{:.0f}"),
+        ("... waited on its client rate limit, s", "scheduler wait", "{:.1f}"),
     ]
     lines = [
         f"| {args.nodes} nodes, parallelism {args.parallelism}, pods run {args.job_ms} ms "
@@ -610,6 +695,11 @@ def main() -> int:
         help="also run the operator package found in DIR (e.g. the last commit's)",
     )
     parser.add_argument("--py-spy", metavar="FILE", help="record the operator (collapsed stacks)")
+    parser.add_argument(
+        "--control-plane",
+        default="azl-kind-control-plane",
+        help="the kind control-plane node's container (client-side throttling is read there)",
+    )
     args = parser.parse_args()
     if not os.environ.get("KUBECONFIG"):
         print('KUBECONFIG is unset: eval "$(scripts/kind-node-image env)" first', file=sys.stderr)
@@ -638,7 +728,7 @@ def main() -> int:
     with interruptible():
         try:
             ensure_crds(api)
-            kwok = start_kwok(run_id, args.job_ms, logdir)
+            kwok = KwokWatchdog(run_id, args.job_ms, logdir)
             for ns in spaces.values():
                 new_namespace(core, ns, run_id)
             # The operators run before the Nodes join, as in a cluster that grows.
@@ -689,6 +779,7 @@ def main() -> int:
                 order = order[k % len(order) :] + order[: k % len(order)]
                 for v in order:
                     name, source = sides[v]
+                    limits_before = throttled(args.control_plane)
                     if source == FLOOR:
                         spec = unlock_body(run_id, args.parallelism)["spec"]
                         result = run_floor(api, spaces[v, k], nodes, spec, args.timeout)
@@ -702,6 +793,11 @@ def main() -> int:
                             procs[v],
                             args.timeout,
                         )
+                    waits = throttled_since(args.control_plane, limits_before)
+                    for component in COMPONENTS:
+                        if f"{component} wait" in waits:
+                            result[f"{component} wait"] = waits[f"{component} wait"]
+                            result[f"{component} requests"] = waits[f"{component} requests"]
                     print(f"{name} {k}: {result}", file=sys.stderr)
                     results[v].append(result)
                     delete_namespace(core, spaces[v, k])
@@ -719,7 +815,9 @@ def main() -> int:
                 delete_namespace(core, ns)  # kwok deletes the pods on its nodes
             delete_nodes(core, run_id)
             if kwok is not None:
-                stop_process(kwok)
+                kwok.stop()
+                if kwok.restarts:
+                    print(f"kwok was restarted {kwok.restarts} time(s)", file=sys.stderr)
     print(f"\n```sh\n{command}\n```\n")
     print(report(args, [(name, results[v]) for v, (name, _) in enumerate(sides)], joins))
     print(f"\n{load_average(load_before, load_after)} Logs: {logdir}")

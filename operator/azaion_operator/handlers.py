@@ -6,7 +6,8 @@
 - A Job of ours changes state: reconcile its owner (status flows back, and an
   ``ImageUnlock`` starts its next nodes).
 - A Node joins, leaves, or changes readiness, labels or taints: reconcile every
-  ``ImageUnlock`` (and every ``Resource`` still waiting for a node).
+  ``ImageUnlock`` (and every ``Resource`` still waiting for a node), once per
+  burst of such changes (``memory.Coalescer``).
 - Every ``resync_seconds``: reconcile everything not finished (a safety net for
   missed events; a Secret created after the fact is picked up here).
 
@@ -395,23 +396,56 @@ def _node_state(info: NodeInfo) -> tuple[Any, ...]:
 def node_event(type: str, name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A node joined, left or changed in a way that matters: reconcile who may care.
 
-    The Node's last state is kept in its own memo (kopf forgets it with the Node).
+    Changes are coalesced (``memo.memory.node_changes``): a burst of them, as when
+    many nodes join, reconciles each custom resource once, after a quiet second
+    (at most five after the first change).  The Node's last state is kept in its
+    own memo (kopf forgets it with the Node).
     """
     node_index: kopf.Index = kwargs["node_index"]
+    info: NodeInfo | None
     if type == "DELETED":
         before = memo.pop("node_state", None)
-        state = None
-        nodes = [n for n in _nodes(node_index) if n.name != name]
+        info = state = None
     else:
         info = node_info(_plain(body))
         state = _node_state(info)
         before = memo.get("node_state")
         memo.node_state = state
-        nodes = [n for n in _nodes(node_index) if n.name != name] + [info]
     if type is None or state == before:
         return
-    log.info("node %s changed (%s): reconciling ImageUnlocks", name, type)
-    _reconcile_all(memo, nodes, only_waiting_resources=True)
+    log.debug("node %s changed (%s)", name, type)
+    memory: OperatorMemory = memo.memory
+    # The reconciles run in the coalescer's thread, with this handler's context
+    # (kopf.event finds its queue there, see _in_thread).
+    context = contextvars.copy_context()
+    memory.node_changes.add(
+        name, info, lambda changes: context.run(_nodes_changed, memo, node_index, changes)
+    )
+
+
+def _snapshot(node_index: kopf.Index, attempts: int = 20) -> list[NodeInfo]:
+    """The node index read from a thread of our own, while kopf's event loop may change
+    it ("dictionary changed size during iteration" as 500 nodes joined): read again."""
+    for _ in range(attempts - 1):
+        try:
+            return _nodes(node_index)
+        except RuntimeError:
+            continue
+    return _nodes(node_index)
+
+
+def _nodes_changed(
+    memo: kopf.Memo, node_index: kopf.Index, changes: Mapping[str, NodeInfo | None]
+) -> None:
+    """Reconcile after ``changes`` (a node's latest ``NodeInfo``, ``None``: deleted)."""
+    nodes = {n.name: n for n in _snapshot(node_index)}
+    for name, info in changes.items():  # as the events told, should the index lag
+        if info is None:
+            nodes.pop(name, None)
+        else:
+            nodes[name] = info
+    log.info("%d node(s) changed: reconciling ImageUnlocks", len(changes))
+    _reconcile_all(memo, list(nodes.values()), only_waiting_resources=True)
 
 
 # --- the resync loop -------------------------------------------------------------

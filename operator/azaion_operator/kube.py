@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -88,8 +88,19 @@ def _drain(response: Any) -> None:
     response.data  # noqa: B018 - reading it releases the connection
 
 
-def _selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+def _selector(labels: Mapping[str, str], any_of: tuple[str, Collection[str]] | None = None) -> str:
+    """``a=1,b=2``, and ``key in (x,y)`` for ``any_of`` (at least one value)."""
+    parts = [f"{k}={v}" for k, v in sorted(labels.items())]
+    if any_of is not None:
+        key, values = any_of
+        if not values:
+            raise ValueError(f"an empty set of values for label {key} selects nothing")
+        parts.append(f"{key} in ({','.join(sorted(set(values)))})")
+    return ",".join(parts)
+
+
+NOT_SUCCEEDED = "status.successful=0"
+"""The Jobs none of whose pods has succeeded yet: the unfinished and the failed."""
 
 
 class KubeClient:
@@ -190,29 +201,46 @@ class KubeClient:
         )
         return list(body.get("items") or [])
 
-    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Jobs in ``namespace`` carrying all of ``labels``."""
+    def list_jobs(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+        not_succeeded: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Jobs in ``namespace`` carrying all of ``labels`` (and one of ``any_of``'s values);
+        with ``not_succeeded``, only those none of whose pods has succeeded (the API
+        server filters: field selector ``status.successful=0``)."""
+        fields = {"field_selector": NOT_SUCCEEDED} if not_succeeded else {}
         body = _wrap(
             f"list Jobs in {namespace}",
             lambda: _json(
                 self._batch.list_namespaced_job(
                     namespace,
-                    label_selector=_selector(labels),
+                    label_selector=_selector(labels, any_of),
                     _preload_content=False,
                     _request_timeout=_TIMEOUT,
+                    **fields,
                 )
             ),
         )
         return list(body.get("items") or [])
 
-    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Pods in ``namespace`` carrying all of ``labels``."""
+    def list_pods(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Pods in ``namespace`` carrying all of ``labels`` (and one of ``any_of``'s values)."""
         body = _wrap(
             f"list Pods in {namespace}",
             lambda: _json(
                 self._core.list_namespaced_pod(
                     namespace,
-                    label_selector=_selector(labels),
+                    label_selector=_selector(labels, any_of),
                     _preload_content=False,
                     _request_timeout=_TIMEOUT,
                 )

@@ -13,7 +13,7 @@ raises ``KubeNotFoundError`` for a missing object, ``create_job`` raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol
 
 __all__ = ["KubeApi"]
@@ -38,12 +38,30 @@ class KubeApi(Protocol):
 
     def list_nodes(self) -> list[dict[str, Any]]: ...
 
-    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Jobs in ``namespace`` carrying all of ``labels``."""
+    def list_jobs(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+        not_succeeded: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Jobs in ``namespace`` carrying all of ``labels``.
+
+        ``any_of``: ``(key, values)``, and that label has one of ``values`` (a set-based
+        selector; at least one value).  ``not_succeeded``: only Jobs none of whose pods
+        has succeeded (running, waiting or failed), filtered by the API server.
+        """
         ...
 
-    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Pods in ``namespace`` carrying all of ``labels``."""
+    def list_pods(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Pods in ``namespace`` carrying all of ``labels`` (and one of ``any_of``'s values)."""
         ...
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...

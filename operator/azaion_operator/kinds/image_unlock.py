@@ -16,8 +16,9 @@ Which runtime and socket each node gets is ``runtimes.choose_runtime``'s.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from azaion_operator import crd
@@ -37,6 +38,7 @@ from azaion_operator.builders import (
 )
 from azaion_operator.kubeapi import KubeApi
 from azaion_operator.memory import Once
+from azaion_operator.names import label_value
 from azaion_operator.nodes import NodeInfo, eligible_nodes
 from azaion_operator.policy import unlock_denial
 from azaion_operator.reconcile import (
@@ -46,12 +48,14 @@ from azaion_operator.reconcile import (
     Report,
     check_credentials,
     created_event,
+    delete_stale,
     enforce,
     ensure_job,
     job_node,
     no_matching_node,
     pods_by_job,
     replace_stale,
+    split_jobs,
     transition_events,
 )
 from azaion_operator.runtimes import (
@@ -269,7 +273,11 @@ def reconcile_unlock(
     now: str,
     warned: Once | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
-    """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events."""
+    """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events.
+
+    The status is the record of each node's outcome: once it names a node's Job as
+    ended, that Job and its pods are not read again (:func:`_current_jobs`).
+    """
     owner = Owner.of(body)
     enforce(
         unlock_denial(
@@ -281,25 +289,88 @@ def reconcile_unlock(
         )
     )
     check_socket_policy(owner.spec, settings)
-    current, events = replace_stale(kube, owner)
+    current, events = _current_jobs(kube, owner, nodes)
     by_node = {job_node(j): j for j in current}
     survey = _survey(owner, nodes, by_node)
     outcomes = _outcomes(kube, owner, survey, by_node)
     choices, unsupported = _choose_runtimes(owner.spec, settings, survey, outcomes)
     choices.update({n: _job_runtime(j) for n, j in by_node.items()})
     outcomes.update(unsupported)
-    started, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
-    outcomes.update({n: JOB_CREATED for n in started})
+    started, adopted, created = _start_jobs(kube, settings, owner, survey, choices, outcomes)
+    outcomes.update({n: adopted.get(n, JOB_CREATED) for n in started})
+    choices.update({n: _job_runtime(j) for n, j in started.items()})
     events += created
     for name, outcome in outcomes.items():
         before = survey.previous.get(name, {}).get("phase")
         events += transition_events(before, outcome, f"node {name}")
-    job_names = {**{n: j["metadata"]["name"] for n, j in by_node.items()}, **started}
+    job_names = {n: j["metadata"]["name"] for n, j in {**by_node, **started}.items()}
     entries = _entries(survey, job_names, outcomes, choices)
     status = unlock_status(
         generation=owner.generation, entries=entries, previous=owner.old, now=now
     )
     return Report(status, events + _phase_events(status, owner.old_phase))
+
+
+SELECT_BY_NODE_LIMIT = 100
+"""Above this many nodes, Jobs or pods are listed by owner alone, not by a set of node
+labels (a selector that long costs more than the listing it saves)."""
+
+
+def _previous(owner: Owner) -> dict[str, Mapping[str, Any]]:
+    """The node items of the last status, if it was written for this generation."""
+    return {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
+
+
+def _recorded_end(item: Mapping[str, Any] | None, job: Mapping[str, Any] | None = None) -> bool:
+    """The status records the end of this node's Job (of ``job`` itself, when given)."""
+    return bool(
+        item
+        and item.get("phase") in TERMINAL
+        and item.get("jobName")
+        # a node that was unavailable keeps its Job, whose result still counts
+        and item.get("reason") != NODE_UNAVAILABLE
+        and (job is None or item.get("jobName") == job["metadata"]["name"])
+    )
+
+
+def _node_labels(names: Iterable[str]) -> tuple[str, set[str]]:
+    """A set-based selector on the node label of Jobs and pods."""
+    return crd.LABEL_NODE, {label_value(n) for n in names}
+
+
+def _current_jobs(
+    kube: KubeApi, owner: Owner, nodes: Sequence[NodeInfo]
+) -> tuple[list[Mapping[str, Any]], list[Event]]:
+    """The owner's Jobs of its current generation that this reconcile reads; older
+    generations' Jobs are deleted.
+
+    The first reconcile of a generation lists them all.  After that the status is the
+    record: listed are the Jobs none of whose pods has succeeded (the API server
+    filters: those running, waiting or failed), and the Jobs of the nodes the status
+    shows as not ended (or ended as unavailable, or on a node that has left), which
+    may have succeeded since.  A Job that ended since, of a node the status does not
+    show with it (a status write lost), is found when its node is started again:
+    its creation meets the Job and adopts it (:func:`_start_jobs`).
+    """
+    if not owner.observed:
+        return replace_stale(kube, owner)
+    jobs = kube.list_jobs(owner.namespace, owner.selector, not_succeeded=True)
+    listed = {job_node(j) for j in jobs}
+    known = {n.name for n in nodes}
+    recheck = {
+        name
+        for name, item in _previous(owner).items()
+        if item.get("jobName")
+        and name not in listed
+        and (not _recorded_end(item) or name not in known)
+    }
+    if len(recheck) > SELECT_BY_NODE_LIMIT:
+        jobs = kube.list_jobs(owner.namespace, owner.selector)
+    elif recheck:
+        jobs += kube.list_jobs(owner.namespace, owner.selector, any_of=_node_labels(recheck))
+    unique = list({j["metadata"]["name"]: j for j in jobs}.values())
+    current, stale = split_jobs(unique, owner.generation)
+    return current, delete_stale(kube, owner.namespace, stale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +382,7 @@ class _Survey:
     previous: dict[str, Mapping[str, Any]]
     """The node items of the last status, if it was written for this generation."""
     done_before: set[str]
-    """Nodes whose Job ended earlier and is gone (its TTL)."""
+    """Nodes whose Job's end the status records, its Job not read again (or gone: its TTL)."""
     unavailable: set[str]
     """Nodes still to do that went NotReady or unschedulable before their Job started."""
     targets: list[str]
@@ -321,7 +392,7 @@ def _survey(
     owner: Owner, nodes: Sequence[NodeInfo], by_node: Mapping[str, Mapping[str, Any]]
 ) -> _Survey:
     spec = owner.spec
-    previous = {i["name"]: i for i in (owner.old.get("nodes") or ())} if owner.observed else {}
+    previous = _previous(owner)
     known = {n.name: n for n in nodes}
     eligible = {
         n.name: n
@@ -361,12 +432,19 @@ def _survey(
 def _outcomes(
     kube: KubeApi, owner: Owner, survey: _Survey, by_node: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, JobOutcome]:
-    """Where each node with a Job, or with a recorded end, stands."""
-    pods = kube.list_pods(owner.namespace, owner.selector) if by_node else []
-    owned = pods_by_job(pods)
+    """Where each node with a Job, or with a recorded end, stands.
+
+    A Job whose end the status records keeps that outcome; only the others' pods are read.
+    """
     outcomes = {
-        name: _node_job_outcome(name, job, owned, survey.known) for name, job in by_node.items()
+        name: outcome_from_item(survey.previous[name])
+        for name, job in by_node.items()
+        if _recorded_end(survey.previous.get(name), job)
     }
+    fresh = [name for name in by_node if name not in outcomes]
+    owned = pods_by_job(_pods(kube, owner, fresh))
+    for name in fresh:
+        outcomes[name] = _node_job_outcome(name, by_node[name], owned, survey.known)
     for name in survey.done_before:
         outcomes[name] = outcome_from_item(survey.previous[name])
     for name in survey.unavailable:
@@ -377,6 +455,15 @@ def _outcomes(
             "got the images (it gets its Job when it is Ready and schedulable again)",
         )
     return outcomes
+
+
+def _pods(kube: KubeApi, owner: Owner, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The pods of the owner's Jobs on the nodes ``names``."""
+    if not names:
+        return []
+    if len(names) > SELECT_BY_NODE_LIMIT:
+        return kube.list_pods(owner.namespace, owner.selector)
+    return kube.list_pods(owner.namespace, owner.selector, any_of=_node_labels(names))
 
 
 def _node_job_outcome(
@@ -428,23 +515,80 @@ def _start_jobs(
     survey: _Survey,
     choices: Mapping[str, RuntimeChoice],
     outcomes: Mapping[str, JobOutcome],
-) -> tuple[dict[str, str], list[Event]]:
-    """Create (or adopt) Jobs for the nodes still to do while slots are free; their names."""
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, JobOutcome], list[Event]]:
+    """Create Jobs for the nodes still to do while slots are free.
+
+    Returns the Jobs by node, the outcomes of those adopted, and the JobCreated Events.
+    Adopted: a Job the status did not show was there already (the status this
+    reconcile read was older than the last one written: a follow-up that read it
+    before it waited for the lock; or a status write lost).  Its outcome is read
+    like any other; one that has ended frees its slot again.
+    """
     parallelism = int(owner.spec.get("parallelism") or 1)
-    active = sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
+    free = parallelism - sum(1 for o in outcomes.values() if o.phase not in TERMINAL)
     waiting = [n for n in survey.targets if n not in outcomes]
-    starting = waiting[: max(parallelism - active, 0)]
-    if starting:
-        check_credentials(kube, owner.namespace, owner.spec, settings)
-    started: dict[str, str] = {}
+    started: dict[str, Mapping[str, Any]] = {}
+    adopted: dict[str, JobOutcome] = {}
     events: list[Event] = []
-    for name in starting:
-        manifest = build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
-        job, created = ensure_job(kube, manifest, owner.uid)
-        started[name] = job["metadata"]["name"]
-        if created:
-            events.append(created_event(job, name))
-    return started, events
+    if not waiting or free <= 0:
+        return started, adopted, events
+    check_credentials(kube, owner.namespace, owner.spec, settings)
+    while free > 0 and waiting:
+        batch, waiting = waiting[:free], waiting[free:]
+        # Reading every Job (the first reconcile of a generation) found none of these.
+        existing = _existing_jobs(kube, owner, batch) if owner.observed else {}
+        owned = pods_by_job(_pods(kube, owner, list(existing)))
+        manifests = {
+            name: build_unlock_job(owner.body, survey.eligible[name], settings, choices[name])
+            for name in batch
+            if name not in existing
+        }
+        made = _create_all(kube, owner, manifests)
+        for name in batch:
+            job, created = (existing[name], False) if name in existing else made[name]
+            if name not in existing and not created:  # created by another hand meanwhile
+                owned.update(pods_by_job(_pods(kube, owner, [name])))
+            started[name] = job
+            if created:
+                events.append(created_event(job, name))
+                outcome = JOB_CREATED
+            else:
+                outcome = adopted[name] = _node_job_outcome(name, job, owned, survey.known)
+            if outcome.phase not in TERMINAL:
+                free -= 1
+    return started, adopted, events
+
+
+CREATE_THREADS = 8
+"""Jobs one reconcile creates at the same time: one after another, each round trip to a
+busy API server (tens of ms) held the next nodes' Jobs back."""
+
+
+def _create_all(
+    kube: KubeApi, owner: Owner, manifests: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[dict[str, Any], bool]]:
+    """``ensure_job`` for each node's manifest, up to :data:`CREATE_THREADS` at once.
+
+    All are tried; then the first failure, if any, is raised (the Jobs created are
+    found by the next reconcile and adopted).
+    """
+    if len(manifests) <= 1:
+        return {n: ensure_job(kube, m, owner.uid) for n, m in manifests.items()}
+    threads = min(CREATE_THREADS, len(manifests))
+    with concurrent.futures.ThreadPoolExecutor(threads, "azaion-create") as pool:
+        futures = {n: pool.submit(ensure_job, kube, m, owner.uid) for n, m in manifests.items()}
+        concurrent.futures.wait(futures.values())
+    return {n: f.result() for n, f in futures.items()}
+
+
+def _existing_jobs(
+    kube: KubeApi, owner: Owner, names: Sequence[str]
+) -> dict[str, Mapping[str, Any]]:
+    """The Jobs of this generation that the nodes ``names`` have already, by node."""
+    listed = kube.list_jobs(owner.namespace, owner.selector, any_of=_node_labels(names))
+    current, _ = split_jobs(listed, owner.generation)
+    wanted = set(names)
+    return {job_node(j): j for j in current if job_node(j) in wanted}
 
 
 def _entries(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from azaion_operator.errors import KubeConflictError, KubeError, KubeNotFoundError
@@ -33,20 +33,39 @@ def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, A
     return target
 
 
-def _labelled(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+def _labelled(
+    obj: Mapping[str, Any],
+    labels: Mapping[str, str],
+    any_of: tuple[str, Collection[str]] | None = None,
+) -> bool:
     have = (obj.get("metadata") or {}).get("labels") or {}
+    if any_of is not None:
+        key, values = any_of
+        if not values:
+            raise ValueError(f"an empty set of values for label {key}")  # as KubeClient
+        if key not in have or have[key] not in values:
+            return False
     return all(have.get(k) == v for k, v in labels.items())
 
 
 def _selected(
-    objects: Mapping[tuple[str, str], dict[str, Any]], namespace: str, labels: Mapping[str, str]
+    objects: Mapping[tuple[str, str], dict[str, Any]],
+    namespace: str,
+    labels: Mapping[str, str],
+    any_of: tuple[str, Collection[str]] | None = None,
+    fields: Callable[[Mapping[str, Any]], bool] = lambda _: True,
 ) -> list[dict[str, Any]]:
-    """What a label-selected LIST returns: copies of ``namespace``'s matches, by name."""
+    """What a selected LIST returns: copies of ``namespace``'s matches, by name."""
     return [
         copy.deepcopy(obj)
         for (ns, _), obj in sorted(objects.items())
-        if ns == namespace and _labelled(obj, labels)
+        if ns == namespace and _labelled(obj, labels, any_of) and fields(obj)
     ]
+
+
+def _not_succeeded(job: Mapping[str, Any]) -> bool:
+    """The API server's field selector ``status.successful=0``."""
+    return not int((job.get("status") or {}).get("succeeded") or 0)
 
 
 class FakeKube:
@@ -62,6 +81,8 @@ class FakeKube:
         self.custom: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, ...]] = []
         """Every call: the method's name and its string arguments."""
+        self.listed: list[tuple[str, int]] = []
+        """Every LIST of Jobs or pods: the method's name and how many objects it returned."""
         self.failures: dict[str, list[KubeError]] = {}
         self._uids = itertools.count(1)
 
@@ -91,6 +112,22 @@ class FakeKube:
 
     def job_names(self, namespace: str | None = None) -> list[str]:
         return sorted(name for ns, name in self.jobs if namespace in (None, ns))
+
+    def run_job(self, namespace: str, name: str) -> None:
+        """The Job's pod runs its main container (what a kubelet would report)."""
+        job = self.jobs[(namespace, name)]
+        job["status"] = {"startTime": "2026-12-01T00:00:01Z", "active": 1}
+        main = job["spec"]["template"]["spec"]["containers"][0]["name"]
+        self.pods[(namespace, f"{name}-pod")] = {
+            "metadata": {
+                "namespace": namespace,
+                "name": f"{name}-pod",
+                "labels": dict(job["spec"]["template"]["metadata"].get("labels") or {}),
+                "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
+                "creationTimestamp": "2026-12-01T00:00:01Z",
+            },
+            "status": {"containerStatuses": [{"name": main, "state": {"running": {}}}]},
+        }
 
     def finish_job(
         self, namespace: str, name: str, *, ok: bool = True, result: Mapping[str, Any] | None = None
@@ -170,13 +207,31 @@ class FakeKube:
         self._call("list_nodes")
         return copy.deepcopy(list(self.nodes.values()))
 
-    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def list_jobs(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+        not_succeeded: bool = False,
+    ) -> list[dict[str, Any]]:
         self._call("list_jobs", namespace)
-        return _selected(self.jobs, namespace, labels)
+        fields = _not_succeeded if not_succeeded else lambda _: True
+        jobs = _selected(self.jobs, namespace, labels, any_of, fields)
+        self.listed.append(("list_jobs", len(jobs)))
+        return jobs
 
-    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    def list_pods(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+    ) -> list[dict[str, Any]]:
         self._call("list_pods", namespace)
-        return _selected(self.pods, namespace, labels)
+        pods = _selected(self.pods, namespace, labels, any_of)
+        self.listed.append(("list_pods", len(pods)))
+        return pods
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         self._call("get_job", namespace, name)

@@ -23,7 +23,7 @@ from azaion_operator import crd, handlers
 from azaion_operator.diffbase import StatusDiffBaseStorage
 from azaion_operator.errors import KubeForbiddenError, KubeUnavailableError
 from azaion_operator.kinds import resource as resource_kind
-from azaion_operator.memory import OperatorMemory
+from azaion_operator.memory import Coalescer, OperatorMemory
 from azaion_operator.metrics import Metrics
 from azaion_operator.nodes import NodeInfo
 from azaion_operator.policy import Policy
@@ -63,7 +63,8 @@ def memo(fake: FakeKube) -> Iterator[kopf.Memo]:
     """The operator's memo as ``handlers.configure`` fills it, with the fake API."""
     memo = kopf.Memo()
     memo.settings = SETTINGS
-    memo.memory = OperatorMemory()
+    # Node changes are served after a short quiet moment (a second in the operator).
+    memo.memory = OperatorMemory(node_changes=Coalescer(quiet=0.05, patience=0.5))
     memo.kube = fake
     memo.metrics = Metrics(probe=fake.reachable)
     memo.diffbase = StatusDiffBaseStorage()
@@ -249,6 +250,7 @@ def test_a_node_that_joins_gets_its_unlock_job_and_a_waiting_resource_its_job(
     handlers.node_event(
         type="ADDED", name="edge-late", body=late, memo=node_memo, node_index=_index(node)
     )
+    assert memo.memory.node_changes.wait_idle(5)
     on = sorted(j["metadata"]["annotations"][crd.ANNOTATION_NODE] for j in fake.jobs.values())
     assert on == ["edge-1", "edge-late", "edge-late"]  # the unlock's, and the Resource's
     unlock_status = _stored(fake, crd.UNLOCK_PLURAL, unlock)["status"]
@@ -260,6 +262,7 @@ def test_a_node_that_joins_gets_its_unlock_job_and_a_waiting_resource_its_job(
     handlers.node_event(
         type="MODIFIED", name="edge-late", body=late, memo=node_memo, node_index=_index(node)
     )
+    assert memo.memory.node_changes.wait_idle(5)
     assert fake.calls == [] and "node_state" not in memo
 
 
@@ -277,7 +280,55 @@ def test_a_node_event_leaves_resources_that_have_their_job_alone(
         memo=_object_memo(memo),
         node_index=_index(node),
     )
+    assert memo.memory.node_changes.wait_idle(5)
     assert fake.names() == ["list_custom", "list_custom"]  # listed, none reconciled
+
+
+def test_a_burst_of_node_changes_reconciles_once_with_the_latest_of_each(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    posted: Posted,
+    unlock: dict[str, Any],
+    node: NodeInfo,
+    make_node: Callable[..., dict[str, Any]],
+) -> None:
+    """Nodes joining: each is added, then turns Ready; one gone again before it is served."""
+    memo.memory.node_changes = Coalescer(quiet=0.5, patience=5)  # the events come closer
+    unlock["spec"]["parallelism"] = 50
+    unlock_body = fake.add_custom(crd.UNLOCK_PLURAL, unlock)
+    handlers.unlock_changed(body=copy.deepcopy(unlock_body), memo=memo, node_index=_index(node))
+    fake.calls.clear()
+    names = [f"edge-{i:02d}" for i in range(2, 22)]
+    memos = {name: _object_memo(memo) for name in names}
+    not_ready = {"conditions": [{"type": "Ready", "status": "False"}]}
+    for name in names:
+        joining = make_node(name)
+        handlers.node_event(
+            type="ADDED",
+            name=name,
+            body={**joining, "status": {**joining["status"], **not_ready}},
+            memo=memos[name],
+            node_index=_index(node),
+        )
+    for name in names:
+        handlers.node_event(
+            type="MODIFIED",
+            name=name,
+            body=make_node(name),
+            memo=memos[name],
+            node_index=_index(node),
+        )
+    handlers.node_event(
+        type="DELETED",
+        name="edge-21",
+        body=make_node("edge-21"),
+        memo=memos["edge-21"],
+        node_index=_index(node),
+    )
+    assert memo.memory.node_changes.wait_idle(5)
+    assert fake.names().count("list_custom") == 2  # one run: both kinds listed once
+    on = sorted(j["metadata"]["annotations"][crd.ANNOTATION_NODE] for j in fake.jobs.values())
+    assert on == sorted(["edge-1", *names[:-1]])  # every Ready node that is still there
 
 
 def test_the_resync_serves_a_resource_whose_secret_came_late(
@@ -324,3 +375,19 @@ def test_no_mutable_state_at_module_level(module: types.ModuleType) -> None:
         if isinstance(value, (dict, list, set)) and not name.isupper() and not name.startswith("__")
     }
     assert mutable == set()
+
+
+def test_the_node_index_is_read_again_when_kopf_changes_it_meanwhile(node: NodeInfo) -> None:
+    """kopf changes the index on its event loop while the coalescer's thread reads it."""
+
+    class Changing(dict):  # type: ignore[type-arg]
+        reads = 0
+
+        def values(self) -> Any:
+            Changing.reads += 1
+            if Changing.reads < 3:
+                raise RuntimeError("dictionary changed size during iteration")
+            return super().values()
+
+    assert handlers._snapshot(Changing(_index(node))) == [node]  # type: ignore[arg-type]
+    assert Changing.reads == 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import types
+from collections.abc import Collection
 from typing import Any, cast
 
 import pytest
@@ -54,11 +55,21 @@ class FakeKube:
         assert not isinstance(self._secret_keys, str)
         return self._secret_keys
 
-    def list_jobs(self, namespace: str, labels: Any) -> list[dict[str, Any]]:
+    def list_jobs(
+        self,
+        namespace: str,
+        labels: Any,
+        *,
+        any_of: tuple[str, Collection[str]] | None = None,
+        not_succeeded: bool = False,
+    ) -> list[dict[str, Any]]:
         self.calls.append("list_jobs")
-        return copy.deepcopy(self.jobs)
+        jobs = [j for j in self.jobs if _has_one_of(j, any_of)]
+        if not_succeeded:  # the API server's field selector status.successful=0
+            jobs = [j for j in jobs if not (j.get("status") or {}).get("succeeded")]
+        return copy.deepcopy(jobs)
 
-    def list_pods(self, namespace: str, labels: Any) -> list[dict[str, Any]]:
+    def list_pods(self, namespace: str, labels: Any, **_: Any) -> list[dict[str, Any]]:
         self.calls.append("list_pods")
         return []
 
@@ -74,6 +85,13 @@ class FakeKube:
     def patch_status(self, plural: str, namespace: str, name: str, patch: dict) -> None:
         self.calls.append("patch_status")
         self.status_patches.append(patch)
+
+
+def _has_one_of(job: dict[str, Any], any_of: tuple[str, Collection[str]] | None) -> bool:
+    if any_of is None:
+        return True
+    key, values = any_of
+    return job["metadata"]["labels"].get(key) in values
 
 
 def _kube(fake: FakeKube) -> KubeClient:
