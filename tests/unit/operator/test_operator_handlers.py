@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
+import polling
 import pytest
 from kube_support import FakeKube
 
@@ -401,3 +402,22 @@ def test_no_mutable_state_at_module_level(module: types.ModuleType) -> None:
         if isinstance(value, (dict, list, set)) and not name.isupper() and not name.startswith("__")
     }
     assert mutable == set()
+
+
+@pytest.mark.parametrize(("namespaces", "watched"), [(("a", "b"), ["a", "b"]), ((), [""])])
+def test_one_job_watch_per_namespace_or_one_cluster_wide_and_they_stop(
+    fake: FakeKube, memo: kopf.Memo, namespaces: tuple[str, ...], watched: list[str]
+) -> None:
+    memo.settings = OperatorSettings(namespaces=namespaces)
+    watches = handlers.start_job_watches(memo)
+    try:
+        polling.wait_for("the listings", lambda: len(fake.calls) >= 2 * len(watched), 5, 0.01)
+    finally:
+        for watch in watches:
+            watch.stop()
+    for watch in watches:
+        assert watch._thread is not None
+        watch._thread.join(5)
+        assert not watch._thread.is_alive()
+    listed = sorted(c[1] for c in fake.calls if c[0] == "list_jobs_versioned")
+    assert listed == watched
