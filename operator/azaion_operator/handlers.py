@@ -135,8 +135,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.watching.connect_timeout = 30
     # Each API request from kopf itself (patches, events) gives up after this.
     settings.networking.request_timeout = 60
-    # Events of one object are batched briefly so bursts cost one handler run.
-    settings.batching.batch_window = 0.1
+    # (No batching window: kopf 1.45 removed time-based batching, and setting
+    # settings.batching.batch_window only warned; each event is processed in turn.)
     # Peering is chosen on the command line / by main (standalone by default).
     memo.resync = asyncio.get_running_loop().create_task(_resync_forever(memo))
     # kopf's live node index, for follow-ups that run outside kopf's handlers.
