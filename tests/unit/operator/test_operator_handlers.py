@@ -421,3 +421,15 @@ def test_one_job_watch_per_namespace_or_one_cluster_wide_and_they_stop(
         assert not watch._thread.is_alive()
     listed = sorted(c[1] for c in fake.calls if c[0] == "list_jobs_versioned")
     assert listed == watched
+
+
+def test_the_resync_posts_its_events_with_our_client_outside_kopfs_context(
+    fake: FakeKube, memo: kopf.Memo, resource: dict[str, Any], make_node: Callable[..., Any]
+) -> None:
+    """kopf.event raises LookupError outside kopf's handlers (the resync loop is a task of
+    the start-up handler's): the round went on without its Events, now they are posted."""
+    fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    fake.nodes["edge-1"] = make_node("edge-1")
+    contextvars.Context().run(handlers._resync_once, memo)
+    assert [r for _, r, _ in fake.events] == ["JobCreated"]
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Pending"
