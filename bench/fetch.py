@@ -25,8 +25,8 @@ Medians are reported; RSS is the highest seen.  The output file is removed
 between runs, so every run writes a new file.  ``--out-dir`` puts it (for
 every side) elsewhere, e.g. on tmpfs (``/dev/shm``), where the disk no longer
 decides both sides and the software's own cost shows.  ``--compare-source DIR``
-also runs ``loader fetch`` from another checkout's ``initcontainer`` in the
-same rounds (an A/B in one run).
+also runs ``loader fetch`` (and, with ``--cache-hit``, its cache hits) from
+another checkout's ``initcontainer`` in the same rounds (an A/B in one run).
 """
 
 from __future__ import annotations
@@ -178,25 +178,44 @@ def cache_hits(
     copies: list[Run] = []
     floors: list[float] = []
     hits: list[Run] = []
+    other: list[Run] = []
+    other_env = dict(env, PYTHONPATH=args.compare_source or "")
     for _ in range(args.repeat):
         copies.append(timed(["cp", str(big), str(out)], env))
         out.unlink()
         floor = timed([sys.executable, "-c", DECRYPT_FLOOR, str(big), key, iv], env)
         floors.append(float(floor.stdout.split()[0]))
-        run = timed(command, env)
-        if '"cache":"hit"' not in run.stdout or f'"sha256":"{plain_sha}"' not in run.stdout:
-            raise SystemExit(f"the cached fetch of {name} did not hit or verify: {run.stdout}")
-        hits.append(run)
-        out.unlink()
+        for runs, run_env in ((hits, env), (other, other_env)):
+            if runs is other and not args.compare_source:
+                continue
+            run = timed(command, run_env)
+            if '"cache":"hit"' not in run.stdout or f'"sha256":"{plain_sha}"' not in run.stdout:
+                raise SystemExit(f"the cached fetch of {name} did not hit or verify: {run.stdout}")
+            if file_sha256(out) != plain_sha:
+                raise SystemExit(f"the cached fetch of {name} wrote the wrong plaintext")
+            runs.append(run)
+            out.unlink()
+        compared = (
+            f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
+            if other
+            else ""
+        )
         print(
             f"  {mib} MiB cache hit: cp {copies[-1].wall:.2f}s + floor {floors[-1]:.2f}s, "
-            f"fetch {run.wall:.2f}s (CPU {run.cpu:.2f}s)",
+            f"fetch {hits[-1].wall:.2f}s (CPU {hits[-1].cpu:.2f}s){compared}",
             flush=True,
         )
     subprocess.run(["rm", "-rf", str(cache)], check=False)
     c_wall, _ = summary(copies)
     floor_wall = statistics.median(floors)
     h_wall, h_rss = summary(hits)
+    if other:
+        o_wall, o_rss = summary(other)
+        print(
+            f"  {mib} MiB cache hit from {args.compare_source}: {o_wall:.2f} s "
+            f"({o_wall / (c_wall + floor_wall):.2f}x), CPU {median_cpu(other):.2f} s, "
+            f"peak RSS {o_rss:.0f} MiB"
+        )
     return [
         f"{mib} MiB",
         f"{c_wall:.2f} s",
@@ -250,6 +269,7 @@ def main() -> int:
             fetch: list[Run] = []
             other: list[Run] = []
             threads: list[dict[str, float]] = []
+            other_threads: list[dict[str, float]] = []
             for _ in range(args.repeat):
                 for sync, runs in (("1", raw), ("0", raw_nosync)):
                     runs.append(
@@ -281,8 +301,8 @@ def main() -> int:
                     if file_sha256(out) != plain_sha:
                         raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
                     runs.append(run)
-                    if runs is fetch and args.threads:
-                        threads.append(thread_cpu(run.stderr))
+                    if args.threads:
+                        (threads if runs is fetch else other_threads).append(thread_cpu(run.stderr))
                     out.unlink()
                 compared = (
                     f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
@@ -294,12 +314,15 @@ def main() -> int:
                     f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){compared}",
                     flush=True,
                 )
-            if threads:
-                names = sorted({k for t in threads for k in t}, key=lambda k: -threads[0].get(k, 0))
+            for label, profiled in (("fetch", threads), (args.compare_source, other_threads)):
+                if not profiled:
+                    continue
+                first = profiled[0]
+                names = sorted({k for t in profiled for k in t}, key=lambda k: -first.get(k, 0))
                 cpu = ", ".join(
-                    f"{k} {statistics.median(t.get(k, 0.0) for t in threads):.2f}" for k in names
+                    f"{k} {statistics.median(t.get(k, 0.0) for t in profiled):.2f}" for k in names
                 )
-                print(f"  {mib} MiB fetch CPU per thread (s, medians): {cpu}")
+                print(f"  {mib} MiB {label} CPU per thread (s, medians): {cpu}")
             r_wall, r_rss = summary(raw)
             n_wall, _ = summary(raw_nosync)
             f_wall, f_rss = summary(fetch)

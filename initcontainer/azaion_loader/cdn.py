@@ -1,4 +1,4 @@
-"""The client of the S3-compatible CDN, over botocore: one read client, one write client.
+"""The client of the S3-compatible CDN, over botocore: signed GETs for reading, a write client.
 
 Errors, all from :mod:`azaion_loader.errors`:
 
@@ -7,6 +7,13 @@ Errors, all from :mod:`azaion_loader.errors`:
     +-- CdnNotFoundError      NoSuchBucket, NoSuchKey (404)
     +-- CdnAccessError        AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch (403),
                               or no write keys for this role
+
+A download is one GET signed with botocore's SigV4 signer and sent through
+botocore's HTTP session (its proxies from the environment, TLS checks and
+timeouts), without a botocore client (:class:`_ObjectGets`): making one (its
+service model and endpoint rules) and its request machinery cost a fetch
+~0.1 s of CPU and ~17 MiB of peak RSS (docs/benchmarks.md).  Writes and
+HEAD use a botocore client.
 
 Downloads stream in chunks (:meth:`CdnClient.iter_object`) under a
 :class:`~azaion_loader.watchdog.StreamWatch`: a stream slower than
@@ -21,15 +28,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import botocore.exceptions
-import botocore.session
 import urllib3.exceptions
-from botocore.config import Config
 
 from azaion_loader.crypto import CHUNK_SIZE
 from azaion_loader.errors import (
@@ -109,6 +115,155 @@ def _read_into(body: Any) -> Callable[[memoryview], int]:
     return copy_into
 
 
+class _Credentials(NamedTuple):
+    """What botocore's signer reads of a key pair (``botocore.credentials`` costs an import)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_RETRY_CODES = {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown"}
+_ERROR_BODY_MAX = 64 * 1024
+
+
+class _ObjectGets:
+    """``get_object`` (the subset a download uses) without a botocore client.
+
+    Each GET is signed by botocore's S3 SigV4 signer and sent by botocore's
+    HTTP session, as a botocore client's would be, with the same proxies (from
+    the environment), CA bundle and timeouts; the answer has the fields of a
+    client's (``ContentLength``, ``ETag``, ``ContentRange``,
+    ``ResponseMetadata``, a streaming ``Body``).  An error answer raises
+    :class:`botocore.exceptions.ClientError` with the code from its XML body,
+    so :func:`map_cdn_error` reads it as before.  Connection errors, 429, 5xx
+    and S3's transient codes are retried ``LOADER_RETRIES`` times with the
+    API client's backoff (the client's "standard" retries did the same).
+    Left out: the client's redirects to another region (the CDN's region
+    comes from the API).
+    """
+
+    def __init__(self, endpoint: str, region: str, keys: CdnKeys, http: HttpSettings) -> None:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.httpsession import URLLib3Session
+        from botocore.response import StreamingBody
+        from botocore.utils import (
+            get_environ_proxies,
+            is_valid_endpoint_url,
+            is_valid_ipv6_endpoint_url,
+            percent_encode,
+        )
+
+        if not (is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)):
+            # What making a botocore client refuses; it would never connect.
+            raise CdnError(
+                f"the CDN endpoint from the API, {redact_url(endpoint)}, is not a valid URL",
+                hint="ask the API operator to fix the CDN settings",
+            )
+        self._base = endpoint.rstrip("/")
+        self._http = http
+        self._signer = S3SigV4Auth(
+            _Credentials(keys.access_key_id, keys.secret_access_key), "s3", region
+        )
+        self._session = URLLib3Session(
+            verify=http.ca_bundle if http.ca_bundle else True,
+            proxies=get_environ_proxies(endpoint),
+            timeout=(http.timeout, http.timeout),
+            max_pool_connections=2,
+        )
+        self._body = StreamingBody
+        self._request = AWSRequest
+        self._encode = percent_encode
+
+    def url(self, bucket: str, key: str) -> str:
+        """The path-style URL of ``bucket/key``, encoded as a botocore client encodes it."""
+        return f"{self._base}/{self._encode(bucket)}/{self._encode(key, safe='/~')}"
+
+    def request(self, bucket: str, key: str, headers: dict[str, str]) -> Any:
+        """A signed ``GET`` of ``bucket/key``, ready to send (a fresh signature per call)."""
+        request = self._request(
+            method="GET", url=self.url(bucket, key), headers=headers, stream_output=True
+        )
+        self._signer.add_auth(request)
+        return request.prepare()
+
+    def get_object(
+        self, *, Bucket: str, Key: str, Range: str | None = None, IfMatch: str | None = None
+    ) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        if Range is not None:
+            headers["Range"] = Range
+        if IfMatch is not None:
+            headers["If-Match"] = IfMatch
+        http = self._http
+        attempt = 0
+        while True:
+            try:
+                response = self._session.send(self.request(Bucket, Key, headers))
+                raw = response.raw
+                status = int(response.status_code)
+                if status in (200, 206):
+                    return self._answer(status, raw)
+                error = _client_error(status, _error_body(raw))
+                code = error.response["Error"]["Code"]
+                if attempt >= http.retries or not (status in _RETRY_STATUS or code in _RETRY_CODES):
+                    raise error
+                why = f"HTTP {status} ({printable(code, 100)})"
+            except _NETWORK_ERRORS as exc:
+                if attempt >= http.retries:
+                    raise
+                why = type(exc).__name__
+            delay = min(http.backoff_cap, http.backoff_base * 2**attempt)
+            attempt += 1
+            log.warning(
+                "GET %s/%s from the CDN at %s: %s; retrying in %.1f s (%d/%d)",
+                Bucket,
+                Key,
+                redact_url(self._base),
+                why,
+                delay,
+                attempt,
+                http.retries,
+            )
+            time.sleep(delay)
+
+    def _answer(self, status: int, raw: Any) -> dict[str, Any]:
+        headers = raw.headers
+        answer: dict[str, Any] = {"ResponseMetadata": {"HTTPStatusCode": status}}
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            answer["ContentLength"] = int(length)
+        for field, header in (("ETag", "ETag"), ("ContentRange", "Content-Range")):
+            if headers.get(header) is not None:
+                answer[field] = headers[header]
+        answer["Body"] = self._body(raw, answer.get("ContentLength"))
+        return answer
+
+
+def _error_body(raw: Any) -> bytes:
+    """The first bytes of an error answer's body (its XML names the error); closes it."""
+    try:
+        return bytes(raw.read(_ERROR_BODY_MAX))
+    except Exception:  # noqa: BLE001 - the status alone is enough then
+        return b""
+    finally:
+        raw.close()
+
+
+def _client_error(status: int, body: bytes) -> botocore.exceptions.ClientError:
+    """What a botocore client raises for an S3 error answer: the code from the body's XML,
+    else the status (as botocore does for a body without one)."""
+    found = _ERROR_CODE.search(body)
+    code = found.group(1).decode("utf-8", "replace") if found else str(status)
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": ""}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+
+
 class _Ended(Exception):
     """The stream ended (or was cut) before its last byte."""
 
@@ -173,7 +328,12 @@ class ObjectInfo:
 
 
 class CdnClient:
-    """Two boto3 S3 clients on one endpoint: read keys and (for uploaders) write keys."""
+    """The CDN on one endpoint: signed GETs with the read keys, a botocore client with the
+    write keys (uploaders), and one with the read keys for :meth:`head`."""
+
+    part_size = PART_SIZE
+    """The multipart part size of :meth:`upload_fileobj`: boto3 reads the source this much at a
+    time, so a source that makes pieces of this size hands each over without a copy."""
 
     def __init__(
         self,
@@ -192,12 +352,20 @@ class CdnClient:
         self.endpoint = config.endpoint_url
         self.http = http or HttpSettings()
         self._factory = client_factory or self._make_client
-        # Each boto3 client costs ~15 MiB: made on first use, so a reader never
-        # pays for the write client nor an uploader for the read client.
+        self._get_factory = client_factory or self._make_gets
+        # Made on first use: a botocore client costs ~15 MiB and ~0.1 s of CPU,
+        # which a fetch never pays (its GETs need none), nor a reader for writes.
         self._read: Any = None
+        self._head_client: Any = None
         self._write: Any = None
 
+    def _make_gets(self, keys: CdnKeys) -> Any:
+        return _ObjectGets(self.endpoint, self.config.region, keys, self.http)
+
     def _make_client(self, keys: CdnKeys) -> Any:
+        import botocore.session
+        from botocore.config import Config
+
         cfg = Config(
             connect_timeout=self.http.timeout,
             read_timeout=self.http.timeout,
@@ -226,9 +394,16 @@ class CdnClient:
         return self.config.write is not None
 
     def _reader(self) -> Any:
+        """What downloads call ``get_object`` on."""
         if self._read is None:
-            self._read = self._factory(self.config.read)
+            self._read = self._get_factory(self.config.read)
         return self._read
+
+    def _read_client(self) -> Any:
+        """A botocore client with the read keys (HEAD)."""
+        if self._head_client is None:
+            self._head_client = self._factory(self.config.read)
+        return self._head_client
 
     def _writer(self) -> Any:
         if self._write is None and self.config.write is not None:
@@ -244,7 +419,7 @@ class CdnClient:
         """Size and ETag of ``bucket/key``."""
         what = f"HEAD {bucket}/{key}"
         try:
-            resp = self._reader().head_object(Bucket=bucket, Key=key)
+            resp = self._read_client().head_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"404", "NotFound", "NoSuchKey"}:
@@ -257,7 +432,7 @@ class CdnClient:
 
     def _check_bucket(self, bucket: str) -> None:
         try:
-            self._reader().head_bucket(Bucket=bucket)
+            self._read_client().head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if status == 404:
@@ -499,7 +674,7 @@ class CdnClient:
         src: Any,
         *,
         concurrency: int = 3,
-        part_size: int = PART_SIZE,
+        part_size: int | None = None,
     ) -> None:
         """Stream ``src`` (read sequentially, need not be seekable) to ``bucket/key``.
 
@@ -509,6 +684,7 @@ class CdnClient:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
         client = self._writer()
+        part_size = part_size or self.part_size
         cfg = TransferConfig(
             multipart_threshold=part_size,
             multipart_chunksize=part_size,

@@ -299,15 +299,27 @@ class EncryptingReader:
     ``read()`` returns ciphertext after the first ``small_size`` bytes, which
     are kept in :attr:`small` instead (the split's small part; 0 for none).
     :attr:`digest` covers all of ``C``.  ``on_plain`` sees each plaintext
-    chunk, ``on_big`` each piece of returned ciphertext (e.g. a cache copy),
-    ``progress`` the plaintext byte counts.
+    chunk (a view of a reused buffer, valid during the call only), ``on_big``
+    each piece of returned ciphertext (e.g. a cache copy), ``progress`` the
+    plaintext byte counts.
+
+    The ciphertext after the small part is made in pieces of ``chunk_size``
+    bytes (a multiple of the block size; the last piece may be shorter): the
+    plaintext is read into one reused buffer, exactly as much as each piece
+    needs, and each piece is the ``bytes`` the cipher returns.  A consumer that
+    reads ``chunk_size`` bytes at a time (boto3 reads each multipart part so)
+    gets each piece as it is, without a copy; other reads are served from a
+    buffer.  (With a small part that does not end on a block boundary, only
+    in ciphertexts under 10 KiB, the pieces are not aligned and every read
+    goes through the buffer.)
 
     With ``read_ahead`` > 0, reading, encrypting and hashing run in a
-    background thread that many chunks ahead of the consumer (``on_plain``
+    background thread that many pieces ahead of the consumer (``on_plain``
     and ``progress`` are then called from that thread), so CBC encryption,
-    which is serial, overlaps the consumer's network sends.  Memory: one
-    chunk, the read-ahead, plus what the consumer has not read yet.  Call
-    :meth:`close` when done (it stops the thread if the consumer stops early).
+    which is serial, overlaps the consumer's network sends.  Memory: the
+    plaintext buffer, the piece being made, the read-ahead, plus what the
+    consumer has not read yet.  Call :meth:`close` when done (it stops the
+    thread if the consumer stops early).
     """
 
     def __init__(
@@ -317,12 +329,14 @@ class EncryptingReader:
         *,
         small_size: int = 0,
         iv: bytes | None = None,
-        on_plain: Callable[[bytes], None] | None = None,
+        on_plain: Callable[[memoryview], None] | None = None,
         on_big: Callable[[memoryview], None] | None = None,
         progress: Callable[[int], None] | None = None,
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = 0,
     ) -> None:
+        if chunk_size <= 0 or chunk_size % BLOCK_SIZE:
+            raise ValueError(f"chunk_size must be a positive multiple of {BLOCK_SIZE}")
         self._src = src
         self._enc = Encryptor(key, iv)
         self._small_size = small_size
@@ -347,45 +361,88 @@ class EncryptingReader:
         """Always false: the ciphertext is produced once, in order."""
         return False
 
+    def _fill(self, view: memoryview) -> int:
+        """Read ``src`` into ``view`` until it is full or ``src`` ends; the bytes read."""
+        got = 0
+        readinto = getattr(self._src, "readinto", None)
+        while got < len(view):
+            if readinto is not None:
+                n = readinto(view[got:])
+            else:
+                data = self._src.read(len(view) - got)
+                n = len(data)
+                view[got : got + n] = data
+            if not n:
+                break
+            got += n
+        return got
+
     def _ciphertext(self) -> Iterator[bytes]:
-        """Read, encrypt and hash ``src``; yields the ciphertext chunk by chunk."""
+        """Read, encrypt and hash ``src``; yields the ciphertext piece by piece.
+
+        The first piece ends where the small part ends (without one, where a
+        piece would): with the IV in front, its plaintext is ``IV_SIZE``
+        bytes shorter.  Then each piece is ``chunk_size`` bytes: whole blocks
+        in, as many out.
+        """
+        buf = bytearray(self._chunk_size)
+        view = memoryview(buf)
+        first = (self._small_size or self._chunk_size) - IV_SIZE
+        want = first if 0 < first <= self._chunk_size and first % BLOCK_SIZE == 0 else len(view)
         while True:
-            data = self._src.read(self._chunk_size)
-            if data:
-                self.plain_size += len(data)
+            n = self._fill(view[:want])
+            out = b""
+            if n:
+                data = view[:n]
+                self.plain_size += n
                 if self._on_plain is not None:
                     self._on_plain(data)
                 out = self._enc.update(data)
                 if self._progress is not None:
-                    self._progress(len(data))
-            else:
-                out = self._enc.finalize()
+                    self._progress(n)
+            if n < want:  # the end: the padded last blocks join the last piece
+                last = self._enc.finalize()
+                out = out + last if out else last
             if out:
                 self.digest.update(out)
                 self.cipher_size += len(out)
                 yield out
-            if not data:
+            if n < want:
                 return
+            want = len(view)
 
-    def _produce(self) -> None:
+    def _next_piece(self) -> bytes | memoryview | None:
+        """The next piece of the big part (empty when it all went to the small part);
+        ``None`` at the end."""
         out = next(self._chunks, None)
         if out is None:
             self._eof = True
-            return
-        view = memoryview(out)
+            return None
+        piece: bytes | memoryview = out
         need = self._small_size - len(self.small)
         if need > 0:
+            view = memoryview(out)
             self.small += view[:need]
-            view = view[need:]
-        if view:
-            if self._on_big is not None:
-                self._on_big(view)
-            self._buf += view
+            piece = view[need:]
+        if piece and self._on_big is not None:
+            self._on_big(memoryview(piece))
+        return piece
 
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes of ciphertext (all the rest if negative); ``b""`` at the end."""
+        if size > 0 and not self._buf:
+            piece = self._next_piece()
+            while piece is not None and not piece:
+                piece = self._next_piece()
+            if piece is None:
+                return b""
+            if len(piece) == size and isinstance(piece, bytes):
+                return piece  # a whole piece, as the cipher made it: no copy
+            self._buf += piece
         while not self._eof and (size < 0 or len(self._buf) < size):
-            self._produce()
+            piece = self._next_piece()
+            if piece:
+                self._buf += piece
         if size < 0 or size >= len(self._buf):
             data = bytes(self._buf)
             self._buf.clear()

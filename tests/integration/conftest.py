@@ -436,8 +436,11 @@ def containerd_engine() -> Iterator[PrivateContainerd]:
 
 @pytest.fixture
 def fault_proxy() -> Iterator[Callable[[int], Any]]:
-    """``make(upstream_port)``: a loopback :class:`fault_proxy_support.FaultProxy`, closed after."""
-    from fault_proxy_support import FaultProxy
+    """``make(upstream_port)``: a loopback :class:`fault_proxy.FaultProxy`, closed after.
+
+    The proxy is ``hack/fault_proxy.py`` (the e2e cluster-fault tests use it too).
+    """
+    from fault_proxy import FaultProxy
 
     made: list[FaultProxy] = []
 

@@ -1,9 +1,10 @@
 """Real faults on loopback (issue 11): a proxy cuts, stalls or slows a live stream.
 
 The `loader` CLI runs as a child process against the reference API server and
-moto's S3, with :mod:`fault_proxy_support` in between.  Every test checks the exit code
-and error class, that the time stayed within the deadline, that no temporary
-is left and that the target is absent or still holds its old content.
+moto's S3, with :mod:`fault_proxy` (``hack/fault_proxy.py``) in between.  Every
+test checks the exit code and error class, that the time stayed within the
+deadline, that no temporary is left and that the target is absent or still
+holds its old content.
 """
 
 from __future__ import annotations
@@ -227,6 +228,34 @@ def test_cdn_cut_without_resumes_publishes_nothing(
     assert_failed(code, result, err, 21, "CdnUnavailableError")
     assert "ended GET models/model.bin.big after" in result["message"]
     assert_untouched(target_dir, out)
+
+
+def test_cdn_held_then_released_completes_on_one_connection(
+    dev_env: Any, published: bytes, fault_proxy: Any, tmp_path: Path
+) -> None:
+    """The big part is held after 1 MiB for 3 s (within every default timeout), then
+    released: the same stream goes on, no resume, the result verifies (the e2e kubelet
+    fault holds a Job's download this way)."""
+    proxy = cdn_fault(dev_env, fault_proxy, "hold", at=1024 * 1024, times=10)
+    target_dir, out = target_dir_with_old(tmp_path)
+    proc = start_fetch(dev_env.merged(LOADER_CACHE_DIR=""), out)
+    try:
+        assert proxy.reached.wait(60), "the fetch never reached the hold"
+        sent = proxy.sent
+        time.sleep(3)
+        assert proxy.held == 1 and proxy.sent == sent, "the stream was not held"
+        assert proc.poll() is None, "the fetch ended while its stream was held"
+        assert_untouched(target_dir, out)  # nothing published from a partial stream
+        proxy.release()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proxy.release()
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "resuming at byte" not in stderr
+    assert_fetched(json.loads(stdout.strip().splitlines()[-1]), out, published)
+    assert proxy.connections == proxy.matched == 1 and proxy.held == 0
+    assert big_size(published) <= proxy.sent < big_size(published) + 16 * 1024
 
 
 def test_cdn_object_replaced_before_the_resume_fails_cleanly(

@@ -15,10 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+from fault_proxy import FaultProxy  # hack/fault_proxy.py
 from polling import wait_for  # hack/: shared with the benchmarks; the tests import it from here
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -186,6 +189,117 @@ def start_dev_stack(host: str, workdir: pathlib.Path, timeout: float = 240) -> D
         raise
     stack.settings = parse_env_file(env_file.read_text())
     return stack
+
+
+@dataclass
+class FaultCdnApi:
+    """A second reference API (``loader serve-api``) whose CDN is a fault proxy.
+
+    The proxy listens on the host address the nodes reach and forwards to the dev
+    stack's S3 (the same moto, the same buckets); the API knows the dev stack's
+    demo user with the same password, so a namespace's credentials Secret works
+    against both. A Resource reaches it through ``spec.apiUrl``, which the chart
+    allows with ``policy.allowedApiUrls`` (a value an admin sets, like
+    ``policy.allowInsecureHttp``). Unarmed, the proxy passes everything unchanged;
+    a test arms it (e.g. ``hold``) to have a Job's download held mid-stream.
+    """
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    proxy: FaultProxy
+    log: pathlib.Path
+    dev_stack: DevStack
+
+    def loader(self, *args: str, timeout: float = 300) -> dict[str, Any]:
+        """``loader ARGS --json`` as the demo uploader against this API; its result line."""
+        env = {**self.dev_stack.loader_env(), "LOADER_API_URL": self.url}
+        done = run([str(VENV_BIN / "loader"), *args, "--json"], env=env, timeout=timeout)
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def stop(self) -> None:
+        self.proxy.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_fault_cdn_api(
+    host: str, dev_stack: DevStack, workdir: pathlib.Path, timeout: float = 60
+) -> FaultCdnApi:
+    """A fault proxy on ``host`` in front of the dev stack's S3, and ``loader serve-api``
+    on ``host`` (a free port) handing that proxy out as its CDN."""
+    s3 = urllib.parse.urlsplit(dev_stack.s3_url)
+    assert s3.hostname and s3.port, dev_stack.s3_url
+    proxy = FaultProxy(s3.port, host=host, upstream_host=s3.hostname)
+    workdir.mkdir(parents=True, exist_ok=True)
+    users, cdn = workdir / "users.yaml", workdir / "cdn.yaml"
+    for path in (users, cdn):
+        path.touch(mode=0o600)
+    users.write_text(
+        yaml.safe_dump(
+            {
+                "users": [
+                    {
+                        "email": dev_stack.email,
+                        "password": dev_stack.password,
+                        "role": "uploader",
+                        "max_devices": 10,
+                    }
+                ]
+            }
+        )
+    )
+    # moto checks no signature: any key pair reaches the dev stack's buckets.
+    cdn.write_text(
+        yaml.safe_dump(
+            {
+                "endpoint_url": proxy.url,
+                "region": "us-east-1",
+                "read": {"access_key_id": "fault-read", "secret_access_key": "fault-read-key"},
+                "write": {"access_key_id": "fault-write", "secret_access_key": "fault-write-key"},
+            }
+        )
+    )
+    log = workdir / "serve-api.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
+    argv = [
+        str(VENV_BIN / "loader"),
+        "serve-api",
+        "--data-dir",
+        str(workdir / "api"),
+        "--host",
+        host,
+        "--port",
+        "0",
+        "--users-file",
+        str(users),
+        "--cdn-config-file",
+        str(cdn),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    api = FaultCdnApi(proc=proc, url="", proxy=proxy, log=log, dev_stack=dev_stack)
+
+    def listening() -> str | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"loader serve-api exited {proc.returncode}:\n{log.read_text()}")
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("serve-api: listening on "):
+                return line.split()[3]
+        return None
+
+    try:
+        api.url = wait_for("loader serve-api listening", listening, timeout=timeout, every=0.2)
+    except BaseException:
+        api.stop()
+        raise
+    return api
 
 
 # --------------------------------------------------------------------------- node files

@@ -4,9 +4,12 @@ Once per session: the image (``scripts/build-image``, then ``kind load`` into th
 nodes unless ``AZAION_E2E_SKIP_IMPORT=1``), ``loader dev-stack`` on the cluster's
 host address (``AZAION_CLUSTER_HOST_IP``: ``scripts/kind-node-image env`` prints
 it), a pool of namespaces ``azl-e2e-<session>-<n>``,
-and the chart (release ``azl-e2e`` in ``azl-e2e-system``) watching exactly those
-namespaces, so the operator processes of ``tests/e2e/operator`` (namespaces
-``op-e2e-*``) and a demo install are never handled twice.
+a second API (``loader serve-api``, same demo user) whose CDN is a fault proxy
+in front of the dev stack's S3 (``FaultCdnApi``: a test holds a Job's download
+there), and the chart (release ``azl-e2e`` in ``azl-e2e-system``) watching
+exactly those namespaces and allowing that API in ``policy.allowedApiUrls``, so
+the operator processes of ``tests/e2e/operator`` (namespaces ``op-e2e-*``) and
+a demo install are never handled twice.
 
 Per test: one namespace from the pool (Pod Security ``privileged``: ImageUnlock
 mounts the Docker socket), the credentials Secret, a static hostPath PV with its
@@ -40,12 +43,14 @@ from chart_e2e_support import (
     RELEASE_NAMESPACE,
     ROOT,
     DevStack,
+    FaultCdnApi,
     NodeFiles,
     collect_evidence,
     kubectl,
     ready_operator_pod,
     run,
     start_dev_stack,
+    start_fault_cdn_api,
     tool,
     wait_for,
 )
@@ -202,6 +207,17 @@ def dev_stack(
     stack.stop()
 
 
+@pytest.fixture(scope="session")
+def fault_cdn_api(
+    dev_stack: DevStack, host_ip: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultCdnApi]:
+    """A second API on the host address whose CDN is a fault proxy in front of the dev
+    stack's S3 (``FaultCdnApi``); the chart allows it as ``spec.apiUrl``."""
+    api = start_fault_cdn_api(host_ip, dev_stack, tmp_path_factory.mktemp("fault-cdn-api"))
+    yield api
+    api.stop()
+
+
 @dataclass
 class NamespacePool:
     """Namespaces the chart watches, handed out one per test."""
@@ -261,6 +277,7 @@ def chart(
     core: Any,
     image: str,
     dev_stack: DevStack,
+    fault_cdn_api: FaultCdnApi,
     namespace_pool: NamespacePool,
     node_selector: dict[str, str],
 ) -> Iterator[str]:
@@ -304,6 +321,10 @@ def chart(
             # ImageUnlock lives in its own pool namespace (docs/security.md).
             "--set",
             "policy.allowInsecureHttp=true",
+            # test_kubelet_restarted_mid_job[pod-running] holds a download at the
+            # second API's CDN proxy (FaultCdnApi): a Resource names it in spec.apiUrl.
+            "--set",
+            f"policy.allowedApiUrls={{{fault_cdn_api.url}}}",
             "--set",
             f"policy.imageUnlockNamespaces={watch}",
             # test_wrong_password_* names its own Secret (docs/security.md).

@@ -5,11 +5,14 @@ node's kubelet restarted while a Job runs there.
 The faults are real: on a kind cluster the kube-apiserver container (a static
 pod) and the operator's container are killed with ``crictl`` inside their node
 containers and the kubelet starts them again; the kubelet is restarted with
-``systemctl`` (``kind_faults_support.py``). Each case asserts that exactly the right
-Jobs exist afterwards (one per Resource, one per node of the ImageUnlock, none
-created twice), that every result is complete and verified with no temporary
-beside it, that each custom resource ends Ready within a bound, and that no
-secret reaches the operator's logs, Events or statuses.
+``systemctl`` (``kind_faults_support.py``). To restart it while a Job's download
+is in flight, the download is held at a fault proxy in front of S3
+(``FaultCdnApi``, ``hack/fault_proxy.py``) until the restart is done. Each case
+asserts that exactly the right Jobs exist afterwards (one per Resource, one per
+node of the ImageUnlock, none created twice), that every result is complete and
+verified with no temporary beside it, that each custom resource ends Ready
+within a bound, and that no secret reaches the operator's logs, Events or
+statuses.
 
 They need a kind cluster (node containers to exec into) with two workers that
 take pods: ``scripts/e2e-kind --local``. Elsewhere they skip, naming what is
@@ -28,10 +31,12 @@ from typing import Any
 import pytest
 import test_e2e_multinode as multinode
 from chart_e2e_support import (
+    FOLDER,
     GROUP,
     OWNER_UID,
     VERSION,
     DevStack,
+    FaultCdnApi,
     NodeFiles,
     collect_evidence,
     operator_logs,
@@ -282,10 +287,34 @@ def test_api_server_restarted_while_jobs_are_created(
     )
 
 
-# "pod-running" (the restart while the pod runs) is left out: with a 24 MB part
-# the pod went Pending -> Succeeded between two kubelet status updates on a quiet
-# machine, so the moment was never seen (CI run of 30 Nov; docs/faults.md).
-@pytest.mark.parametrize("moment", ["job-created"])
+HOLD_AT = 1024 * 1024
+"""Bytes of the big part a held download gets before the proxy holds it."""
+
+
+@pytest.fixture
+def held_cdn(fault_cdn_api: FaultCdnApi) -> Iterator[FaultCdnApi]:
+    """The second API whose CDN proxy a test arms; released and disarmed afterwards
+    whatever the test's outcome, so no download stays held."""
+    yield fault_cdn_api
+    fault_cdn_api.proxy.release()
+
+
+def _fetch_container(pod: Any) -> str | None:
+    """The container ID of the pod's first init container (the fetch), if it has one."""
+    statuses = pod.status.init_container_statuses or ()
+    return statuses[0].container_id if statuses else None
+
+
+def _init_states(pod: Any) -> str:
+    """``name:state(restarts)`` of each init container, e.g. ``fetch:running(0)``."""
+    out = []
+    for s in pod.status.init_container_statuses or ():
+        state = next((k for k in ("running", "terminated", "waiting") if getattr(s.state, k)), "?")
+        out.append(f"{s.name}:{state}({s.restart_count})")
+    return ",".join(out) or "-"
+
+
+@pytest.mark.parametrize("moment", ["job-created", "pod-running"])
 def test_kubelet_restarted_mid_job(
     moment: str,
     kind: KindCluster,
@@ -294,54 +323,102 @@ def test_kubelet_restarted_mid_job(
     custom: Any,
     batch: Any,
     dev_stack: DevStack,
+    held_cdn: FaultCdnApi,
     node_files: NodeFiles,
     node_name: str,
     node_selector: dict[str, str],
     tmp_path: Any,
 ) -> None:
     """The kubelet of the Job's node is restarted as soon as the Job exists (its pod is
-    scheduled while the kubelet is away), or while the Job's pod runs there."""
+    scheduled while the kubelet is away), or while the Job's pod runs there.
+
+    ``pod-running``: a 24 MB part fetches in under a second, between two status
+    updates of the kubelet, so the download is held on purpose: the Resource names
+    the second API (``spec.apiUrl``) whose CDN is the fault proxy, armed to hold the
+    big part's stream after 1 MiB. The kubelet is restarted once the init container
+    is seen running and the proxy holds the stream; then the stream is released.
+    """
     data = os.urandom(24_000_000)
     source = f"e2e-kubelet-{ns.name}"
-    _publish(dev_stack, tmp_path, source, data)
+    spec: dict[str, Any] = {"nodeSelector": node_selector}
+    proxy = held_cdn.proxy
+    if moment == "pod-running":
+        path = tmp_path / source
+        path.write_bytes(data)
+        published = held_cdn.loader(
+            "upload",
+            "--folder",
+            FOLDER,
+            "--name",
+            source,
+            "--version",
+            "1",
+            "--no-progress",
+            str(path),
+        )
+        path.unlink()
+        assert published["ok"] is True, published
+        # Every GET of the big part (a resume after a read timeout too) is held.
+        proxy.arm(f"GET /{FOLDER}/{source}.big ".encode(), "hold", at=HOLD_AT, times=20)
+        spec["apiUrl"] = held_cdn.url
+    else:
+        _publish(dev_stack, tmp_path, source, data)
     started_before = kind.kubelet_started(node_name)
 
-    created = _create(
-        custom, ns.name, _resource("kl", source, "kl.bin", nodeSelector=node_selector)
-    )
+    created = _create(custom, ns.name, _resource("kl", source, "kl.bin", **spec))
     uid = created["metadata"]["uid"]
+    created_at = time.monotonic()
 
-    def pod_running() -> Any:
-        pods = core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items
-        return next((p for p in pods if p.status.phase == "Running"), None) or next(
+    def pods() -> list[Any]:
+        return list(core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items)
+
+    def init_running() -> Any:
+        return next(
             (
                 p
-                for p in pods
+                for p in pods()
                 if any(s.state and s.state.running for s in p.status.init_container_statuses or ())
             ),
             None,
         )
 
+    def pod_running_and_held() -> Any:
+        pod = init_running()
+        return pod if pod is not None and proxy.reached.is_set() and proxy.held >= 1 else None
+
     def job_created() -> Any:
         return batch.list_namespaced_job(ns.name, label_selector=f"{OWNER_UID}={uid}").items
 
-    ready_for = pod_running if moment == "pod-running" else job_created
+    ready_for = pod_running_and_held if moment == "pod-running" else job_created
     try:
-        wait_for(f"the fault's moment: {moment}", ready_for, timeout=120, every=0.1)
+        at_fault = wait_for(f"the fault's moment: {moment}", ready_for, timeout=120, every=0.1)
     except AssertionError as exc:
-        # Seen once in three runs (pod-running, right after the job-created case on
-        # the same node); cause not found yet: keep what the pods and the Job said.
-        pods = core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items
         jobs = job_created()
         raise AssertionError(
-            f"{exc}; pods: {[(p.metadata.name, p.status.to_dict()) for p in pods]}; "
+            f"{exc}; proxy reached={proxy.reached.is_set()} held={proxy.held} "
+            f"sent={proxy.sent}; pods: {[(p.metadata.name, p.status.to_dict()) for p in pods()]}; "
             f"jobs: {[j.status.to_dict() for j in jobs]}"
         ) from None
-    [job] = batch.list_namespaced_job(ns.name, label_selector=f"{OWNER_UID}={uid}").items
+    [job] = job_created()
     assert not job.status.succeeded, "the Job finished before the kubelet restart"
-    kind.restart_kubelet(node_name)
-    restarted_at = time.monotonic()
-    assert kind.kubelet_started(node_name) != started_before, "the kubelet was not restarted"
+    before = (
+        f"pod {at_fault.metadata.name} init {_init_states(at_fault)}"
+        if moment == "pod-running"
+        else "no pod yet"
+    )
+    held_sent = proxy.sent
+    try:
+        kind.restart_kubelet(node_name)
+        restarted_at = time.monotonic()
+        assert kind.kubelet_started(node_name) != started_before, "the kubelet was not restarted"
+        if moment == "pod-running":
+            # The transfer is still in flight (held) across the restart.
+            assert proxy.held >= 1, "the stream was no longer held after the restart"
+            assert not node_files.list_files(ns.host_dir), "a file was published while held"
+    finally:
+        proxy.release()
+    released_at = time.monotonic()
+    during = proxy.sent - held_sent
 
     def ready() -> bool:
         obj = _quiet(
@@ -353,15 +430,38 @@ def test_kubelet_restarted_mid_job(
     took = time.monotonic() - restarted_at
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns.name, "resources", "kl")
     status = obj["status"]
-    assert status["phase"] == "Succeeded", status
+    final = pods()
     jobs = batch.list_namespaced_job(ns.name).items
+    failed = [j.status.failed or 0 for j in jobs]
+    summary = (
+        f"kubelet on {node_name} restarted at {moment} ({before}; "
+        f"{restarted_at - created_at:.1f}s after the Resource was created"
+        + (
+            f", stream held after {HOLD_AT} bytes, {during} bytes forwarded during the "
+            f"restart, released {released_at - restarted_at:.1f}s after it"
+            if moment == "pod-running"
+            else ""
+        )
+        + f"); {status.get('phase')} {took:.1f}s after the restart; {len(jobs)} Job(s), "
+        f"failed pods {failed}; pods: "
+        + "; ".join(f"{p.metadata.name} {p.status.phase} init {_init_states(p)}" for p in final)
+        + (
+            f"; GETs of the big part at the proxy {proxy.matched} (more than 1: resumed); "
+            "the fetch container running at the restart is "
+            + (
+                "the one that finished"
+                if _fetch_container(at_fault) in {_fetch_container(p) for p in final}
+                else "gone (another one finished)"
+            )
+            if moment == "pod-running"
+            else ""
+        )
+    )
+    print(summary)
+    assert status["phase"] == "Succeeded", (summary, status)
     assert [j.metadata.name for j in jobs] == [job.metadata.name] == [status["jobName"]]
+    assert jobs[0].metadata.uid == job.metadata.uid, "the Job was re-created"
     assert status["result"]["sha256"] == sha256(data)
     assert node_files.list_files(ns.host_dir) == ["kl.bin"]
     assert node_files.sha256_of(ns.host_dir / "kl.bin") == sha256(data)
-    pods = core.list_namespaced_pod(ns.name, label_selector=f"{OWNER_UID}={uid}").items
     _assert_no_secret(core, custom, ns.name, dev_stack)
-    print(
-        f"kubelet on {node_name} restarted at {moment}; Ready "
-        f"{took:.1f}s later; 1 Job, {len(pods)} pod(s)"
-    )

@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
@@ -152,3 +153,64 @@ def test_encrypting_reader_splits_and_digests() -> None:
     assert reader.digest.hexdigest() == hashlib.sha256(c).hexdigest()
     assert sum(seen) == len(plain) == reader.plain_size
     assert reader.cipher_size == len(c)
+
+
+class _Recording(crypto.EncryptingReader):
+    """Records every ciphertext piece the reader makes."""
+
+    made: list[bytes]
+
+    def _ciphertext(self) -> Iterator[bytes]:
+        self.made = []
+        for piece in super()._ciphertext():
+            self.made.append(piece)
+            yield piece
+
+
+@pytest.mark.parametrize("small_size", [0, 3072, 1000])
+@pytest.mark.parametrize("read_ahead", [0, 2])
+def test_encrypting_reader_hands_whole_pieces_over_without_a_copy(
+    small_size: int, read_ahead: int
+) -> None:
+    chunk = 64 * 1024
+    plain = os.urandom(5 * chunk + 100)
+    c = crypto.encrypt_bytes(KEY, plain, IV)
+    plain_seen = hashlib.sha256()
+    reader = _Recording(
+        io.BytesIO(plain),
+        KEY,
+        small_size=small_size,
+        iv=IV,
+        on_plain=plain_seen.update,
+        chunk_size=chunk,
+        read_ahead=read_ahead,
+    )
+    reads = []
+    while piece := reader.read(chunk):
+        reads.append(piece)
+    reader.close()
+    assert bytes(reader.small) + b"".join(reads) == c
+    assert reader.digest.hexdigest() == hashlib.sha256(c).hexdigest()
+    assert plain_seen.hexdigest() == hashlib.sha256(plain).hexdigest()
+    assert [len(r) for r in reads[:-1]] == [chunk] * (len(reads) - 1)
+    if small_size % 16 == 0:  # aligned: every whole piece is the cipher's own bytes object
+        made = {id(p) for p in reader.made}
+        assert all(id(r) in made for r in reads[:-1])
+        assert len(reader.made[0]) == (small_size or chunk)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 3056, 3057, 65536 - 16, 65536])
+def test_encrypting_reader_at_the_piece_edges(size: int) -> None:
+    plain = os.urandom(size)
+    c = crypto.encrypt_bytes(KEY, plain, IV)
+    s = crypto.split_point(len(c))
+    reader = crypto.EncryptingReader(io.BytesIO(plain), KEY, small_size=s, iv=IV, chunk_size=65536)
+    big = b""
+    while piece := reader.read(65536):
+        big += piece
+    assert bytes(reader.small) + big == c and reader.cipher_size == len(c)
+
+
+def test_encrypting_reader_refuses_a_chunk_that_is_not_whole_blocks() -> None:
+    with pytest.raises(ValueError, match="multiple of 16"):
+        crypto.EncryptingReader(io.BytesIO(b""), KEY, chunk_size=1000)

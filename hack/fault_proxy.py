@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback that breaks a response stream at a chosen byte: real faults, no mocks.
+"""A TCP proxy that breaks a response stream at a chosen byte: real faults, no mocks.
 
     proxy = FaultProxy(upstream_port)            # listens on 127.0.0.1:<free port>
     proxy.arm(b"GET /models/model.bin.big", "slow", at=512 * 1024, rate=20_000)
@@ -15,10 +15,17 @@ bytes, the fault:
 - ``slow``: ``rate`` bytes per second, a few bytes at a time (a trickle that
   every per-read timeout lets through);
 - ``503``: the server's answer is replaced by ``503 Service Unavailable``
-  (S3's "slow down"), and the connection closed.
+  (S3's "slow down"), and the connection closed;
+- ``hold``: nothing more is forwarded until :meth:`release`, then the rest
+  of the answer goes through unchanged (a stream held while something else
+  happens, e.g. a node's kubelet restarted mid-transfer).
 
 A fault applies to ``times`` connections (default 1), so a retry or a second
 fetch can go through.  Every wait is bounded by :meth:`close`.
+
+The proxy listens on loopback by default; ``host`` binds another address
+(e.g. the bridge a kind cluster's nodes reach the host on) and
+``upstream_host`` names the server's.
 """
 
 from __future__ import annotations
@@ -44,19 +51,26 @@ class _Plan:
 
 
 class FaultProxy:
-    """127.0.0.1:<free port> forwarding to 127.0.0.1:``upstream_port``, with one armed fault."""
+    """``host``:<free port> forwarding to ``upstream_host``:``upstream_port``, one armed fault."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(
+        self, upstream_port: int, *, host: str = "127.0.0.1", upstream_host: str = "127.0.0.1"
+    ) -> None:
+        self.upstream_host, self.upstream_port = upstream_host, upstream_port
+        self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._plan: _Plan | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._released = threading.Event()
         self._sockets: list[socket.socket] = []
         self.reached = threading.Event()
         """Set when a response passed the fault point (the fault is now acting)."""
+        self.held = 0
+        """Connections a ``hold`` fault is holding now."""
+        self.matched = 0
+        """Connections the last armed fault was applied to (requests holding ``match``)."""
         self.connections = 0
         self.sent = 0
         """Bytes of answers forwarded to clients, over all connections."""
@@ -64,19 +78,27 @@ class FaultProxy:
 
     def arm(self, match: bytes, kind: str, *, at: int, rate: float = 0.0, times: int = 1) -> None:
         """Break the answer to the next ``times`` requests holding ``match`` past ``at`` bytes."""
-        if kind not in ("cut", "stall", "slow", "503"):
+        if kind not in ("cut", "stall", "slow", "503", "hold"):
             raise ValueError(kind)
         with self._lock:
             self._plan = _Plan(match, kind, at, rate, times)
+            self.matched = 0
             self.reached.clear()
+            self._released.clear()
 
     def disarm(self) -> None:
         with self._lock:
             self._plan = None
 
+    def release(self) -> None:
+        """Disarm, and let every held answer go on (a no-op when nothing is held)."""
+        self.disarm()
+        self._released.set()
+
     def close(self) -> None:
         """Stop accepting, end every fault's wait and close every connection."""
         self._closed.set()
+        self._released.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
@@ -93,7 +115,9 @@ class FaultProxy:
             except OSError:
                 return
             try:
-                server = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+                server = socket.create_connection(
+                    (self.upstream_host, self.upstream_port), timeout=10
+                )
             except OSError:
                 client.close()
                 continue
@@ -115,6 +139,7 @@ class FaultProxy:
             if plan is None or plan.times <= 0 or plan.match not in data:
                 return None
             plan.times -= 1
+            self.matched += 1
             return _Plan(plan.match, plan.kind, plan.at, plan.rate, 1)
 
     def _upstream(self, client: socket.socket, server: socket.socket, state: dict) -> None:
@@ -140,6 +165,11 @@ class FaultProxy:
                 if keep == len(data):
                     continue
                 self.reached.set()
+                if plan.kind == "hold":
+                    if not self._hold(client, data[keep:]):
+                        return  # closed while held
+                    state["plan"] = None  # released: the rest passes unchanged
+                    continue
                 self._fault(plan, client, data[keep:], server)
                 return
         except OSError:
@@ -157,6 +187,20 @@ class FaultProxy:
         client.sendall(data)
         with self._lock:
             self.sent += len(data)
+
+    def _hold(self, client: socket.socket, rest: bytes) -> bool:
+        """Wait for :meth:`release`, then send ``rest``; False if the proxy closed instead."""
+        with self._lock:
+            self.held += 1
+        try:
+            self._released.wait()
+        finally:
+            with self._lock:
+                self.held -= 1
+        if self._closed.is_set():
+            return False
+        self._send(client, rest)
+        return True
 
     def _fault(
         self, plan: _Plan, client: socket.socket, rest: bytes, server: socket.socket
