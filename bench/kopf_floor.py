@@ -42,7 +42,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
     settings.execution.max_workers = ours.workers
     settings.posting.level = logging.WARNING
-    settings.batching.batch_window = 0.1
 
 
 @kopf.on.create(crd.GROUP, crd.VERSION, crd.RESOURCE_PLURAL)

@@ -73,6 +73,9 @@ from azaion_operator.nodes import node_info
 from azaion_operator.settings import OperatorSettings
 from kube_watch import watch_jobs
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "hack"))
+import polling  # hack/: the stdlib helpers the tests share with the benchmarks
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GROUP, VERSION, PLURAL = "loader.azaion.com", "v1alpha1", "resources"
 MANAGED = "app.kubernetes.io/managed-by=azaion-operator"
@@ -82,19 +85,13 @@ FLOOR = "floor"  # a variant's source: the bare controller, not an operator pack
 KOPF_FLOOR = "kopf-floor"  # ... kopf with one create handler (bench/kopf_floor.py)
 
 
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
+    """``polling.wait_for``: a time-out ends the benchmark with its message (SystemExit)."""
+    return polling.wait_for(what, check, timeout, every, error=SystemExit)
+
+
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def free_port() -> int:

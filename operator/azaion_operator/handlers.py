@@ -3,8 +3,10 @@
 - ``Resource`` / ``ImageUnlock`` created, changed or found at start-up: reconcile
   (``kopf.PermanentError`` for a spec the operator cannot serve, with ``Failed``
   status and a Warning Event; ``kopf.TemporaryError`` with a delay for API trouble).
-- A Job of ours changes state: reconcile its owner (status flows back, and an
-  ``ImageUnlock`` starts its next nodes).
+- A Job of ours changes state (our own watch, ``jobwatch.py``, not kopf's):
+  reconcile its owner (status flows back, and an ``ImageUnlock`` starts its
+  next nodes).  A ``Resource`` follow-up starts from the body our last status
+  write left and the Job the watch showed: no read of the owner, no Job listing.
 - A Node joins, leaves, or changes readiness, labels or taints: reconcile every
   ``ImageUnlock`` (and every ``Resource`` still waiting for a node), once per
   burst of such changes (``memory.Coalescer``).
@@ -18,8 +20,8 @@ objects get their Jobs first, status refreshes come after.  Run with
 
 State: nothing at module level.  kopf's ``memo`` carries the API client, the
 settings and the shared :class:`~azaion_operator.memory.OperatorMemory` (made
-at start-up); a Job's or a Node's last seen state is kept in that object's own
-memo.  The API is reached only through ``memo.kube``, a
+at start-up); a Node's last seen state is kept in that object's own memo, a
+Job's in the Job watch.  The API is reached only through ``memo.kube``, a
 :class:`~azaion_operator.kubeapi.KubeApi` (an in-memory fake in unit tests).
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import copy
 import datetime
 import logging
 import os
@@ -39,6 +42,7 @@ import kopf
 from azaion_operator import crd
 from azaion_operator.diffbase import StatusDiffBaseStorage, StatusProgressStorage
 from azaion_operator.errors import KubeError, KubeNotFoundError, SpecError
+from azaion_operator.jobwatch import JobWatch
 from azaion_operator.kinds import KINDS
 from azaion_operator.kube import KubeClient
 from azaion_operator.kubeapi import KubeApi
@@ -47,7 +51,7 @@ from azaion_operator.metrics import Metrics, observations
 from azaion_operator.nodes import NodeInfo, node_info
 from azaion_operator.reconcile import Event, Report
 from azaion_operator.settings import OperatorSettings
-from azaion_operator.status import FAILED, failed_status, status_patch
+from azaion_operator.status import FAILED, TERMINAL, failed_status, merged, status_patch
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +90,19 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _nodes(node_index: kopf.Index) -> list[NodeInfo]:
-    return [info for store in node_index.values() for info in store]
+    for _ in range(10):
+        try:
+            return [info for store in list(node_index.values()) for info in store]
+        except RuntimeError:  # kopf changed the index meanwhile (read from another thread)
+            continue
+    return [info for store in list(node_index.values()) for info in store]
 
 
 # --- start-up -----------------------------------------------------------------
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """All kopf tuning in one place, and the operator's own settings and API client."""
     ours = OperatorSettings.from_env(os.environ)
     memo.settings = ours
@@ -127,16 +136,41 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 30
     # Each API request from kopf itself (patches, events) gives up after this.
     settings.networking.request_timeout = 60
-    # Events of one object are batched briefly so bursts cost one handler run
-    # (follow-ups are coalesced per owner on top of this, see job_event).
-    settings.batching.batch_window = 0.1
+    # (No batching window: kopf 1.45 removed time-based batching, and setting
+    # settings.batching.batch_window only warned; each event is processed in turn.)
     # Peering is chosen on the command line / by main (standalone by default).
     memo.resync = asyncio.get_running_loop().create_task(_resync_forever(memo))
+    # kopf's live node index, for follow-ups that run outside kopf's handlers.
+    memo.node_index = kwargs["node_index"]
+    memo.jobwatches = start_job_watches(memo)
+
+
+def start_job_watches(memo: kopf.Memo) -> list[JobWatch]:
+    """Our Job watch, one per watched namespace (or one cluster-wide), already running.
+
+    Not kopf's: through kopf each Job event cost about 2 ms of CPU (jobwatch.py).
+    """
+    ours: OperatorSettings = memo.settings
+    watches = [
+        JobWatch(
+            memo.kube,
+            namespace,
+            {crd.LABEL_MANAGED_BY: crd.MANAGED_BY},
+            lambda type, job: job_moved(memo, type, job),
+            timeout=300,
+        )
+        for namespace in (ours.namespaces or (None,))
+    ]
+    for watch in watches:
+        watch.start()
+    return watches
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync loop and close the API client's pool."""
+    """Stop the Job watches and the resync loop, and close the API client's pool."""
+    for watch in getattr(memo, "jobwatches", ()):
+        watch.stop()
     task = getattr(memo, "resync", None)
     if task is not None:
         task.cancel()
@@ -160,9 +194,21 @@ def node_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
 # --- one reconcile, three ways to report it ------------------------------------
 
 
-def _post(body: Mapping[str, Any], report: Report) -> None:
+def _post(kube: KubeApi, body: Mapping[str, Any], report: Report) -> None:
+    """Post the report's Events: through kopf inside its handlers, else with our client.
+
+    kopf.event needs kopf's context (its event queue), which only its handlers
+    (and threads that copied their context) have; the follow-ups of our Job
+    watch and the resync loop run outside it.
+    """
     for event in report.events:
-        kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+        try:
+            kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+        except LookupError:
+            try:
+                kube.post_event(body, type=event.type, reason=event.reason, message=event.message)
+            except KubeError as error:
+                log.warning("cannot post Event %s: %s", event.reason, error.message)
 
 
 def _apply(
@@ -177,13 +223,18 @@ def _apply(
     kube: KubeApi = memo.kube
     plural = KINDS[kind].plural
     meta = body["metadata"]
+    status = body.get("status") or {}
     if report.status is not None:
-        patch = status_patch(body.get("status") or {}, report.status)
+        patch = status_patch(status, report.status)
         if patch is not None:
             handled = diffbase.status_fields(body) if diffbase is not None else None
-            kube.patch_status(plural, meta["namespace"], meta["name"], {**patch, **(handled or {})})
+            written = {**patch, **(handled or {})}
+            kube.patch_status(plural, meta["namespace"], meta["name"], written)
+            status = merged(status, written)
             if diffbase is not None and handled is not None:
                 diffbase.written(meta["uid"], handled)
+    if KINDS[kind].followup is not None:
+        _remember(memo, body, status)
     created = sum(1 for e in report.events if e.reason == "JobCreated")
     memo.metrics.record(
         observations(
@@ -194,7 +245,27 @@ def _apply(
             now=datetime.datetime.now(datetime.UTC),
         )
     )
-    _post(body, report)
+    _post(kube, body, report)
+
+
+def _remember(memo: kopf.Memo, body: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """Keep ``body`` with the status just written, for the follow-ups (while it may move)."""
+    memory: OperatorMemory = memo.memory
+    uid = str(body["metadata"]["uid"])
+    if status.get("phase") in TERMINAL:
+        memory.bodies.drop(uid)
+        return
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    memory.bodies.put(
+        uid,
+        {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": copy.deepcopy(meta),
+            "spec": copy.deepcopy(body["spec"]),
+            "status": copy.deepcopy(dict(status)),
+        },
+    )
 
 
 def _fail(memo: kopf.Memo, kind: str, body: Mapping[str, Any], error: SpecError) -> None:
@@ -226,23 +297,44 @@ def reconcile(
     ``handler``: called from kopf's change handler for this very ``body``, so
     the status patch may record it as handled (kopf's diff base).
     """
+    memory: OperatorMemory = memo.memory
+    with memory.locks.hold(body["metadata"]["uid"]):
+        _reconcile_held(memo, kind, body, nodes, handler=handler)
+
+
+def _reconcile_held(
+    memo: kopf.Memo,
+    kind: str,
+    body: Mapping[str, Any],
+    nodes: Sequence[NodeInfo],
+    *,
+    handler: bool = False,
+    job: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`reconcile` with the object's lock held; ``job``: the Job a watch event showed."""
     kube: KubeApi = memo.kube
     settings: OperatorSettings = memo.settings
     memory: OperatorMemory = memo.memory
-    reconciler = KINDS[kind].reconcile
     metrics: Metrics = memo.metrics
-    with memory.locks.hold(body["metadata"]["uid"]):
-        try:
-            report = reconciler(kube, settings, body, nodes, now=_now(), warned=memory.warned)
-        except SpecError as error:
-            metrics.reconciled(kind, "spec_error")
-            _fail(memo, kind, body, error)
-            raise
-        except KubeError:
-            metrics.reconciled(kind, "api_error")
-            raise
-        metrics.reconciled(kind, "ok")
-        _apply(memo, kind, body, report, memo.diffbase if handler else None)
+    followup = KINDS[kind].followup
+    try:
+        if job is not None and followup is not None:
+            report = followup(
+                kube, settings, body, nodes, now=_now(), warned=memory.warned, job=job
+            )
+        else:
+            report = KINDS[kind].reconcile(
+                kube, settings, body, nodes, now=_now(), warned=memory.warned
+            )
+    except SpecError as error:
+        metrics.reconciled(kind, "spec_error")
+        _fail(memo, kind, body, error)
+        raise
+    except KubeError:
+        metrics.reconciled(kind, "api_error")
+        raise
+    metrics.reconciled(kind, "ok")
+    _apply(memo, kind, body, report, memo.diffbase if handler else None)
 
 
 def _on_change(memo: kopf.Memo, kind: str, body: kopf.Body, node_index: kopf.Index) -> None:
@@ -295,43 +387,14 @@ def unlock_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 # --- Jobs ------------------------------------------------------------------------
 
 
-def _job_state(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    status = body.get("status") or {}
-    conditions = tuple(
-        sorted(
-            c.get("type", "") for c in status.get("conditions") or () if c.get("status") == "True"
-        )
-    )
-    return (
-        status.get("active") or 0,
-        status.get("ready") or 0,
-        status.get("succeeded") or 0,
-        status.get("failed") or 0,
-        conditions,
-    )
+def job_moved(memo: kopf.Memo, type: str, job: Mapping[str, Any]) -> None:
+    """Our Job watch saw a Job of ours move (``jobwatch.py``): queue its owner's follow-up.
 
-
-@kopf.on.event("batch", "v1", "jobs", labels={crd.LABEL_MANAGED_BY: crd.MANAGED_BY})
-async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """A Job of ours changed: reconcile its owner when its state really moved.
-
-    The check runs on the event loop (most Job events change nothing that
-    matters); only a real move costs a reconcile, in the follow-up pool.  The
-    Job's last state is kept in its own memo (kopf forgets it with the Job).
+    Runs on the watch's thread; the reconcile runs in the follow-up pool.  One
+    queued follow-up per owner is enough: it starts from the latest Job seen.
     """
-    meta = body.get("metadata") or {}
-    if type == "DELETED":
-        memo.pop("job_state", None)
-    else:
-        state = _job_state(body)
-        before = memo.get("job_state")
-        memo.job_state = state
-        # The listing at start-up is covered by the resume handlers; a fresh Job
-        # with no pod yet was just reported by the reconcile that created it.
-        if type is None or state == before or state == (0, 0, 0, 0, ()):
-            return
-    labels = meta.get("labels") or {}
-    kind = labels.get(crd.LABEL_OWNER_KIND)
+    meta = job.get("metadata") or {}
+    kind = (meta.get("labels") or {}).get(crd.LABEL_OWNER_KIND)
     if kind not in KINDS:
         return
     owner = next(
@@ -339,45 +402,71 @@ async def job_event(type: str, body: kopf.Body, memo: Any, **kwargs: Any) -> Non
     )
     if owner is None:
         return
-    # One queued follow-up per owner is enough: it reads the owner afresh.
     memory: OperatorMemory = memo.memory
-    if not memory.followups.add(str(owner.get("uid"))):
+    uid = str(owner.get("uid"))
+    if type == "DELETED":
+        memory.bodies.drop(uid)  # the owner may be gone too; a follow-up reads it afresh
+    if not memory.followups.add(uid, None if type == "DELETED" else job):
         return
-    nodes = _nodes(kwargs["node_index"])
-    await _in_thread(
-        memo.followups,
-        _reconcile_owner,
-        memo,
-        kind,
-        meta["namespace"],
-        meta["name"],
-        owner,
-        nodes,
+    memo.followups.submit(
+        _reconcile_owner, memo, kind, meta["namespace"], meta["name"], dict(owner)
     )
 
 
 def _reconcile_owner(
+    memo: kopf.Memo, kind: str, namespace: str, job_name: str, owner: Mapping[str, Any]
+) -> None:
+    memory: OperatorMemory = memo.memory
+    memory.gate.wait_quiet(_FOLLOWUP_PATIENCE)
+    uid = str(owner.get("uid"))
+    job = memory.followups.take(uid)
+    nodes = _nodes(memo.node_index)
+    try:
+        with memory.locks.hold(uid):
+            parent = _owner_body(memo, kind, namespace, owner, job)
+            if parent is None:
+                return
+            _reconcile_held(memo, kind, parent, nodes, job=job)
+    except SpecError as error:
+        log.info("%s %s/%s: %s", kind, namespace, owner.get("name"), error.message)
+    except KubeNotFoundError:
+        memory.bodies.drop(uid)  # the owner went meanwhile; the garbage collector takes the Job
+    except KubeError as error:
+        log.warning("%s %s/%s: %s", kind, namespace, owner.get("name"), error.message)
+    except Exception:  # a pool thread's failure would otherwise go unseen
+        log.exception(
+            "follow-up of %s %s/%s (Job %s) failed", kind, namespace, owner.get("name"), job_name
+        )
+
+
+def _owner_body(
     memo: kopf.Memo,
     kind: str,
     namespace: str,
-    job_name: str,
     owner: Mapping[str, Any],
-    nodes: Sequence[NodeInfo],
-) -> None:
-    kube: KubeApi = memo.kube
+    job: Mapping[str, Any] | None,
+) -> Mapping[str, Any] | None:
+    """The owner as our last status write left it, if that covers ``job``; else read afresh.
+
+    ``None``: the owner is gone or replaced (the garbage collector takes the Job).
+    """
     memory: OperatorMemory = memo.memory
-    memory.gate.wait_quiet(_FOLLOWUP_PATIENCE)
-    memory.followups.discard(str(owner.get("uid")))
+    uid = str(owner.get("uid"))
+    if job is not None and KINDS[kind].followup is not None:
+        known = memory.bodies.get(uid)
+        labels = (job.get("metadata") or {}).get("labels") or {}
+        if known is not None and str(known["metadata"].get("generation", 1)) == labels.get(
+            crd.LABEL_GENERATION
+        ):
+            return known
+    kube: KubeApi = memo.kube
     try:
         parent = kube.get_custom(KINDS[kind].plural, namespace, owner["name"])
     except KubeNotFoundError:
-        return  # the owner is gone; the garbage collector takes the Job
-    except KubeError as error:
-        log.warning("Job %s/%s: cannot read its owner: %s", namespace, job_name, error)
-        return
+        return None
     if parent["metadata"].get("uid") != owner.get("uid"):
-        return
-    _quietly(memo, kind, parent, nodes)
+        return None
+    return parent
 
 
 # --- Nodes -----------------------------------------------------------------------

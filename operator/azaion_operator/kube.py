@@ -9,11 +9,12 @@ functions take.  Every failure becomes one of ``azaion_operator.errors``'
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -322,7 +323,107 @@ class KubeClient:
             raise errors[0]
         return items
 
+    # --- watching Jobs ---------------------------------------------------
+
+    def list_jobs_versioned(
+        self, namespace: str | None, labels: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Jobs carrying all of ``labels`` in ``namespace`` (``None``: every namespace),
+        and the listing's resourceVersion (where a watch of them starts)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        if namespace:
+            call: Callable[..., Any] = self._batch.list_namespaced_job
+            args: tuple[str, ...] = (namespace,)
+        else:
+            call, args = self._batch.list_job_for_all_namespaces, ()
+        body = _wrap(
+            f"list Jobs {where}",
+            lambda: _json(
+                call(
+                    *args,
+                    label_selector=_selector(labels),
+                    _preload_content=False,
+                    _request_timeout=_TIMEOUT,
+                )
+            ),
+        )
+        return list(body.get("items") or []), str(
+            (body.get("metadata") or {}).get("resourceVersion")
+        )
+
+    def watch_jobs(
+        self, namespace: str | None, labels: Mapping[str, str], version: str, *, timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events (``{"type", "object"}``, bookmarks and ``ERROR`` included) of the
+        Jobs :meth:`list_jobs_versioned` lists, after ``version``, read as plain JSON until
+        the server ends the watch (after ``timeout`` seconds)."""
+        where = f"in {namespace}" if namespace else "in all namespaces"
+        if namespace:
+            call: Callable[..., Any] = self._batch.list_namespaced_job
+            args: tuple[str, ...] = (namespace,)
+        else:
+            call, args = self._batch.list_job_for_all_namespaces, ()
+        response = _wrap(
+            f"watch Jobs {where}",
+            lambda: call(
+                *args,
+                label_selector=_selector(labels),
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+                _preload_content=False,
+                # A connection that went silent is noticed a little after the server's end.
+                _request_timeout=(_TIMEOUT, timeout + _TIMEOUT),
+            ),
+        )
+        try:
+            buffer = b""
+            chunks = response.stream(65536, decode_content=True)
+            while True:
+                chunk = _wrap(f"watch Jobs {where}", lambda: next(chunks, None))
+                if chunk is None:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
+
     # --- writes ----------------------------------------------------------
+
+    def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about ``obj`` (one of our custom resources), as kopf would."""
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "metadata": {"generateName": "azaion-event-", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": crd.MANAGED_BY},
+            "reportingComponent": crd.MANAGED_BY,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        _wrap(
+            f"create Event for {meta['namespace']}/{meta['name']}",
+            lambda: _drain(
+                self._core.create_namespaced_event(
+                    meta["namespace"], body, _preload_content=False, _request_timeout=_TIMEOUT
+                )
+            ),
+        )
 
     def create_job(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Create a Job; raises ``KubeConflictError`` when one with that name exists."""

@@ -13,7 +13,7 @@ raises ``KubeNotFoundError`` for a missing object, ``create_job`` raises
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 __all__ = ["KubeApi"]
@@ -74,7 +74,27 @@ class KubeApi(Protocol):
         """Our custom resources in ``namespaces``, or cluster-wide when none are given."""
         ...
 
+    # --- watching Jobs (jobwatch.py) ------------------------------------
+
+    def list_jobs_versioned(
+        self, namespace: str | None, labels: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Jobs carrying all of ``labels`` in ``namespace`` (``None``: every namespace),
+        and the listing's resourceVersion."""
+        ...
+
+    def watch_jobs(
+        self, namespace: str | None, labels: Mapping[str, str], version: str, *, timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        """Their watch events after ``version`` (``{"type", "object"}``, bookmarks and
+        ``ERROR`` included), until the server ends the watch."""
+        ...
+
     # --- writes ----------------------------------------------------------
+
+    def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        """Post an Event about ``obj`` (outside kopf's handlers, where kopf.event cannot)."""
+        ...
 
     def create_job(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
 

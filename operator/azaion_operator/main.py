@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class _QuietWatchHandlers(logging.Filter):
-    """Drop kopf's "Handler 'job_event' succeeded." lines: one per Job or Node event, no news.
+    """Drop kopf's "Handler 'node_event' succeeded." lines: one per Node event, no news.
 
-    What those handlers do that matters (reconciles, failures) is logged on its own.
+    What the handler does that matters (reconciles, failures) is logged on its own.
+    (Jobs are watched by our own watch, ``jobwatch.py``, which logs no such line.)
     """
 
-    _NOISE = frozenset(f"Handler {name!r} succeeded." for name in ("job_event", "node_event"))
+    _NOISE = frozenset(f"Handler {name!r} succeeded." for name in ("node_event",))
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno == logging.INFO and record.msg in self._NOISE)

@@ -17,12 +17,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from azaion_operator.gate import QuietGate
 
-__all__ = ["Coalescer", "KeyedLocks", "Once", "OperatorMemory", "PendingSet"]
+__all__ = ["Bodies", "Coalescer", "KeyedLocks", "Once", "OperatorMemory", "PendingSet"]
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +59,57 @@ class Once:
 
 
 class PendingSet:
-    """Keys with work queued: a second request for a key already queued is dropped."""
+    """Keys with work queued: a second request for a key already queued is dropped
+    (its value, if any, replaces the queued one: the work sees the latest)."""
 
     def __init__(self) -> None:
-        self._keys: set[str] = set()
+        self._keys: dict[str, Any] = {}
         self._guard = threading.Lock()
 
-    def add(self, key: str) -> bool:
-        """Queue ``key``; False if it was queued already."""
+    def add(self, key: str, value: Any = None) -> bool:
+        """Queue ``key`` with ``value``; False if it was queued already (the value is updated)."""
         with self._guard:
-            if key in self._keys:
-                return False
-            self._keys.add(key)
-            return True
+            queued = key in self._keys
+            self._keys[key] = value
+            return not queued
 
     def discard(self, key: str) -> None:
         """The work for ``key`` has started: a new request queues it again."""
+        self.take(key)
+
+    def take(self, key: str) -> Any:
+        """Like :meth:`discard`, returning the latest value queued with ``key``."""
         with self._guard:
-            self._keys.discard(key)
+            return self._keys.pop(key, None)
+
+
+class Bodies:
+    """The last known body of each custom resource (by uid), as our own status writes left it.
+
+    A follow-up that starts from it needs no read of its owner.  Kept only
+    while the object may still move (the handlers drop it once its status is
+    final, when its Job is deleted, and when a write finds the object gone).
+    """
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, Mapping[str, Any]] = {}
+        self._guard = threading.Lock()
+
+    def get(self, uid: str) -> Mapping[str, Any] | None:
+        with self._guard:
+            return self._bodies.get(uid)
+
+    def put(self, uid: str, body: Mapping[str, Any]) -> None:
+        with self._guard:
+            self._bodies[uid] = body
+
+    def drop(self, uid: str) -> None:
+        with self._guard:
+            self._bodies.pop(uid, None)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._bodies)
 
 
 class Coalescer:
@@ -148,7 +181,10 @@ class OperatorMemory:
     gate: QuietGate = dataclasses.field(default_factory=lambda: QuietGate(quiet=0.5))
     """Change handlers go first; follow-ups wait for a quiet moment (``gate``)."""
     followups: PendingSet = dataclasses.field(default_factory=PendingSet)
-    """Owners (by uid) with a follow-up reconcile queued: one is enough, it reads afresh."""
+    """Owners (by uid) with a follow-up reconcile queued (one is enough), each with the
+    latest state of the Job that asked for it."""
+    bodies: Bodies = dataclasses.field(default_factory=Bodies)
+    """The custom resources as our last status write left them (follow-ups start there)."""
     warned: Once = dataclasses.field(default_factory=Once)
     """Warnings already logged (an RBAC gap is told once, not on every reconcile)."""
     node_changes: Coalescer = dataclasses.field(

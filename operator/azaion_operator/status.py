@@ -31,6 +31,7 @@ __all__ = [
     "conditions",
     "failed_status",
     "job_outcome",
+    "merged",
     "one_line",
     "outcome_from_item",
     "parse_result_line",
@@ -312,6 +313,19 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     patch: dict[str, Any] = {k: None for k in ours if k not in new}
     patch.update(new)
     return patch
+
+
+def merged(old: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``old`` with the merge patch ``patch`` applied (RFC 7386, as the API server does it)."""
+    result = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def outcome_from_item(item: Mapping[str, Any]) -> JobOutcome:

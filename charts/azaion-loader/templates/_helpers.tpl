@@ -115,9 +115,9 @@ RBAC rules the operator needs in each namespace it watches, verb by verb from
 operator/azaion_operator (kube.py, handlers.py) and kopf:
   custom resources: kopf lists, watches and patches them (progress annotations);
     kube.py gets and lists them; status: kube.py merge-patches it.
-  jobs: kopf watches them (on.event); kube.py gets, lists, creates, deletes.
+  jobs: kube.py lists and watches ours (jobwatch.py), gets, creates, deletes them.
   pods: kube.py lists a Job's pods for their termination messages.
-  events: kopf.event creates them.
+  events: kopf.event creates them (kube.py outside kopf's handlers).
   persistentvolumeclaims: kube.py gets a target claim (does it exist, its volume).
   secrets: kube.py gets the credentials Secret to check its key names (never keeps
     a value), and only the names the policy allows (`resourceNames`): the default

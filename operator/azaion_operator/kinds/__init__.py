@@ -20,7 +20,7 @@ from azaion_operator.nodes import NodeInfo
 from azaion_operator.reconcile import Report
 from azaion_operator.settings import OperatorSettings
 
-__all__ = ["KINDS", "Kind", "Reconcile"]
+__all__ = ["KINDS", "FollowUp", "Kind", "Reconcile"]
 
 
 class Reconcile(Protocol):
@@ -38,6 +38,22 @@ class Reconcile(Protocol):
     ) -> Report: ...
 
 
+class FollowUp(Protocol):
+    """A kind's reconcile that may start from the Job a watch event showed (``job``)."""
+
+    def __call__(
+        self,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        body: Mapping[str, Any],
+        nodes: Sequence[NodeInfo],
+        *,
+        now: str,
+        warned: Once | None = None,
+        job: Mapping[str, Any] | None = None,
+    ) -> Report: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Kind:
     """One custom resource kind: its plural (for API calls) and its reconcile."""
@@ -45,9 +61,15 @@ class Kind:
     name: str
     plural: str
     reconcile: Reconcile
+    followup: FollowUp | None = None
+    """For a kind with one Job per object: the reconcile a Job's move runs, from the
+    owner's last known body and that Job (no read of the owner, no Job listing);
+    ``None``: the owner is read and reconciled afresh."""
 
 
 KINDS: dict[str, Kind] = {
-    crd.RESOURCE_KIND: Kind(crd.RESOURCE_KIND, crd.RESOURCE_PLURAL, reconcile_resource),
+    crd.RESOURCE_KIND: Kind(
+        crd.RESOURCE_KIND, crd.RESOURCE_PLURAL, reconcile_resource, followup=reconcile_resource
+    ),
     crd.UNLOCK_KIND: Kind(crd.UNLOCK_KIND, crd.UNLOCK_PLURAL, reconcile_unlock),
 }

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from azaion_operator import crd
 from azaion_operator.builders import (
     RESULTS_DIR,
     TARGET_DIR,
@@ -43,6 +44,7 @@ from azaion_operator.nodes import NodeInfo, eligible_nodes, nodes_matching, pick
 from azaion_operator.policy import resource_denial
 from azaion_operator.reconcile import (
     JOB_CREATED,
+    Event,
     Owner,
     Report,
     check_credentials,
@@ -261,10 +263,14 @@ def reconcile_resource(
     *,
     now: str,
     warned: Once | None = None,
+    job: Mapping[str, Any] | None = None,
 ) -> Report:
     """Ensure the one Job of a ``Resource``'s current generation; its status and Events.
 
     ``warned``: the warnings this process gave already (``None``: a fresh record).
+    ``job``: the Job as a watch event just showed it (a follow-up); when it is
+    the one the status names, of the current generation, the Job listing is
+    skipped (a Resource has one Job).
     """
     owner = Owner.of(body)
     if finished(owner.old, owner.generation):
@@ -281,7 +287,12 @@ def reconcile_resource(
     # generations to delete: skip the listing and create at once (a 409 adopts
     # the Job of an earlier run that was interrupted before writing status).
     fresh = owner.generation == 1 and not owner.old.get("jobName")
-    current, events = ([], []) if fresh else replace_stale(kube, owner)
+    current: list[Mapping[str, Any]]
+    events: list[Event]
+    if job is not None and _is_current(job, owner):
+        current, events = [job], []
+    else:
+        current, events = ([], []) if fresh else replace_stale(kube, owner)
     if current:
         job, created = current[0], False
     else:
@@ -299,6 +310,18 @@ def reconcile_resource(
         now=now,
     )
     return Report(status, events)
+
+
+def _is_current(job: Mapping[str, Any], owner: Owner) -> bool:
+    """``job`` is the one the status names, of the current generation, and not going away."""
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return (
+        meta.get("name") == owner.old.get("jobName")
+        and labels.get(crd.LABEL_OWNER_UID) == owner.uid
+        and labels.get(crd.LABEL_GENERATION) == str(owner.generation)
+        and not meta.get("deletionTimestamp")
+    )
 
 
 def _start_job(

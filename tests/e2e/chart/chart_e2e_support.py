@@ -15,14 +15,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from fault_proxy import FaultProxy  # hack/fault_proxy.py
+from polling import wait_for  # hack/: shared with the benchmarks; the tests import it from here
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -34,18 +34,6 @@ RELEASE_NAMESPACE = "azl-e2e-system"
 NAMESPACE_PREFIX = "azl-e2e-"
 HOST_VOLUMES = pathlib.Path("/var/lib/azaion-loader-e2e")
 JOB_UID = 10001
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def run(

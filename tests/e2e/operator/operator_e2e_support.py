@@ -7,11 +7,11 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import polling  # hack/: shared with the benchmarks
 import pytest
 import yaml
 
@@ -32,14 +32,7 @@ kubernetes = pytest.importorskip("kubernetes")
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
     """Poll ``check`` until it returns something truthy (tests may sleep; handlers may not)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+    return polling.wait_for(what, check, timeout, every=0.2)
 
 
 @pytest.fixture(scope="session")

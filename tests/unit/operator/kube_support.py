@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from azaion_operator.errors import KubeConflictError, KubeError, KubeNotFoundError
@@ -84,6 +84,13 @@ class FakeKube:
         self.listed: list[tuple[str, int]] = []
         """Every LIST of Jobs or pods: the method's name and how many objects it returned."""
         self.failures: dict[str, list[KubeError]] = {}
+        self.watches: list[Any] = []
+        """Scripted Job watch streams, one per ``watch_jobs`` call: events, or a KubeError
+        (raised at the start, or where it stands among the events)."""
+        self.version = 1
+        """The resourceVersion a Job listing returns."""
+        self.events: list[tuple[str, str, str]] = []
+        """Events posted with ``post_event``: (type, reason, message)."""
         self._uids = itertools.count(1)
 
     # --- test set-up -------------------------------------------------------
@@ -249,6 +256,37 @@ class FakeKube:
             for (p, ns, _), body in sorted(self.custom.items())
             if p == plural and (not wanted or ns in wanted)
         ]
+
+    def list_jobs_versioned(
+        self, namespace: str | None, labels: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        self._call("list_jobs_versioned", namespace or "")
+        jobs = [
+            copy.deepcopy(job)
+            for (ns, _), job in sorted(self.jobs.items())
+            if namespace in (None, ns) and _labelled(job, labels)
+        ]
+        return jobs, str(self.version)
+
+    def watch_jobs(
+        self, namespace: str | None, labels: Mapping[str, str], version: str, *, timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        """The next scripted stream of :attr:`watches` (each a list of events or an error)."""
+        self._call("watch_jobs", namespace or "", version)
+        if not self.watches:
+            raise KubeError("watch Jobs: no more scripted streams")
+        stream = self.watches.pop(0)
+        if isinstance(stream, KubeError):
+            raise stream
+        for event in stream:
+            if isinstance(event, KubeError):
+                raise event
+            yield copy.deepcopy(event)
+
+    def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        self._call("post_event", meta["namespace"], meta["name"], reason)
+        self.events.append((type, reason, message))
 
     def create_job(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

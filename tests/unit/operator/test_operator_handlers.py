@@ -11,11 +11,13 @@ import asyncio
 import concurrent.futures
 import contextvars
 import copy
+import logging
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
+import polling
 import pytest
 from kube_support import FakeKube
 
@@ -35,6 +37,7 @@ SETTINGS = OperatorSettings(
     policy=Policy(image_unlock_namespaces=("edge",), credentials_secrets=("creds",)),
 )
 Posted = list[tuple[str, str, str]]
+_KOPF_EVENT = kopf.event
 
 
 @pytest.fixture
@@ -58,8 +61,17 @@ def fake() -> FakeKube:
     return kube
 
 
+class _Inline:
+    """The follow-up pool, run inline: a follow-up is done when ``submit`` returns.
+
+    Like the real pool's threads, it runs outside kopf's context."""
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> None:
+        contextvars.Context().run(call, *args)
+
+
 @pytest.fixture
-def memo(fake: FakeKube) -> Iterator[kopf.Memo]:
+def memo(fake: FakeKube, node: NodeInfo) -> Iterator[kopf.Memo]:
     """The operator's memo as ``handlers.configure`` fills it, with the fake API."""
     memo = kopf.Memo()
     memo.settings = SETTINGS
@@ -68,9 +80,9 @@ def memo(fake: FakeKube) -> Iterator[kopf.Memo]:
     memo.kube = fake
     memo.metrics = Metrics(probe=fake.reachable)
     memo.diffbase = StatusDiffBaseStorage()
-    memo.followups = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    memo.followups = _Inline()
+    memo.node_index = _index(node)
     yield memo
-    memo.followups.shutdown(wait=True)
 
 
 def _index(*nodes: NodeInfo) -> dict[str, list[NodeInfo]]:
@@ -152,11 +164,7 @@ def test_a_served_change_writes_status_with_kopfs_diff_base_and_posts_job_create
     assert fake.names().count("patch_status") == 1
 
 
-# --- Job events --------------------------------------------------------------------
-
-
-def _job_event(memo: kopf.Memo, type: str | None, job: dict[str, Any], node: NodeInfo) -> None:
-    asyncio.run(handlers.job_event(type=type, body=job, memo=memo, node_index=_index(node)))
+# --- Job events (our Job watch reports a move) --------------------------------------
 
 
 @pytest.fixture
@@ -172,54 +180,124 @@ def served(
     return job
 
 
-def test_a_job_that_moves_brings_its_owner_up_to_date_once_per_move(
+def test_a_job_that_moves_brings_its_owner_up_to_date_without_reading_it(
     fake: FakeKube,
     memo: kopf.Memo,
     posted: Posted,
+    monkeypatch: pytest.MonkeyPatch,
     resource: dict[str, Any],
-    node: NodeInfo,
     served: dict[str, Any],
 ) -> None:
+    monkeypatch.setattr(kopf, "event", _KOPF_EVENT)  # the follow-ups run outside kopf's context
     handled = _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["kopf"]
-    job_memo = _object_memo(memo)
     served["status"] = {"active": 1}
-    _job_event(job_memo, "MODIFIED", served, node)
-    assert ("get_custom", crd.RESOURCE_PLURAL, "edge", "detector-model") in fake.calls
+    handlers.job_moved(memo, "MODIFIED", served)
+    # The owner as our status write left it, the Job as the watch showed it: its pods only.
+    assert fake.names() == ["list_pods", "patch_status"]
     assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Running"
-    # Its state is the Job's own memo's, not the operator's.
-    assert job_memo.job_state == (1, 0, 0, 0, ()) and "job_state" not in memo
-
-    fake.calls.clear()
-    _job_event(job_memo, "MODIFIED", served, node)  # nothing that matters moved
-    assert fake.calls == []
 
     fake.finish_job("edge", served["metadata"]["name"], result={"ok": True, "size": 1})
-    _job_event(job_memo, "MODIFIED", fake.jobs[("edge", served["metadata"]["name"])], node)
-    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Succeeded"
-    assert [(t, r) for t, r, _ in posted] == [("Normal", "Succeeded")]
+    handlers.job_moved(memo, "MODIFIED", fake.jobs[("edge", served["metadata"]["name"])])
+    status = _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]
+    assert (status["phase"], status["result"]) == ("Succeeded", {"size": 1})
+    # Outside kopf's context the Event is posted with our own client.
+    assert [(t, r) for t, r, _ in fake.events] == [("Normal", "Succeeded")] and posted == []
     # A follow-up's patch leaves kopf's diff base as the change handler wrote it.
-    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["kopf"] == handled
+    assert status["kopf"] == handled
+    assert len(memo.memory.bodies) == 0  # final: nothing more to follow
 
 
-@pytest.mark.parametrize(
-    "case", ["listing at start-up", "no pod yet", "owner queued already", "owner replaced"]
-)
-def test_job_events_that_need_no_reconcile_cost_no_api_call(
-    fake: FakeKube, memo: kopf.Memo, node: NodeInfo, served: dict[str, Any], case: str
+@pytest.mark.parametrize("case", ["operator restarted", "spec changed"])
+def test_a_follow_up_reads_its_owner_when_what_it_knows_does_not_cover_the_job(
+    fake: FakeKube, memo: kopf.Memo, resource: dict[str, Any], served: dict[str, Any], case: str
+) -> None:
+    served["status"] = {"active": 1}
+    if case == "operator restarted":
+        memo.memory = OperatorMemory()  # nothing remembered
+        expected = ["get_custom", "list_pods", "patch_status"]
+    else:
+        # A newer generation that no change handler has served yet: its Job is made here.
+        _stored(fake, crd.RESOURCE_PLURAL, resource)["metadata"]["generation"] = 3
+        served["metadata"]["labels"][crd.LABEL_GENERATION] = "1"
+        expected = ["get_custom", "list_jobs", "delete_job"]
+    handlers.job_moved(memo, "MODIFIED", served)
+    assert fake.names()[: len(expected)] == expected
+    status = _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]
+    if case == "spec changed":
+        assert status["observedGeneration"] == 3 and "create_job" in fake.names()
+
+
+def test_a_deleted_job_is_made_again_for_a_resource_that_still_wants_it(
+    fake: FakeKube, memo: kopf.Memo, resource: dict[str, Any], served: dict[str, Any]
+) -> None:
+    del fake.jobs[("edge", served["metadata"]["name"])]
+    handlers.job_moved(memo, "DELETED", served)
+    assert fake.names()[:2] == ["get_custom", "list_jobs"] and "create_job" in fake.names()
+    assert len(fake.jobs) == 1
+
+
+def test_an_owner_that_went_meanwhile_is_forgotten_quietly(
+    fake: FakeKube,
+    memo: kopf.Memo,
+    resource: dict[str, Any],
+    served: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.custom.clear()  # deleted; the garbage collector will take its Job
+    served["status"] = {"active": 1}
+    handlers.job_moved(memo, "MODIFIED", served)
+    assert fake.names() == ["list_pods", "patch_status"]
+    assert len(memo.memory.bodies) == 0
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_image_unlock_follow_up_reads_its_owner_and_reconciles_it_whole(
+    fake: FakeKube, memo: kopf.Memo, posted: Posted, unlock: dict[str, Any], node: NodeInfo
+) -> None:
+    body = fake.add_custom(crd.UNLOCK_PLURAL, unlock)
+    handlers.unlock_changed(body=copy.deepcopy(body), memo=memo, node_index=_index(node))
+    [job] = fake.jobs.values()
+    fake.calls.clear()
+    fake.finish_job("edge", job["metadata"]["name"], result={"ok": True, "images": ["a:1"]})
+    handlers.job_moved(memo, "MODIFIED", fake.jobs[("edge", job["metadata"]["name"])])
+    assert fake.names()[0] == "get_custom" and len(memory_bodies(memo)) == 0
+    status = _stored(fake, crd.UNLOCK_PLURAL, unlock)["status"]
+    assert [n["phase"] for n in status["nodes"]] == ["Succeeded"]
+
+
+def memory_bodies(memo: kopf.Memo) -> Any:
+    return memo.memory.bodies
+
+
+@pytest.mark.parametrize("case", ["owner queued already", "owner replaced", "not ours"])
+def test_job_moves_that_need_no_reconcile_cost_no_api_call(
+    fake: FakeKube, memo: kopf.Memo, served: dict[str, Any], case: str
 ) -> None:
     kind, served["status"] = None, {"active": 1}
-    event: str | None = "MODIFIED"
-    if case == "listing at start-up":
-        event = None  # the resume handlers cover what the listing finds
-    elif case == "no pod yet":
-        served["status"] = {}
-    elif case == "owner queued already":
+    if case == "owner queued already":
         memo.memory.followups.add(served["metadata"]["ownerReferences"][0]["uid"])
-    else:
+    elif case == "owner replaced":
         served["metadata"]["ownerReferences"][0]["uid"] = "an-older-object"
         kind = "get_custom"
-    _job_event(_object_memo(memo), event, served, node)
+    else:
+        del served["metadata"]["labels"][crd.LABEL_OWNER_KIND]
+    handlers.job_moved(memo, "MODIFIED", served)
     assert fake.names() == ([kind] if kind else [])
+
+
+def test_a_queued_follow_up_starts_from_the_latest_job_seen(
+    fake: FakeKube, memo: kopf.Memo, resource: dict[str, Any], served: dict[str, Any]
+) -> None:
+    queued: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+    memo.followups = types.SimpleNamespace(submit=lambda call, *args: queued.append((call, args)))
+    handlers.job_moved(memo, "MODIFIED", {**served, "status": {"active": 1}})
+    fake.finish_job("edge", served["metadata"]["name"], result={"ok": True, "size": 7})
+    handlers.job_moved(memo, "MODIFIED", fake.jobs[("edge", served["metadata"]["name"])])
+    assert len(queued) == 1  # one follow-up per owner ...
+    call, args = queued[0]
+    call(*args)
+    # ... which saw the Job finished, not the state that queued it.
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Succeeded"
 
 
 # --- Node events -------------------------------------------------------------------
@@ -391,3 +469,34 @@ def test_the_node_index_is_read_again_when_kopf_changes_it_meanwhile(node: NodeI
 
     assert handlers._snapshot(Changing(_index(node))) == [node]  # type: ignore[arg-type]
     assert Changing.reads == 3
+
+
+@pytest.mark.parametrize(("namespaces", "watched"), [(("a", "b"), ["a", "b"]), ((), [""])])
+def test_one_job_watch_per_namespace_or_one_cluster_wide_and_they_stop(
+    fake: FakeKube, memo: kopf.Memo, namespaces: tuple[str, ...], watched: list[str]
+) -> None:
+    memo.settings = OperatorSettings(namespaces=namespaces)
+    watches = handlers.start_job_watches(memo)
+    try:
+        polling.wait_for("the listings", lambda: len(fake.calls) >= 2 * len(watched), 5, 0.01)
+    finally:
+        for watch in watches:
+            watch.stop()
+    for watch in watches:
+        assert watch._thread is not None
+        watch._thread.join(5)
+        assert not watch._thread.is_alive()
+    listed = sorted(c[1] for c in fake.calls if c[0] == "list_jobs_versioned")
+    assert listed == watched
+
+
+def test_the_resync_posts_its_events_with_our_client_outside_kopfs_context(
+    fake: FakeKube, memo: kopf.Memo, resource: dict[str, Any], make_node: Callable[..., Any]
+) -> None:
+    """kopf.event raises LookupError outside kopf's handlers (the resync loop is a task of
+    the start-up handler's): the round went on without its Events, now they are posted."""
+    fake.add_custom(crd.RESOURCE_PLURAL, resource)
+    fake.nodes["edge-1"] = make_node("edge-1")
+    contextvars.Context().run(handlers._resync_once, memo)
+    assert [r for _, r, _ in fake.events] == ["JobCreated"]
+    assert _stored(fake, crd.RESOURCE_PLURAL, resource)["status"]["phase"] == "Pending"
