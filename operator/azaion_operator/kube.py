@@ -325,17 +325,18 @@ class KubeClient:
 
     # --- watching Jobs ---------------------------------------------------
 
+    def _jobs_call(self, namespace: str | None) -> tuple[str, Callable[..., Any], tuple[str, ...]]:
+        """The listing (and watch) call of Jobs in ``namespace`` or in all, with its args."""
+        if namespace:
+            return f"in {namespace}", self._batch.list_namespaced_job, (namespace,)
+        return "in all namespaces", self._batch.list_job_for_all_namespaces, ()
+
     def list_jobs_versioned(
         self, namespace: str | None, labels: Mapping[str, str]
     ) -> tuple[list[dict[str, Any]], str]:
         """Jobs carrying all of ``labels`` in ``namespace`` (``None``: every namespace),
         and the listing's resourceVersion (where a watch of them starts)."""
-        where = f"in {namespace}" if namespace else "in all namespaces"
-        if namespace:
-            call: Callable[..., Any] = self._batch.list_namespaced_job
-            args: tuple[str, ...] = (namespace,)
-        else:
-            call, args = self._batch.list_job_for_all_namespaces, ()
+        where, call, args = self._jobs_call(namespace)
         body = _wrap(
             f"list Jobs {where}",
             lambda: _json(
@@ -357,12 +358,7 @@ class KubeClient:
         """The watch events (``{"type", "object"}``, bookmarks and ``ERROR`` included) of the
         Jobs :meth:`list_jobs_versioned` lists, after ``version``, read as plain JSON until
         the server ends the watch (after ``timeout`` seconds)."""
-        where = f"in {namespace}" if namespace else "in all namespaces"
-        if namespace:
-            call: Callable[..., Any] = self._batch.list_namespaced_job
-            args: tuple[str, ...] = (namespace,)
-        else:
-            call, args = self._batch.list_job_for_all_namespaces, ()
+        where, call, args = self._jobs_call(namespace)
         response = _wrap(
             f"watch Jobs {where}",
             lambda: call(
