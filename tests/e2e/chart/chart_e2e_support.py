@@ -36,6 +36,17 @@ HOST_VOLUMES = pathlib.Path("/var/lib/azaion-loader-e2e")
 JOB_UID = 10001
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, 20 s to exit, then SIGKILL: a server the tests started."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -126,13 +137,7 @@ class DevStack:
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -218,13 +223,7 @@ class FaultCdnApi:
 
     def stop(self) -> None:
         self.proxy.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def start_fault_cdn_api(
