@@ -85,13 +85,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FRAGMENT_SIZE = 32
-UPLOAD_READ_AHEAD = 0
-"""Parts encrypted ahead of the multipart upload, in a thread of their own (0: none).
-
-None: boto3 reads each 8 MiB part from the thread that submits the parts, so
-the encryption (~10 ms per part) already overlaps the parts in flight; a part
-encrypted ahead only held 8 MiB more (peak RSS 160 against 151 MiB, the same
-CPU, docs/benchmarks.md)."""
 
 CdnFactory = Callable[[], "CdnClient"]
 
@@ -400,7 +393,6 @@ def _encrypt_to_cdn(
             on_plain=scanner.feed,
             progress=progress,
             chunk_size=cdn.part_size,  # one part per piece: boto3 gets each without a copy
-            read_ahead=UPLOAD_READ_AHEAD,
         )
         try:
             cdn.ensure_bucket(folder)

@@ -76,13 +76,6 @@ READ_AHEAD = 3
 """Chunks read ahead of the decryption (network or cache reads overlap it)."""
 WRITE_AHEAD = 2
 """Decrypted chunks queued for the writer thread (hashing and writing overlap decryption)."""
-UPLOAD_READ_AHEAD = 0
-"""Parts encrypted ahead of the multipart upload, in a thread of their own (0: none).
-
-None: boto3 reads each 8 MiB part from the thread that submits the parts, so
-the encryption (~10 ms per part) already overlaps the parts in flight; a part
-encrypted ahead only held 8 MiB more (peak RSS 160 against 151 MiB, the same
-CPU, docs/benchmarks.md)."""
 
 
 def _noop(_: int) -> None:
@@ -395,7 +388,6 @@ def _encrypt_and_register(
         progress=progress,
         # Pieces of one part each: boto3 gets each part as the cipher made it, no copy.
         chunk_size=cdn.part_size,
-        read_ahead=UPLOAD_READ_AHEAD,
     )
     try:
         _put_big_part(cdn, folder, big_key, reader)
