@@ -126,13 +126,7 @@ class FakeKube:
         job["status"] = {"startTime": "2026-12-01T00:00:01Z", "active": 1}
         main = job["spec"]["template"]["spec"]["containers"][0]["name"]
         self.pods[(namespace, f"{name}-pod")] = {
-            "metadata": {
-                "namespace": namespace,
-                "name": f"{name}-pod",
-                "labels": dict(job["spec"]["template"]["metadata"].get("labels") or {}),
-                "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
-                "creationTimestamp": "2026-12-01T00:00:01Z",
-            },
+            "metadata": _pod_meta(namespace, name, job),
             "status": {"containerStatuses": [{"name": main, "state": {"running": {}}}]},
         }
 
@@ -157,13 +151,7 @@ class FakeKube:
         line = dict(result or {"ok": ok})
         main = job["spec"]["template"]["spec"]["containers"][0]["name"]
         self.pods[(namespace, f"{name}-pod")] = {
-            "metadata": {
-                "namespace": namespace,
-                "name": f"{name}-pod",
-                "labels": dict(job["spec"]["template"]["metadata"].get("labels") or {}),
-                "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
-                "creationTimestamp": "2026-12-01T00:00:01Z",
-            },
+            "metadata": _pod_meta(namespace, name, job),
             "status": {
                 "containerStatuses": [
                     {
@@ -330,3 +318,14 @@ class FakeKube:
 
 def _is_kube_api(fake: FakeKube) -> KubeApi:
     return fake  # mypy checks here that the fake has every KubeApi call, with its types
+
+
+def _pod_meta(namespace: str, job_name: str, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of the one pod FakeKube gives a Job: its labels, owned by the Job."""
+    return {
+        "namespace": namespace,
+        "name": f"{job_name}-pod",
+        "labels": dict(job["spec"]["template"]["metadata"].get("labels") or {}),
+        "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"]}],
+        "creationTimestamp": "2026-12-01T00:00:01Z",
+    }
