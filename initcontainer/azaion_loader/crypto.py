@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from azaion_loader.errors import IntegrityError
 from azaion_loader.pipeline import file_sha256, prefetch
+from azaion_loader.segmented import SegmentEncryptor
 
 __all__ = [
     "BLOCK_SIZE",
@@ -303,6 +304,12 @@ class EncryptingReader:
     each piece of returned ciphertext (e.g. a cache copy), ``progress`` the
     plaintext byte counts.
 
+    With ``segmented``, ``C`` is format 2 instead (:mod:`azaion_loader.segmented`:
+    1 MiB segments sealed with AES-256-GCM) and :attr:`digest` covers the
+    segments' tags (the record's digest of that format); the pieces are then
+    the segments and their tags, and reads go through the buffer.  What
+    follows is about format 1.
+
     The ciphertext after the small part is made in pieces of ``chunk_size``
     bytes (a multiple of the block size; the last piece may be shorter): the
     plaintext is read into one reused buffer, exactly as much as each piece
@@ -338,11 +345,13 @@ class EncryptingReader:
         progress: Callable[[int], None] | None = None,
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = 0,
+        segmented: bool = False,
     ) -> None:
         if chunk_size <= 0 or chunk_size % BLOCK_SIZE:
             raise ValueError(f"chunk_size must be a positive multiple of {BLOCK_SIZE}")
         self._src = src
         self._enc = Encryptor(key, iv)
+        self._segments = SegmentEncryptor(key) if segmented else None
         self._small_size = small_size
         self._chunk_size = chunk_size
         self.small = bytearray()
@@ -354,7 +363,9 @@ class EncryptingReader:
         self._on_plain = on_plain
         self._on_big = on_big
         self._progress = progress
-        chunks = self._ciphertext()
+        if self._segments is not None:
+            self.digest = self._segments.digest
+        chunks = self._ciphertext() if self._segments is None else self._sealed()
         self._chunks: Iterator[bytes] = prefetch(chunks, read_ahead) if read_ahead else chunks
 
     def readable(self) -> bool:
@@ -414,6 +425,21 @@ class EncryptingReader:
             if n < want:
                 return
             want = len(view)
+
+    def _sealed(self) -> Iterator[bytes]:
+        """Format 2 (:mod:`azaion_loader.segmented`): each segment's ciphertext, then its tag."""
+        assert self._segments is not None
+
+        def seen(plain: memoryview) -> None:
+            self.plain_size += len(plain)
+            if self._on_plain is not None:
+                self._on_plain(plain)
+            if self._progress is not None:
+                self._progress(len(plain))
+
+        for piece in self._segments.pieces(self._fill, on_plain=seen):
+            self.cipher_size += len(piece)
+            yield piece
 
     def _next_piece(self) -> bytes | memoryview | None:
         """The next piece of the big part (empty when it all went to the small part);

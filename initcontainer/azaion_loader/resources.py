@@ -1,18 +1,22 @@
 """The big/small split protocol (docs/protocol.md §5): upload and fetch of resources.
 
-Upload: encrypt the file in one streaming pass (``C = IV || AES-256-CBC``),
-hashing the plaintext and the ciphertext on the way; the first
-``split_point(len(C))`` bytes are the small part (kept in memory, at most
-3 KiB), the rest streams to the CDN as a multipart upload (and to the local
-cache).  Only then is the small part, the key, ``SHA-256(C)`` and the
-plaintext's SHA-256 registered with the API, so the API never points at a
-missing big part.
+Upload: encrypt the file in one streaming pass, in format 2 (1 MiB segments
+sealed with AES-256-GCM, :mod:`azaion_loader.segmented`) unless format 1
+(``C = IV || AES-256-CBC``) is asked for, hashing the plaintext on the way
+(and, in format 1, the ciphertext); the first ``split_point(len(C))`` bytes
+are the small part (kept in memory, at most 3 KiB), the rest streams to the
+CDN as a multipart upload (and to the local cache).  Only then is the small
+part, the key, the ciphertext's digest (format 2: over the segments' tags)
+and the plaintext's SHA-256 registered with the API, so the API never points
+at a missing big part.
 
-Fetch: the small part, key and digests come from the API in an authenticated
-envelope; the big part from the local cache when its sidecar matches, else
-from the CDN.  ``small || big`` streams through SHA-256 and decryption into a
-temporary file beside the target, which is renamed onto the target only when
-the ciphertext's digest matches and the padding is valid.  The plaintext is
+Fetch: the small part, key, format and digests come from the API in an
+authenticated envelope; the big part from the local cache when its sidecar
+matches, else from the CDN.  ``small || big`` streams through the format's
+checks and decryption (:mod:`azaion_loader.resource_formats`: each segment's
+tag, or SHA-256 of the whole ciphertext and the padding) into a temporary
+file beside the target, which is renamed onto the target only when every
+check has passed.  The plaintext is
 hashed only when the record has no registered plaintext digest (older
 uploads): otherwise the result reports the registered one and ``loader
 verify`` checks the published file against it, so fetch hashes each byte
@@ -21,7 +25,7 @@ is reported, deleted and fetched again: the result says
 ``cache: "stale-refreshed"``.
 
 Memory stays constant: chunks of 2 MiB, bounded queues between the reader
-(receive, ciphertext digest), decrypting and writing threads
+(receive, format 1's ciphertext digest), decrypting and writing threads
 (:mod:`azaion_loader.pipeline`).
 """
 
@@ -30,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import hmac
 import io
 import logging
 import os
@@ -42,7 +45,6 @@ from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.cache import CacheEntry, segment
 from azaion_loader.crypto import (
     CHUNK_SIZE,
-    Decryptor,
     EncryptingReader,
     ciphertext_size,
     new_key,
@@ -52,6 +54,8 @@ from azaion_loader.errors import IntegrityError, LoaderError
 from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
 from azaion_loader.pipeline import BufferRing, Sink, prefetch
 from azaion_loader.progress import ProgressCallback
+from azaion_loader.resource_formats import opener
+from azaion_loader.segmented import FORMAT_CBC, FORMAT_SEGMENTED, segmented_size
 
 if TYPE_CHECKING:
     # Annotations only: boto3 (~0.2 s to import) loads when the caller makes
@@ -144,7 +148,11 @@ def _from_cache(
     try:
         return _decode(
             rec,
-            _iter_file(cache.big, _read_ring()),
+            prefetch(
+                _iter_file(cache.big, BufferRing(2 * READ_AHEAD + 3, FETCH_CHUNK)),
+                READ_AHEAD,
+                name="loader-disk",
+            ),
             writer,
             tee=None,
             progress=progress,
@@ -197,18 +205,17 @@ def _decode(
     progress: ProgressCallback,
     source: str,
 ) -> str:
-    """Stream ``small || big`` through SHA-256 and decryption into ``out``.
+    """Stream ``small || big`` through the record format's checks and decryption into ``out``.
 
-    Three threads overlap: the reader (``big_chunks`` read ahead, and the
-    ciphertext digest), this one (cache copy, decryption into reusable
-    buffers) and a writer (the write, plus the plaintext digest when the
-    record has none).  Returns the plaintext's SHA-256: the registered one
-    when the record carries it, else the computed one.  Raises
-    :class:`IntegrityError` when the ciphertext's digest differs from the
-    API's or the padding is invalid.
+    Three threads overlap: the reader (``big_chunks`` read ahead, and in
+    format 1 the ciphertext digest), this one (cache copy, decryption into
+    reusable buffers) and a writer (the write, plus the plaintext digest
+    when the record has none).  Returns the plaintext's SHA-256: the
+    registered one when the record carries it, else the computed one.
+    Raises :class:`IntegrityError` when a check of the format fails
+    (:mod:`azaion_loader.resource_formats`) or the big part has the wrong length.
     """
-    digest = hashlib.sha256(rec.small)
-    dec = Decryptor(rec.key)
+    fmt = opener(rec, source)
     # With a registered plaintext digest, hashing the plaintext again here
     # would only repeat what `loader verify` checks end to end on the file.
     registered = rec.plain_sha256
@@ -216,11 +223,10 @@ def _decode(
     write = out.write if registered is not None else _hashing(out.write, plain_digest)
     received = 0
     with Sink(write, depth=WRITE_AHEAD, name="loader-write") as writer:
-        ring = writer.ring(Decryptor.buffer_size(FETCH_CHUNK))
-        writer.put(dec.update_into(rec.small, ring.next(Decryptor.buffer_size(len(rec.small)))))
-        # The reader thread hashes each chunk before handing it over; the
-        # digest is read only after the reader's end marker, so it is complete.
-        for chunk in prefetch(_hashed(big_chunks, digest), READ_AHEAD):
+        ring = writer.ring(fmt.buffer_size(FETCH_CHUNK))
+        for plain in fmt.open(rec.small, ring):
+            writer.put(plain)
+        for chunk in prefetch(fmt.received(big_chunks), READ_AHEAD):
             received += len(chunk)
             if received > rec.big_size:
                 raise IntegrityError(
@@ -228,33 +234,18 @@ def _decode(
                 )
             if tee is not None:
                 tee.write(chunk)
-            writer.put(dec.update_into(chunk, ring.next(Decryptor.buffer_size(len(chunk)))))
+            for plain in fmt.open(chunk, ring):
+                writer.put(plain)
             progress(len(chunk))
         if received != rec.big_size:
             raise IntegrityError(
                 f"the big part from {source} has {received} bytes, {rec.big_size} expected: "
                 "truncated"
             )
-        if not hmac.compare_digest(digest.hexdigest(), rec.sha256):
-            raise IntegrityError(
-                f"the SHA-256 of {rec.folder}/{rec.name} (big part from {source}) does not match "
-                "the digest from the API"
-            )
-        writer.put(dec.finalize())
+        for last in fmt.finish():
+            writer.put(last)
         writer.close()
     return registered if registered is not None else plain_digest.hexdigest()
-
-
-def _hashed(chunks: Iterable[Chunk], digest: Any) -> Iterator[Chunk]:
-    """``chunks``, each fed to ``digest`` on the way; closing this closes ``chunks``."""
-    try:
-        for chunk in chunks:
-            digest.update(chunk)
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if callable(close):
-            close()
 
 
 def _hashing(
@@ -299,8 +290,12 @@ def upload_resource(
     version: str | None = None,
     cache_dir: str | None = None,
     progress: ProgressCallback | None = None,
+    resource_format: int = FORMAT_SEGMENTED,
 ) -> UploadResult:
     """Encrypt ``path``, put the big part on the CDN, register the rest with the API.
+
+    ``resource_format`` is 2 (AES-256-GCM segments) or 1 (AES-256-CBC, for
+    readers that predate format 2); docs/protocol.md §5.
 
     An explicit ``version`` that is already registered is refused with
     :class:`ConflictError`, and a ``folder/name`` owned by another uploader with
@@ -324,6 +319,7 @@ def upload_resource(
             version=version,
             tee=tee,
             progress=progress,
+            resource_format=resource_format,
         )
     if tee is not None and cache is not None:
         cache.commit(tee, rec)
@@ -368,13 +364,17 @@ def _encrypt_and_register(
     version: str | None,
     tee: AtomicWriter | None,
     progress: ProgressCallback,
+    resource_format: int,
 ) -> ResourceRecord:
     """Encrypt ``src`` onto the CDN (and into ``tee``), register the rest; the registered record.
 
     ``tee`` is aborted if anything fails.
     """
+    if resource_format not in (FORMAT_CBC, FORMAT_SEGMENTED):
+        raise ValueError(f"unknown resource format {resource_format}")
+    segmented = resource_format == FORMAT_SEGMENTED
     plain_size = os.fstat(src.fileno()).st_size
-    cipher_size = ciphertext_size(plain_size)
+    cipher_size = segmented_size(plain_size) if segmented else ciphertext_size(plain_size)
     key = new_key()
     big_key = f"{segment(name)}.big"
     # Hashed in the encryption thread, from the chunks it reads anyway.
@@ -388,6 +388,7 @@ def _encrypt_and_register(
         progress=progress,
         # Pieces of one part each: boto3 gets each part as the cipher made it, no copy.
         chunk_size=cdn.part_size,
+        segmented=segmented,
     )
     try:
         _put_big_part(cdn, folder, big_key, reader)
@@ -408,6 +409,7 @@ def _encrypt_and_register(
             plain_size=plain_size,
             big_key=big_key,
             plain_sha256=plain_digest.hexdigest(),
+            format=resource_format,
         )
         registered = api.put_resource(folder, name, _registration(rec))
     except BaseException:
@@ -430,7 +432,7 @@ def _put_big_part(cdn: CdnClient, folder: str, big_key: str, reader: EncryptingR
 
 def _registration(rec: ResourceRecord) -> dict[str, Any]:
     """The body of ``PUT /resources/{folder}/{name}``: everything but the big part."""
-    return {
+    body = {
         "version": rec.version,
         "small": b64encode(rec.small),
         "key": b64encode(rec.key),
@@ -439,3 +441,6 @@ def _registration(rec: ResourceRecord) -> dict[str, Any]:
         "plain_size": rec.plain_size,
         "plain_sha256": rec.plain_sha256,
     }
+    if rec.format != FORMAT_CBC:
+        body["format"] = rec.format  # left out for format 1: servers before format 2 accept it
+    return body

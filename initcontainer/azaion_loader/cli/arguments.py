@@ -107,6 +107,14 @@ def upload(parser: Parser) -> None:
     parser.add_argument("--name", required=True, help="resource name")
     parser.add_argument("--version", help="version to register (default: digest prefix)")
     parser.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
+    parser.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="resource format (docs/protocol.md §5): 2, AES-256-GCM segments (default), or "
+        "1, AES-256-CBC, for readers that predate format 2",
+    )
     parser.add_argument("file", metavar="FILE", help="the file to publish")
     _progress(parser)
 

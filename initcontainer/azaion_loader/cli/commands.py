@@ -148,6 +148,7 @@ def cmd_upload(args: argparse.Namespace, settings: LoaderSettings) -> Outcome:
         version=args.version,
         cache_dir=settings.with_cache_dir(args.cache_dir).cache_dir,
         progress=bar.advance,
+        resource_format=args.format,
     )
     bar.finish()
     return _upload_doc(result, plain_size=result.plain_size, plain_sha256=result.plain_sha256), (

@@ -10,6 +10,7 @@ queue is full most of the time.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from azaion_loader import resources
 from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.crypto import encrypt_bytes, split_point
 from azaion_loader.models import ResourceRecord
+from azaion_loader.segmented import FORMAT_SEGMENTED, SegmentEncryptor
 
 
 class SlowWriter(AtomicWriter):
@@ -43,6 +45,36 @@ def test_many_chunks_through_the_ring_with_a_slow_writer(tmp_path: Path) -> None
         size=len(cipher),
         plain_size=len(plain),
         big_key="r.big",
+    )
+    out = SlowWriter(tmp_path / "out.bin")
+    chunks = resources._iter_file(big, resources._read_ring())
+    plain_sha = resources._decode(rec, chunks, out, tee=None, progress=lambda n: None, source="t")
+    out.commit()
+    assert plain_sha == hashlib.sha256(plain).hexdigest()
+    assert (tmp_path / "out.bin").read_bytes() == plain
+
+
+def test_format_2_segments_through_the_ring_with_a_slow_writer(tmp_path: Path) -> None:
+    # Each checked segment is its own ring buffer: the writer's ring wraps many times.
+    plain = os.urandom(13 * resources.FETCH_CHUNK + 777)
+    key = os.urandom(32)
+    enc = SegmentEncryptor(key)
+    source = io.BytesIO(plain)
+    cipher = b"".join(enc.pieces(source.readinto))
+    cut = split_point(len(cipher))
+    big = tmp_path / "r.big"
+    big.write_bytes(cipher[cut:])
+    rec = ResourceRecord(
+        folder="f",
+        name="r",
+        version="1",
+        small=cipher[:cut],
+        key=key,
+        sha256=enc.digest.hexdigest(),
+        size=len(cipher),
+        plain_size=len(plain),
+        big_key="r.big",
+        format=FORMAT_SEGMENTED,
     )
     out = SlowWriter(tmp_path / "out.bin")
     chunks = resources._iter_file(big, resources._read_ring())
