@@ -44,6 +44,7 @@ from azaion_loader.api_client import ApiClient
 from azaion_loader.crypto import Encryptor, new_key, split_point
 from azaion_loader.fingerprint import compute_fingerprint
 from azaion_loader.models import b64encode
+from azaion_loader.segmented import FORMAT_SEGMENTED, SegmentEncryptor
 from azaion_loader.settings import Credentials
 from benchstack import (
     LOADER,
@@ -92,27 +93,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(stack: Stack, name: str, mib: int) -> tuple[str, bytes, bytes]:
-    """Publish ``mib`` MiB of random data as ``bench/<name>``.
+def publish(stack: Stack, name: str, mib: int, fmt: int) -> tuple[str, bytes, bytes]:
+    """Publish ``mib`` MiB of random data as ``bench/<name>`` in resource format ``fmt``.
 
-    Returns the plaintext's SHA-256, the key and the IV of the big part (the
-    small part's last block: CBC chains on the ciphertext).
+    Returns the plaintext's SHA-256, the key and, for format 1, the IV of the
+    big part (the small part's last block: CBC chains on the ciphertext).
     """
     key = new_key()
-    enc = Encryptor(key)
     cipher_path = stack.work / f"{name}.enc"
-    digest, plain_digest = hashlib.sha256(), hashlib.sha256()
+    plain_digest = hashlib.sha256()
     block = os.urandom(1 << 20)
     with open(cipher_path, "wb") as f:
-        for i in range(mib):
-            plain = block[i % 997 :] + block[: i % 997]
-            plain_digest.update(plain)
-            out = enc.update(plain)
+        if fmt == FORMAT_SEGMENTED:
+            sealer = SegmentEncryptor(key)
+            for i in range(mib):
+                plain = block[i % 997 :] + block[: i % 997]
+                plain_digest.update(plain)
+                for piece in sealer.seal(plain, last=i == mib - 1):
+                    f.write(piece)
+            digest = sealer.digest
+        else:
+            enc = Encryptor(key)
+            digest = hashlib.sha256()
+            for i in range(mib):
+                plain = block[i % 997 :] + block[: i % 997]
+                plain_digest.update(plain)
+                out = enc.update(plain)
+                digest.update(out)
+                f.write(out)
+            out = enc.finalize()
             digest.update(out)
             f.write(out)
-        out = enc.finalize()
-        digest.update(out)
-        f.write(out)
     size = cipher_path.stat().st_size
     small_size = split_point(size)
     s3 = stack.s3_client()
@@ -125,18 +136,17 @@ def publish(stack: Stack, name: str, mib: int) -> tuple[str, bytes, bytes]:
         Credentials(stack.env["LOADER_EMAIL"], stack.env["LOADER_PASSWORD"]),
         fingerprint=compute_fingerprint("be" * 16, "amd64"),
     )
-    api.put_resource(
-        "bench",
-        name,
-        {
-            "small": b64encode(small),
-            "key": b64encode(key),
-            "sha256": digest.hexdigest(),
-            "size": size,
-            "plain_size": mib << 20,
-            "plain_sha256": plain_digest.hexdigest(),
-        },
-    )
+    body = {
+        "small": b64encode(small),
+        "key": b64encode(key),
+        "sha256": digest.hexdigest(),
+        "size": size,
+        "plain_size": mib << 20,
+        "plain_sha256": plain_digest.hexdigest(),
+    }
+    if fmt == FORMAT_SEGMENTED:
+        body["format"] = fmt
+    api.put_resource("bench", name, body)
     return plain_digest.hexdigest(), key, small[-16:]
 
 
@@ -144,7 +154,10 @@ DECRYPT_FLOOR = r"""
 import os, sys, time
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 path, key, iv = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
-dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+if iv:
+    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+else:  # format 2: the same GCM decryption without the tags (they cost ~nothing)
+    dec = Cipher(algorithms.AES(key), modes.GCM(bytes(12))).decryptor()
 buf, out = bytearray(2 << 20), bytearray((2 << 20) + 16)
 view = memoryview(buf)
 start, cpu = time.monotonic(), time.process_time()
@@ -247,6 +260,19 @@ def main() -> int:
         help="run fetch under bench/thread_cpu.py and report its CPU per thread",
     )
     parser.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="resource format to publish and fetch (default 2, as `loader upload` writes)",
+    )
+    parser.add_argument(
+        "--compare-format",
+        type=int,
+        choices=(1, 2),
+        help="also fetch a copy published in this format, in the same rounds",
+    )
+    parser.add_argument(
         "--compare-source",
         metavar="DIR",
         help="also run fetch from this initcontainer/ directory (e.g. of HEAD)",
@@ -261,9 +287,19 @@ def main() -> int:
         stack.s3_client().create_bucket(Bucket="bench")
         out = Path(args.out_dir or stack.work) / f"azaion-bench-out-{os.getpid()}"
         other_env = dict(stack.env, PYTHONPATH=args.compare_source or "")
+        compared = args.compare_source or args.compare_format
+        other_label = " ".join(
+            filter(
+                None, [args.compare_source, args.compare_format and f"format {args.compare_format}"]
+            )
+        )
         for mib in args.sizes:
             name = f"r{mib}"
-            plain_sha, key, big_iv = publish(stack, name, mib)
+            plain_sha, key, big_iv = publish(stack, name, mib, args.format)
+            other_name, other_sha = name, plain_sha
+            if args.compare_format:
+                other_name = f"r{mib}-f{args.compare_format}"
+                other_sha, _, _ = publish(stack, other_name, mib, args.compare_format)
             raw: list[Run] = []
             raw_nosync: list[Run] = []
             fetch: list[Run] = []
@@ -289,32 +325,37 @@ def main() -> int:
                     )
                     out.unlink()
                 loader = [sys.executable, str(THREAD_CPU)] if args.threads else LOADER
-                command = [*loader, "fetch", "--folder", "bench", "--name", name]
-                command += ["--out", str(out), "--no-progress", "--json"]
-                for runs, env in ((fetch, stack.env), (other, other_env)):
-                    if runs is other and not args.compare_source:
+                for runs, env, rname, sha in (
+                    (fetch, stack.env, name, plain_sha),
+                    (other, other_env, other_name, other_sha),
+                ):
+                    if runs is other and not compared:
                         continue
+                    command = [*loader, "fetch", "--folder", "bench", "--name", rname]
+                    command += ["--out", str(out), "--no-progress", "--json"]
                     run = timed(command, env)
-                    if f'"sha256":"{plain_sha}"' not in run.stdout:
-                        raise SystemExit(f"fetch of {name} returned the wrong digest: {run.stdout}")
+                    if f'"sha256":"{sha}"' not in run.stdout:
+                        raise SystemExit(
+                            f"fetch of {rname} returned the wrong digest: {run.stdout}"
+                        )
                     # Untimed: the file itself, as `loader verify` checks it in a Job.
-                    if file_sha256(out) != plain_sha:
-                        raise SystemExit(f"fetch of {name} wrote a file that is not the plaintext")
+                    if file_sha256(out) != sha:
+                        raise SystemExit(f"fetch of {rname} wrote a file that is not the plaintext")
                     runs.append(run)
                     if args.threads:
                         (threads if runs is fetch else other_threads).append(thread_cpu(run.stderr))
                     out.unlink()
-                compared = (
-                    f"; from {args.compare_source} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
+                also = (
+                    f"; {other_label} {other[-1].wall:.2f}s CPU {other[-1].cpu:.2f}s"
                     if other
                     else ""
                 )
                 print(
                     f"  {mib} MiB: raw {raw[-1].wall:.2f}s fetch {fetch[-1].wall:.2f}s "
-                    f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){compared}",
+                    f"(CPU {raw[-1].cpu:.2f}s / {fetch[-1].cpu:.2f}s){also}",
                     flush=True,
                 )
-            for label, profiled in (("fetch", threads), (args.compare_source, other_threads)):
+            for label, profiled in (("fetch", threads), (other_label, other_threads)):
                 if not profiled:
                     continue
                 first = profiled[0]
@@ -329,7 +370,7 @@ def main() -> int:
             if other:
                 o_wall, o_rss = summary(other)
                 print(
-                    f"  {mib} MiB from {args.compare_source}: {o_wall:.2f} s "
+                    f"  {mib} MiB {other_label}: {o_wall:.2f} s "
                     f"({o_wall / r_wall:.2f}x), CPU {median_cpu(other):.2f} s, "
                     f"peak RSS {o_rss:.0f} MiB"
                 )
@@ -352,7 +393,16 @@ def main() -> int:
             Path(out).unlink(missing_ok=True)
             if args.cache_hit:
                 cache_rows.append(
-                    cache_hits(args, stack, name, mib, out, plain_sha, key.hex(), big_iv.hex())
+                    cache_hits(
+                        args,
+                        stack,
+                        name,
+                        mib,
+                        out,
+                        plain_sha,
+                        key.hex(),
+                        big_iv.hex() if args.format == 1 else "",
+                    )
                 )
     print(f"after: {uptime()}")
     print()

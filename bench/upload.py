@@ -12,7 +12,8 @@ then, ``--repeat`` times in turn, each as a separate process under
   multipart upload with the loader's part size and concurrency
   (``azaion_loader.cdn.PART_SIZE``, 3 parts in flight), no checksums;
 - `loader upload`: login, CDN settings, one streaming pass that encrypts
-  (AES-256-CBC) and hashes (SHA-256) the file and sends the big part as a
+  (format 2: AES-256-GCM segments; ``--format 1``: AES-256-CBC and SHA-256 of
+  the ciphertext), hashes the plaintext (SHA-256) and sends the big part as a
   multipart upload, then the registration with the API.  Every run registers
   a new version (the default, the digest's prefix).
 
@@ -65,11 +66,27 @@ def main() -> int:
         help="also run upload from this initcontainer/ directory (e.g. of HEAD)",
     )
     parser.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="resource format of `loader upload --format` (default 2, its default)",
+    )
+    parser.add_argument(
+        "--compare-format",
+        type=int,
+        choices=(1, 2),
+        help="also run `loader upload --format` this format, in the same rounds",
+    )
+    parser.add_argument(
         "--src-dir",
         metavar="DIR",
         help="where the file to upload is written (e.g. /dev/shm: the disk decides neither side)",
     )
     args = parser.parse_args()
+    if args.compare_source and args.compare_format:
+        parser.error("--compare-source and --compare-format: one of the two")
+    other_label = args.compare_source or f"format {args.compare_format}"
 
     print(f"command: {command_line()}")
     print(f"before: {uptime()}", flush=True)
@@ -102,14 +119,16 @@ def main() -> int:
                 )
                 command = [*LOADER, "upload", "--folder", "bench", "--name", name]
                 command += ["--no-progress", "--json", str(src)]
-                run = timed(command, stack.env)
+                run = timed([*command, "--format", str(args.format)], stack.env)
                 upload.append(run)
-                if args.compare_source:
+                if args.compare_source or args.compare_format:
                     s3 = stack.s3_client()
                     s3.delete_object(Bucket="bench", Key=f"{name}.big")
+                    if args.compare_format:
+                        command += ["--format", str(args.compare_format)]
                     other.append(timed(command, other_env))
                     print(
-                        f"  {mib} MiB from {args.compare_source}: {other[-1].wall:.2f}s "
+                        f"  {mib} MiB {other_label}: {other[-1].wall:.2f}s "
                         f"(CPU {other[-1].cpu:.2f}s)",
                         flush=True,
                     )
@@ -126,7 +145,7 @@ def main() -> int:
             if other:
                 o_wall, o_rss = summary(other)
                 print(
-                    f"  {mib} MiB from {args.compare_source}: {o_wall:.2f} s, CPU "
+                    f"  {mib} MiB {other_label}: {o_wall:.2f} s, CPU "
                     f"{median_cpu(other):.2f} s, peak RSS {o_rss:.0f} MiB"
                 )
             r_wall, r_rss = summary(raw)
