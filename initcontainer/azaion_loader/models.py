@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Resource formats this loader reads (docs/protocol.md §5): 1 = AES-256-CBC with a
+# digest of the ciphertext, 2 = segmented AES-256-GCM with a digest of the tags.
+_RESOURCE_FORMATS = (1, 2)
 
 
 def b64encode(data: bytes) -> str:
@@ -63,6 +66,17 @@ def _digest(doc: Mapping[str, Any], key: str, what: str) -> str:
 
 def _optional_digest(doc: Mapping[str, Any], key: str, what: str) -> str | None:
     return None if doc.get(key) is None else _digest(doc, key, what)
+
+
+def _resource_format(doc: Mapping[str, Any], what: str) -> int:
+    # Absent or null is format 1: envelopes of servers that predate format 2.
+    if doc.get("format") is None:
+        return 1
+    value = _get(doc, "format", int, what)
+    if value not in _RESOURCE_FORMATS:
+        # A newer format read as an older one would fail its digest; say why instead.
+        raise ProtocolError(f"{what}: format {value} is not known to this loader; upgrade it")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,9 @@ class ResourceRecord:
 
     ``plain_sha256`` is the plaintext's digest registered at upload, or
     ``None`` for records registered without it (docs/protocol.md §5).
+    ``format`` is the resource format: 1 (AES-256-CBC, ``sha256`` = SHA-256 of
+    the ciphertext) or 2 (segmented AES-256-GCM, ``sha256`` = the digest D of
+    the segment tags).
     """
 
     folder: str
@@ -123,6 +140,7 @@ class ResourceRecord:
     plain_size: int
     big_key: str
     plain_sha256: str | None = None
+    format: int = 1
 
     @property
     def big_size(self) -> int:
@@ -135,6 +153,8 @@ class ResourceRecord:
         what = "resource record"
         if not isinstance(doc, Mapping):
             raise ProtocolError(f"the {what} is not a JSON object")
+        # First: a newer format may lay out the other fields differently.
+        fmt = _resource_format(doc, what)
         rec = cls(
             folder=_get(doc, "folder", str, what),
             name=_get(doc, "name", str, what),
@@ -146,6 +166,7 @@ class ResourceRecord:
             plain_size=_get(doc, "plain_size", int, what),
             big_key=str(doc.get("big_key") or f"{doc.get('name')}.big"),
             plain_sha256=_optional_digest(doc, "plain_sha256", what),
+            format=fmt,
         )
         if len(rec.key) != 32:
             raise ProtocolError("the resource key is not 32 bytes")

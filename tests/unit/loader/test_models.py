@@ -39,3 +39,36 @@ def test_the_plain_digest_is_kept_lowercase() -> None:
 def test_a_malformed_plain_digest_is_a_protocol_error(value: object) -> None:
     with pytest.raises(ProtocolError, match="plain_sha256"):
         ResourceRecord.from_dict(_doc(plain_sha256=value))
+
+
+def test_a_record_without_a_format_is_format_1() -> None:
+    assert ResourceRecord.from_dict(_doc()).format == 1
+    assert ResourceRecord.from_dict(_doc(format=None)).format == 1
+    assert ResourceRecord.from_dict(_doc(format=1)).format == 1
+
+
+def test_a_format_2_record_keeps_its_format_and_fields() -> None:
+    rec = ResourceRecord.from_dict(_doc(format=2, size=16, sha256="C" * 64))
+    assert (rec.format, rec.size, rec.sha256) == (2, 16, "c" * 64)
+
+
+@pytest.mark.parametrize("value", [0, 3, 7, -1])
+def test_an_unknown_format_asks_for_an_upgrade(value: int) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        ResourceRecord.from_dict(_doc(format=value))
+    assert str(caught.value) == (
+        f"resource record: format {value} is not known to this loader; upgrade it"
+    )
+
+
+def test_an_unknown_format_is_reported_before_fields_it_may_lay_out_otherwise() -> None:
+    doc = _doc(format=3)
+    del doc["small"]
+    with pytest.raises(ProtocolError, match="format 3 is not known"):
+        ResourceRecord.from_dict(doc)
+
+
+@pytest.mark.parametrize("value", ["2", True, 2.0, [2]])
+def test_a_format_that_is_not_an_integer_is_a_protocol_error(value: object) -> None:
+    with pytest.raises(ProtocolError, match="no valid `format`"):
+        ResourceRecord.from_dict(_doc(format=value))
