@@ -15,7 +15,7 @@ import yaml
 
 from azaion_loader import envelope
 from azaion_loader.errors import AuthError
-from azaion_loader.server.validation import small_part_size
+from azaion_loader.server.validation import resource_size, small_part_size
 
 FP1, FP2 = "a" * 64, "b" * 64
 PAIR = {"access_key_id": "AKREAD", "secret_access_key": "read-secret"}
@@ -26,8 +26,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def resource_body(plain_size: int = 100, version: str | None = "1") -> dict[str, Any]:
-    size = 16 + 16 * (plain_size // 16 + 1)
+def resource_body(plain_size: int = 100, version: str | None = "1", fmt: int = 1) -> dict[str, Any]:
+    """A consistent registration body; ``format`` only for format 2, as clients send it."""
+    size = resource_size(plain_size, fmt)
     body: dict[str, Any] = {
         "small": _b64(os.urandom(small_part_size(size))),
         "key": _b64(os.urandom(32)),
@@ -37,6 +38,8 @@ def resource_body(plain_size: int = 100, version: str | None = "1") -> dict[str,
     }
     if version is not None:
         body["version"] = version
+    if fmt != 1:
+        body["format"] = fmt
     return body
 
 
@@ -275,6 +278,68 @@ def test_version_conflict_is_409_code_31_and_identical_retry_is_200(uploader: Se
     assert_error(uploader.call("PUT", "/resources/models/m.bin", json=other), 409, 31)
     got = uploader.open(uploader.call("GET", "/resources/models/m.bin", fp=FP1), "resource", FP1)
     assert got["sha256"] == body["sha256"]
+
+
+def test_a_format_2_version_is_registered_and_delivered_with_its_format(
+    uploader: Session,
+) -> None:
+    plain_size = 3 * 1048576 + 5  # four segments: three full, one of 5 bytes
+    body = resource_body(plain_size, version="1", fmt=2)
+    assert body["size"] == plain_size + 4 * 16
+    assert uploader.call("PUT", "/resources/models/m.bin", json=body).status_code == 201
+    assert uploader.call("PUT", "/resources/models/m.bin", json=resource_body(version="2")).ok
+    got = uploader.open(
+        uploader.call("GET", "/resources/models/m.bin?version=1", fp=FP1), "resource", FP1
+    )
+    assert got == {
+        "folder": "models",
+        "name": "m.bin",
+        "version": "1",
+        "small": body["small"],
+        "key": body["key"],
+        "sha256": body["sha256"],
+        "size": body["size"],
+        "plain_size": plain_size,
+        "big_key": "m.bin.big",
+        "format": 2,
+    }
+    # A format-1 envelope carries no format, as before format 2.
+    got = uploader.open(uploader.call("GET", "/resources/models/m.bin", fp=FP1), "resource", FP1)
+    assert (got["version"], "format" in got) == ("2", False)
+    listing = uploader.call("GET", "/resources?folder=models").json()["resources"]
+    assert [v.get("format") for v in listing[0]["versions"]] == [2, None]
+
+
+def test_a_format_2_size_off_the_rule_or_an_unknown_format_is_400(uploader: Session) -> None:
+    body = resource_body(3 * 1048576 + 5, version="1", fmt=2)
+    for size in (body["size"] - 16, body["size"] + 16, 16 + 16 * (body["plain_size"] // 16 + 1)):
+        bad = {**body, "size": size, "small": _b64(os.urandom(small_part_size(size)))}
+        message = assert_error(uploader.call("PUT", "/resources/models/m.bin", json=bad), 400, 40)
+        assert message.startswith("size does not match plain_size for format 2"), message
+    for fmt in (0, 3, "2", 2.5, True):
+        resp = uploader.call("PUT", "/resources/models/m.bin", json={**body, "format": fmt})
+        assert "format" in assert_error(resp, 400, 40)
+    assert uploader.call("PUT", "/resources/models/m.bin", json=body).status_code == 201
+
+
+def test_the_format_is_part_of_the_content(uploader: Session) -> None:
+    # For plain_size = 1 MiB + 16 both formats give size = plain_size + 32, so
+    # the two bodies differ in their format only.
+    plain_size = 1048576 + 16
+    assert resource_size(plain_size, 1) == resource_size(plain_size, 2) == plain_size + 32
+    one = resource_body(plain_size, version="1")
+    two = {**one, "format": 2}
+    assert uploader.call("PUT", "/resources/models/m.bin", json=one).status_code == 201
+    assert_error(uploader.call("PUT", "/resources/models/m.bin", json=two), 409, 31)
+    for same in ({**one, "format": None}, {**one, "format": 1}):
+        retry = uploader.call("PUT", "/resources/models/m.bin", json=same)
+        assert (retry.status_code, retry.json()) == (200, {"version": "1"})
+    two = {**two, "version": "2"}
+    assert uploader.call("PUT", "/resources/models/m.bin", json=two).status_code == 201
+    assert uploader.call("PUT", "/resources/models/m.bin", json=two).status_code == 200
+    assert_error(
+        uploader.call("PUT", "/resources/models/m.bin", json={**one, "version": "2"}), 409, 31
+    )
 
 
 def test_hardware_binding_409_code_30_until_an_admin_resets_it(

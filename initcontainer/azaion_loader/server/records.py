@@ -40,6 +40,8 @@ class ResourceVersion:
     """One version of a split resource: what the API keeps (protocol §5).
 
     ``plain_sha256`` is ``None`` for versions registered without it (older clients).
+    ``format`` is the resource format, 1 (AES-256-CBC) or 2 (segmented AES-256-GCM);
+    versions stored before format 2 existed have none and read as 1.
     """
 
     version: str
@@ -50,15 +52,21 @@ class ResourceVersion:
     plain_size: int
     created: float = 0.0
     plain_sha256: str | None = None
+    format: int = 1
 
     def same_content(self, other: ResourceVersion) -> bool:
         """Whether ``other`` carries the same content (``created`` aside)."""
-        fields = ("small", "key", "sha256", "size", "plain_size", "plain_sha256")
+        fields = ("small", "key", "sha256", "size", "plain_size", "plain_sha256", "format")
         return all(getattr(self, f) == getattr(other, f) for f in fields)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form stored on disk."""
-        return asdict(self)
+        """The JSON form stored on disk (``format`` only when it is not 1)."""
+        data = asdict(self)
+        # Format-1 versions are stored as before, so a server that predates
+        # format 2 still reads the state files.
+        if self.format == 1:
+            del data["format"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResourceVersion:

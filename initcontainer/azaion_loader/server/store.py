@@ -264,7 +264,8 @@ class Store:
 
         Each item: ``folder``, ``name``, ``owner`` (an email, or None for entries
         registered before owners were recorded), ``latest`` and ``versions``
-        (version, sha256, size, created); no keys, small parts or fragments.
+        (version, sha256, size, created, and ``format`` for resource versions of
+        format 2); no keys, small parts or fragments.
         """
         filename = {"resources": _RESOURCES, "archives": _ARCHIVES}[kind]
         with self._locked():
@@ -274,10 +275,7 @@ class Store:
             entry = entries[key]
             if (folder is not None and entry["folder"] != folder) or not entry["versions"]:
                 continue
-            versions = [
-                {k: raw[k] for k in ("version", "sha256", "size", "created")}
-                for raw in entry["versions"]
-            ]
+            versions = [_listed(raw) for raw in entry["versions"]]
             listing.append(
                 {
                     "folder": entry["folder"],
@@ -303,6 +301,14 @@ class Store:
         with self._locked():
             data = self._load(_CDN)
         return data or None
+
+
+def _listed(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored version as listed; ``format`` only when not 1, as in the envelope."""
+    item = {k: raw[k] for k in ("version", "sha256", "size", "created")}
+    if raw.get("format", 1) != 1:
+        item["format"] = raw["format"]
+    return item
 
 
 def now() -> float:

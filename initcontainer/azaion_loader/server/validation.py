@@ -15,6 +15,8 @@ from azaion_loader.server.failures import BadRequest
 from azaion_loader.server.records import ROLES, ArchiveVersion, ResourceVersion
 
 __all__ = [
+    "RESOURCE_FORMATS",
+    "SEGMENT_SIZE",
     "SMALL_PART_MAX",
     "check_fingerprint",
     "check_folder",
@@ -26,10 +28,14 @@ __all__ = [
     "parse_password_put",
     "parse_resource_put",
     "parse_user_put",
+    "resource_size",
     "small_part_size",
 ]
 
 SMALL_PART_MAX = 3072
+RESOURCE_FORMATS = (1, 2)
+SEGMENT_SIZE = 1 << 20
+"""Plaintext bytes per AES-256-GCM segment of format 2 (the last one may be shorter)."""
 _FOLDER = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 _VERSION = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
@@ -40,6 +46,17 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 def small_part_size(size: int) -> int:
     """The split point ``s = min(3072, floor(size * 3 / 10))`` for a ciphertext of ``size``."""
     return min(SMALL_PART_MAX, size * 3 // 10)
+
+
+def resource_size(plain_size: int, fmt: int) -> int:
+    """``len(C)`` for a plaintext of ``plain_size`` bytes in resource format ``fmt``.
+
+    Format 1: IV + CBC blocks with PKCS7 padding, ``16 + 16 * (floor(n / 16) + 1)``.
+    Format 2: a 16-byte tag per segment, ``n + 16 * max(1, ceil(n / SEGMENT_SIZE))``.
+    """
+    if fmt == 2:
+        return plain_size + 16 * max(1, -(-plain_size // SEGMENT_SIZE))
+    return 16 + 16 * (plain_size // 16 + 1)
 
 
 def check_folder(folder: str) -> str:
@@ -126,14 +143,42 @@ def _version_or_default(body: dict[str, Any], digest: str) -> str:
     return check_version(body["version"])
 
 
+def _resource_format(body: dict[str, Any]) -> int:
+    value = body.get("format")
+    if value is None:  # bodies of clients that predate format 2
+        return 1
+    if not isinstance(value, int) or isinstance(value, bool) or value not in RESOURCE_FORMATS:
+        raise BadRequest("format must be 1 or 2 (absent or null: 1)")
+    return value
+
+
+def _resource_sizes(body: dict[str, Any], fmt: int) -> tuple[int, int]:
+    """``size`` and ``plain_size``, checked against each other for format ``fmt``."""
+    if fmt == 1:
+        size = _cbc_size(body)
+        plain_size = _int(body, "plain_size", 0)
+        if size != resource_size(plain_size, 1):
+            raise BadRequest(
+                "size does not match plain_size (size = 16 + 16 * (plain_size // 16 + 1))"
+            )
+        return size, plain_size
+    size = _int(body, "size", 16)
+    plain_size = _int(body, "plain_size", 0)
+    if size != resource_size(plain_size, 2):
+        raise BadRequest(
+            "size does not match plain_size for format 2"
+            " (size = plain_size + 16 * max(1, ceil(plain_size / 1048576)))"
+        )
+    return size, plain_size
+
+
 def parse_resource_put(body: object, *, created: float) -> ResourceVersion:
     """The body of ``PUT /resources/{folder}/{name}`` as a record."""
     data = _object(body)
+    # First: the size rule depends on it.
+    fmt = _resource_format(data)
     digest = _hex64(data, "sha256")
-    size = _cbc_size(data)
-    plain_size = _int(data, "plain_size", 0)
-    if size != 16 + 16 * (plain_size // 16 + 1):
-        raise BadRequest("size does not match plain_size (size = 16 + 16 * (plain_size // 16 + 1))")
+    size, plain_size = _resource_sizes(data, fmt)
     small = _b64(data, "small")
     if len(small) != small_part_size(size):
         raise BadRequest("small must be the first min(3072, floor(size * 3 / 10)) bytes")
@@ -148,6 +193,7 @@ def parse_resource_put(body: object, *, created: float) -> ResourceVersion:
         plain_size=plain_size,
         created=created,
         plain_sha256=_optional_hex64(data, "plain_sha256"),
+        format=fmt,
     )
 
 

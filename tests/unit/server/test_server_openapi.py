@@ -132,3 +132,16 @@ def test_the_plain_digest_is_documented_and_optional(doc: dict[str, Any]) -> Non
     for name in ("ResourcePut", "ResourcePlain"):
         assert "plain_sha256" in schemas[name]["properties"], name
         assert "plain_sha256" not in schemas[name]["required"], name
+
+
+def test_the_format_is_documented_and_optional(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    put = schemas["ResourcePut"]["properties"]["format"]
+    assert [s.get("enum", s.get("type")) for s in put["oneOf"]] == [[1, 2], "null"]
+    assert schemas["ResourcePlain"]["properties"]["format"]["enum"] == [2]
+    listed = schemas["Listing"]["properties"]["versions"]["items"]
+    assert listed["properties"]["format"]["enum"] == [2]
+    for node in (schemas["ResourcePut"], schemas["ResourcePlain"], listed):
+        assert "format" not in node["required"]
+    # Format 2's smallest ciphertext: an empty plaintext and one tag.
+    assert schemas["ResourcePut"]["properties"]["size"]["minimum"] == 16

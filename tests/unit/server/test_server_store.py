@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,16 +33,17 @@ def _user(store: Store, email: str = "A@Example.com", max_devices: int = 1) -> s
 
 
 def _resource(
-    version: str, small: str = "c21hbGw=", plain_sha256: str | None = None
+    version: str, small: str = "c21hbGw=", plain_sha256: str | None = None, fmt: int = 1
 ) -> ResourceVersion:
     return ResourceVersion(
         version=version,
         small=small,
         key="a2V5",
         sha256="d" * 64,
-        size=48,
+        size=48 if fmt == 1 else 36,
         plain_size=20,
         plain_sha256=plain_sha256,
+        format=fmt,
     )
 
 
@@ -112,6 +114,48 @@ def test_versions_stored_without_a_plain_digest_still_load(tmp_path: Path) -> No
     (tmp_path / "resources.json").write_text(json.dumps(doc))
     record = Store(tmp_path).get_resource("models", "m.bin", None)
     assert record.plain_sha256 is None and record.sha256 == "d" * 64
+
+
+def test_the_format_is_stored_and_part_of_the_content(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.put_resource("models", "m.bin", _resource("1", fmt=2), PUBLISHER)
+    assert not store.put_resource("models", "m.bin", _resource("1", fmt=2), PUBLISHER)
+    with pytest.raises(VersionConflict) as caught:
+        store.put_resource("models", "m.bin", replace(_resource("1", fmt=2), format=1), PUBLISHER)
+    assert (caught.value.status, caught.value.error_code) == (409, 31)
+    assert Store(tmp_path).get_resource("models", "m.bin", "1").format == 2
+    assert not _resource("1", fmt=2).same_content(replace(_resource("1", fmt=2), format=1))
+
+
+def test_format_1_versions_are_stored_without_a_format(tmp_path: Path) -> None:
+    # As before format 2, so that an older server still reads the state file.
+    store = Store(tmp_path)
+    store.put_resource("models", "a.bin", _resource("1"), PUBLISHER)
+    store.put_resource("models", "b.bin", _resource("1", fmt=2), PUBLISHER)
+    stored = json.loads((tmp_path / "resources.json").read_text())["resources"]
+    assert "format" not in stored["models/a.bin"]["versions"][0]
+    assert stored["models/b.bin"]["versions"][0]["format"] == 2
+
+
+def test_versions_stored_before_formats_existed_read_as_format_1(tmp_path: Path) -> None:
+    Store(tmp_path)
+    old = {k: v for k, v in _resource("1").to_json().items() if k != "plain_sha256"}
+    assert "format" not in old
+    entry = {"folder": "models", "name": "m.bin", "owner": PUBLISHER.email, "versions": [old]}
+    (tmp_path / "resources.json").write_text(json.dumps({"resources": {"models/m.bin": entry}}))
+    store = Store(tmp_path)
+    assert store.get_resource("models", "m.bin", None).format == 1
+    # The same content again is an identical retry, not a conflict.
+    assert not store.put_resource("models", "m.bin", _resource("1"), PUBLISHER)
+
+
+def test_the_listing_names_format_2_versions_only(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put_resource("models", "m.bin", _resource("1"), PUBLISHER)
+    store.put_resource("models", "m.bin", _resource("2", fmt=2), PUBLISHER)
+    versions = store.list_entries("resources", "models")[0]["versions"]
+    assert [v.get("format") for v in versions] == [None, 2]
+    assert set(versions[0]) == {"version", "sha256", "size", "created"}
 
 
 def test_latest_is_the_last_registered_version(tmp_path: Path) -> None:

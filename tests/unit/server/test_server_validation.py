@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import math
 import os
+from typing import Any
 
 import pytest
 
@@ -16,8 +18,11 @@ from azaion_loader.server.validation import (
     parse_cdn_config,
     parse_resource_put,
     parse_user_put,
+    resource_size,
     small_part_size,
 )
+
+MIB = 1048576
 
 
 def _b64(data: bytes) -> str:
@@ -26,6 +31,8 @@ def _b64(data: bytes) -> str:
 
 def _resource_body(plain_size: int, override: dict[str, object] | None = None) -> dict[str, object]:
     size = 16 + 16 * (plain_size // 16 + 1)
+    if (override or {}).get("format") == 2:
+        size = plain_size + 16 * max(1, math.ceil(plain_size / MIB))
     body: dict[str, object] = {
         "version": "1",
         "small": _b64(os.urandom(small_part_size(size))),
@@ -141,3 +148,82 @@ def test_cdn_config_write_may_be_null() -> None:
     }
     with pytest.raises(BadRequest):
         parse_cdn_config({"endpoint_url": "s3:9000", "read": pair})
+
+
+@pytest.mark.parametrize(
+    ("plain_size", "size"),
+    [
+        (0, 16),  # one empty segment, one tag
+        (1, 17),
+        (MIB - 1, MIB - 1 + 16),
+        (MIB, MIB + 16),
+        (MIB + 1, MIB + 1 + 32),
+        (5 * MIB, 5 * MIB + 80),
+        (5 * MIB + 7, 5 * MIB + 7 + 96),
+    ],
+)
+def test_format_2_sizes_are_the_plaintext_plus_a_tag_per_segment(
+    plain_size: int, size: int
+) -> None:
+    assert resource_size(plain_size, 2) == size
+    record = parse_resource_put(_resource_body(plain_size, {"format": 2}), created=0)
+    assert (record.format, record.size, record.plain_size) == (2, size, plain_size)
+
+
+@pytest.mark.parametrize("fmt", [None, 1])
+def test_an_absent_null_or_1_format_is_format_1(fmt: object) -> None:
+    body = _resource_body(100)
+    assert "format" not in body
+    assert parse_resource_put(body, created=0).format == 1
+    assert parse_resource_put({**body, "format": fmt}, created=0).format == 1
+
+
+@pytest.mark.parametrize(
+    "size_of",
+    [
+        lambda n: 16 + 16 * (n // 16 + 1),  # format 1's rule
+        lambda n: n + 16,  # one tag short for n > 1 MiB
+        lambda n: n + 16 * (n // MIB + 2),  # one tag too many
+    ],
+)
+def test_a_format_2_size_off_the_rule_is_400_naming_size(size_of: Any) -> None:
+    plain_size = 3 * MIB + 5
+    body = _resource_body(plain_size, {"format": 2})
+    body["size"] = size_of(plain_size)
+    body["small"] = _b64(os.urandom(small_part_size(body["size"])))
+    with pytest.raises(BadRequest) as caught:
+        parse_resource_put(body, created=0)
+    assert (caught.value.status, caught.value.error_code) == (400, 40)
+    assert caught.value.message.startswith("size does not match plain_size for format 2")
+
+
+def test_a_format_1_size_is_not_accepted_as_format_2_and_back() -> None:
+    with pytest.raises(BadRequest, match="size"):
+        parse_resource_put({**_resource_body(100), "format": 2}, created=0)
+    with pytest.raises(BadRequest, match="size"):
+        parse_resource_put({**_resource_body(100, {"format": 2}), "format": 1}, created=0)
+
+
+@pytest.mark.parametrize("fmt", [0, 3, -1, "2", 2.0, True, [2], {}])
+def test_an_unknown_format_is_400_naming_format(fmt: object) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_resource_put(_resource_body(100, {"format": fmt}), created=0)
+    assert (caught.value.status, caught.value.error_code) == (400, 40)
+    assert caught.value.message == "format must be 1 or 2 (absent or null: 1)"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"key": _b64(b"short")}, "key"),
+        ({"small": _b64(b"x")}, "small"),
+        ({"sha256": "AB" * 32}, "sha256"),
+        ({"plain_sha256": "ab" * 31}, "plain_sha256"),
+        ({"plain_size": -1}, "plain_size"),
+        ({"size": 15}, "size"),
+    ],
+)
+def test_format_2_keeps_the_other_checks(override: dict[str, object], field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_resource_put(_resource_body(100, {"format": 2, **override}), created=0)
+    assert field in caught.value.message

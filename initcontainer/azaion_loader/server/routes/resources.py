@@ -49,4 +49,6 @@ def get_resource(folder: str, name: str) -> Response:
     }
     if record.plain_sha256 is not None:  # absent for versions registered without it
         payload["plain_sha256"] = record.plain_sha256
+    if record.format != 1:  # so a format-1 envelope is the same as before format 2
+        payload["format"] = record.format
     return sealed(user, "resource", payload)
