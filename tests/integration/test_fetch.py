@@ -11,6 +11,7 @@ import pytest
 from loader_cli_support import fetch_model, run_loader, upload_model
 
 from azaion_loader.crypto import ciphertext_size, split_point
+from azaion_loader.segmented import segmented_size
 
 
 def upload(dev_env: Any, path: Path, name: str = "model.bin", *extra: str) -> dict[str, Any]:
@@ -32,13 +33,16 @@ def payload(tmp_path: Path) -> Path:
     return path
 
 
-def test_upload_then_fetch_miss_then_hit(dev_env: Any, payload: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("fmt", "cipher_size"), [(1, ciphertext_size), (2, segmented_size)])
+def test_upload_then_fetch_miss_then_hit(
+    dev_env: Any, payload: Path, tmp_path: Path, fmt: int, cipher_size: Any
+) -> None:
     import hashlib
 
-    up = upload(dev_env, payload)
+    up = upload(dev_env, payload, "model.bin", "--format", str(fmt))
     n = payload.stat().st_size
     assert up["plain_size"] == n
-    assert up["size"] == ciphertext_size(n)
+    assert up["size"] == cipher_size(n)
     # the big part on the CDN is exactly C[s:]
     obj = dev_env.s3.client().head_object(Bucket="models", Key="model.bin.big")
     assert obj["ContentLength"] == up["size"] - split_point(up["size"])

@@ -15,14 +15,31 @@ from azaion_loader.fingerprint import compute_fingerprint
 from azaion_loader.settings import Credentials, HttpSettings
 
 
-@pytest.fixture
-def published(dev_env: Any, tmp_path: Path) -> bytes:
+def _publish(dev_env: Any, tmp_path: Path, fmt: int = 2) -> bytes:
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    code, _result, _, err = upload_model(dev_env.merged(LOADER_CACHE_DIR=""), src)
+    code, _result, _, err = upload_model(
+        dev_env.merged(LOADER_CACHE_DIR=""), src, "--format", str(fmt)
+    )
     assert code == 0, err
     return data
+
+
+@pytest.fixture
+def published(dev_env: Any, tmp_path: Path) -> bytes:
+    return _publish(dev_env, tmp_path)
+
+
+@pytest.fixture(params=[1, 2], ids=["format1", "format2"])
+def fmt(dev_env: Any, tmp_path: Path, request: pytest.FixtureRequest) -> int:
+    """The resource format a tampering test published in (each test runs for both)."""
+    _publish(dev_env, tmp_path, request.param)
+    return int(request.param)
+
+
+# What each format's check says about altered bytes.
+ALTERED = {1: "SHA-256", 2: "failed authentication"}
 
 
 def fetch_fails(
@@ -76,15 +93,15 @@ def _put_big(dev_env: Any, data: bytes) -> None:
     dev_env.s3.client().put_object(Bucket="models", Key="model.bin.big", Body=data)
 
 
-def test_flipped_byte_in_big_part(dev_env: Any, published: bytes, tmp_path: Path) -> None:
+def test_flipped_byte_in_big_part(dev_env: Any, fmt: int, tmp_path: Path) -> None:
     data = bytearray(_big(dev_env))
     data[len(data) // 3] ^= 0x80
     _put_big(dev_env, bytes(data))
     msg = fetch_fails(dev_env, tmp_path, "IntegrityError", 30)
-    assert "SHA-256" in msg and "nothing was published" in msg
+    assert ALTERED[fmt] in msg and "nothing was published" in msg
 
 
-def test_flipped_byte_never_reaches_cache(dev_env: Any, published: bytes, tmp_path: Path) -> None:
+def test_flipped_byte_never_reaches_cache(dev_env: Any, fmt: int, tmp_path: Path) -> None:
     data = bytearray(_big(dev_env))
     data[-1] ^= 0x01
     _put_big(dev_env, bytes(data))
@@ -94,13 +111,13 @@ def test_flipped_byte_never_reaches_cache(dev_env: Any, published: bytes, tmp_pa
     assert not any(p.is_file() for p in cache.rglob("*"))
 
 
-def test_truncated_big_part(dev_env: Any, published: bytes, tmp_path: Path) -> None:
+def test_truncated_big_part(dev_env: Any, fmt: int, tmp_path: Path) -> None:
     _put_big(dev_env, _big(dev_env)[:-100])
     msg = fetch_fails(dev_env, tmp_path, "IntegrityError", 30)
     assert "bytes" in msg and "expected" in msg
 
 
-def test_tampered_small_part(dev_env: Any, published: bytes, tmp_path: Path) -> None:
+def test_tampered_small_part(dev_env: Any, fmt: int, tmp_path: Path) -> None:
     # The API (or its database) hands out a small part that is not the original.
     client = ApiClient(
         dev_env["LOADER_API_URL"],
@@ -123,10 +140,12 @@ def test_tampered_small_part(dev_env: Any, published: bytes, tmp_path: Path) -> 
             "sha256": rec.sha256,
             "size": rec.size,
             "plain_size": rec.plain_size,
+            "format": rec.format,
         },
     )
     msg = fetch_fails(dev_env, tmp_path, "IntegrityError", 30)
-    assert "does not match" in msg
+    assert rec.format == fmt
+    assert ALTERED[fmt] in msg
 
 
 def test_api_down(dev_env: Any, published: bytes, tmp_path: Path) -> None:

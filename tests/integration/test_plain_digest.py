@@ -68,6 +68,7 @@ def _reregister(dev_env: Any, rec: ResourceRecord, version: str, **fields: Any) 
         "sha256": rec.sha256,
         "size": rec.size,
         "plain_size": rec.plain_size,
+        "format": rec.format,
         **fields,
     }
     _client(dev_env).put_resource("models", "model.bin", body)
