@@ -306,9 +306,9 @@ class EncryptingReader:
 
     With ``segmented``, ``C`` is format 2 instead (:mod:`azaion_loader.segmented`:
     1 MiB segments sealed with AES-256-GCM) and :attr:`digest` covers the
-    segments' tags (the record's digest of that format); the pieces are then
-    the segments and their tags, and reads go through the buffer.  What
-    follows is about format 1.
+    segments' tags (the record's digest of that format); its pieces are cut
+    as below, each joined from the segments and tags it spans (one copy).
+    What follows is about format 1.
 
     The ciphertext after the small part is made in pieces of ``chunk_size``
     bytes (a multiple of the block size; the last piece may be shorter): the
@@ -427,7 +427,13 @@ class EncryptingReader:
             want = len(view)
 
     def _sealed(self) -> Iterator[bytes]:
-        """Format 2 (:mod:`azaion_loader.segmented`): each segment's ciphertext, then its tag."""
+        """Format 2 (:mod:`azaion_loader.segmented`) in pieces cut like format 1's.
+
+        The first piece ends where the small part ends, then each is
+        ``chunk_size`` bytes, so that a consumer reading ``chunk_size`` at a
+        time gets each piece as it is; each is joined from the segments and
+        tags it spans (one copy).
+        """
         assert self._segments is not None
 
         def seen(plain: memoryview) -> None:
@@ -437,9 +443,25 @@ class EncryptingReader:
             if self._progress is not None:
                 self._progress(len(plain))
 
-        for piece in self._segments.pieces(self._fill, on_plain=seen):
-            self.cipher_size += len(piece)
-            yield piece
+        want = self._small_size or self._chunk_size
+        held: list[memoryview] = []
+        held_size = 0
+        for sealed in self._segments.pieces(self._fill, on_plain=seen):
+            view = memoryview(sealed)
+            while view:
+                take = view[: want - held_size]
+                held.append(take)
+                held_size += len(take)
+                view = view[len(take) :]
+                if held_size == want:
+                    yield self._count(b"".join(held))
+                    held, held_size, want = [], 0, self._chunk_size
+        if held:
+            yield self._count(b"".join(held))
+
+    def _count(self, piece: bytes) -> bytes:
+        self.cipher_size += len(piece)
+        return piece
 
     def _next_piece(self) -> bytes | memoryview | None:
         """The next piece of the big part (empty when it all went to the small part);

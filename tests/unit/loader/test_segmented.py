@@ -193,3 +193,19 @@ def test_encrypting_reader_splits_format_2_like_format_1(size: int) -> None:
     assert reader.digest.hexdigest() == digest
     assert reader.plain_size == size and reader.cipher_size == len(cipher)
     assert bytes(seen) == plain
+
+
+def test_encrypting_reader_hands_whole_pieces_to_a_reader_of_pieces() -> None:
+    # boto3 reads each multipart part with read(part size): each must come as one bytes object.
+    plain = os.urandom(3 * SEGMENT_SIZE + 5)
+    chunk = 2 * SEGMENT_SIZE
+    reader = EncryptingReader(
+        io.BytesIO(plain), KEY, small_size=3072, chunk_size=chunk, segmented=True
+    )
+    sizes = []
+    while piece := reader.read(chunk):
+        assert isinstance(piece, bytes)
+        sizes.append(len(piece))
+    total = segmented_size(len(plain)) - 3072
+    assert sizes == [chunk, total - chunk]
+    assert reader.cipher_size == segmented_size(len(plain))
