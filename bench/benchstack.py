@@ -10,6 +10,7 @@ would be) and the reference API server (a thread of the benchmark process) on
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import secrets
@@ -105,6 +106,23 @@ def summary(runs: list[Run]) -> tuple[float, float]:
 def median_cpu(runs: list[Run]) -> float:
     """Median CPU seconds (user + system) of ``runs``."""
     return statistics.median(r.cpu for r in runs)
+
+
+def add_format_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--format`` and ``--compare-format``: the resource format(s) the loader ``verb``s."""
+    parser.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help=f"resource format to {verb} (default 2, which `loader upload` writes)",
+    )
+    parser.add_argument(
+        "--compare-format",
+        type=int,
+        choices=(1, 2),
+        help=f"also {verb} in this format, in the same rounds",
+    )
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

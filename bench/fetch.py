@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/fetch.py --sizes 1024 4096 --repeat 3      # MiB
     .venv/bin/python bench/fetch.py --sizes 1024 --repeat 5 --out-dir /dev/shm \
-        --compare-source /tmp/old/initcontainer     # tmpfs target; A/B against another tree
+        --compare-format 1                          # tmpfs target; format 2 against format 1
+    .venv/bin/python bench/fetch.py --sizes 1024 --repeat 5 --out-dir /dev/shm --format 1 \
+        --compare-source /tmp/old/initcontainer     # A/B against another tree
 
 Starts moto's S3 server (`moto_server`, its own process) and the reference API
 server on 127.0.0.1 (bench/benchstack.py) and publishes a random resource of
@@ -16,8 +18,9 @@ process under /usr/bin/time (wall time including process start, peak RSS):
   then one fsync at the end, so its durability matches the loader's atomic
   publish (the baseline of the ratio);
 - raw, no fsync: the same without the fsync (a floor, for reference);
-- `loader fetch` (no cache): login, envelope, GET, SHA-256 of the ciphertext,
-  AES-256-CBC decryption, temporary file, fsync, rename (the record carries
+- `loader fetch` (no cache): login, envelope, GET, the format's checks and
+  decryption (format 2: each segment's AES-GCM tag; format 1: SHA-256 of the
+  ciphertext and AES-256-CBC), temporary file, fsync, rename (the record carries
   the plaintext's SHA-256, registered like `loader upload` does, so fetch
   does not hash the plaintext).
 
@@ -26,7 +29,10 @@ between runs, so every run writes a new file.  ``--out-dir`` puts it (for
 every side) elsewhere, e.g. on tmpfs (``/dev/shm``), where the disk no longer
 decides both sides and the software's own cost shows.  ``--compare-source DIR``
 also runs ``loader fetch`` (and, with ``--cache-hit``, its cache hits) from
-another checkout's ``initcontainer`` in the same rounds (an A/B in one run).
+another checkout's ``initcontainer`` in the same rounds (an A/B in one run;
+``--format 1`` for trees that predate format 2).  The resource is published in
+``--format`` (default 2, what `loader upload` writes); ``--compare-format F``
+also publishes a copy in format F and fetches it in the same rounds.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from benchstack import (
     READ,
     Run,
     Stack,
+    add_format_arguments,
     command_line,
     markdown_table,
     median_cpu,
@@ -259,19 +266,7 @@ def main() -> int:
         action="store_true",
         help="run fetch under bench/thread_cpu.py and report its CPU per thread",
     )
-    parser.add_argument(
-        "--format",
-        type=int,
-        choices=(1, 2),
-        default=2,
-        help="resource format to publish and fetch (default 2, as `loader upload` writes)",
-    )
-    parser.add_argument(
-        "--compare-format",
-        type=int,
-        choices=(1, 2),
-        help="also fetch a copy published in this format, in the same rounds",
-    )
+    add_format_arguments(parser, "publish and fetch")
     parser.add_argument(
         "--compare-source",
         metavar="DIR",

@@ -35,6 +35,7 @@ from benchstack import (
     WRITE,
     Run,
     Stack,
+    add_format_arguments,
     command_line,
     make_file,
     markdown_table,
@@ -65,19 +66,7 @@ def main() -> int:
         metavar="DIR",
         help="also run upload from this initcontainer/ directory (e.g. of HEAD)",
     )
-    parser.add_argument(
-        "--format",
-        type=int,
-        choices=(1, 2),
-        default=2,
-        help="resource format of `loader upload --format` (default 2, its default)",
-    )
-    parser.add_argument(
-        "--compare-format",
-        type=int,
-        choices=(1, 2),
-        help="also run `loader upload --format` this format, in the same rounds",
-    )
+    add_format_arguments(parser, "upload")
     parser.add_argument(
         "--src-dir",
         metavar="DIR",

@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from azaion_loader import resources
 from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.crypto import encrypt_bytes, split_point
@@ -28,10 +30,22 @@ class SlowWriter(AtomicWriter):
         super().write(data)
 
 
-def test_many_chunks_through_the_ring_with_a_slow_writer(tmp_path: Path) -> None:
+def _encrypted(fmt: int, key: bytes, plain: bytes) -> tuple[bytes, str]:
+    """The ciphertext of ``plain`` in resource format ``fmt``, and its registered digest."""
+    if fmt == FORMAT_SEGMENTED:
+        enc = SegmentEncryptor(key)
+        cipher = b"".join(enc.pieces(io.BytesIO(plain).readinto))
+        return cipher, enc.digest.hexdigest()
+    cipher = encrypt_bytes(key, plain)
+    return cipher, hashlib.sha256(cipher).hexdigest()
+
+
+# Format 1: one ring buffer per chunk; format 2: one per checked segment.
+@pytest.mark.parametrize("fmt", [1, FORMAT_SEGMENTED])
+def test_many_chunks_through_the_ring_with_a_slow_writer(tmp_path: Path, fmt: int) -> None:
     plain = os.urandom(13 * resources.FETCH_CHUNK + 777)  # the ring of 5 wraps twice and more
     key = os.urandom(32)
-    cipher = encrypt_bytes(key, plain)
+    cipher, digest = _encrypted(fmt, key, plain)
     cut = split_point(len(cipher))
     big = tmp_path / "r.big"
     big.write_bytes(cipher[cut:])
@@ -41,40 +55,11 @@ def test_many_chunks_through_the_ring_with_a_slow_writer(tmp_path: Path) -> None
         version="1",
         small=cipher[:cut],
         key=key,
-        sha256=hashlib.sha256(cipher).hexdigest(),
+        sha256=digest,
         size=len(cipher),
         plain_size=len(plain),
         big_key="r.big",
-    )
-    out = SlowWriter(tmp_path / "out.bin")
-    chunks = resources._iter_file(big, resources._read_ring())
-    plain_sha = resources._decode(rec, chunks, out, tee=None, progress=lambda n: None, source="t")
-    out.commit()
-    assert plain_sha == hashlib.sha256(plain).hexdigest()
-    assert (tmp_path / "out.bin").read_bytes() == plain
-
-
-def test_format_2_segments_through_the_ring_with_a_slow_writer(tmp_path: Path) -> None:
-    # Each checked segment is its own ring buffer: the writer's ring wraps many times.
-    plain = os.urandom(13 * resources.FETCH_CHUNK + 777)
-    key = os.urandom(32)
-    enc = SegmentEncryptor(key)
-    source = io.BytesIO(plain)
-    cipher = b"".join(enc.pieces(source.readinto))
-    cut = split_point(len(cipher))
-    big = tmp_path / "r.big"
-    big.write_bytes(cipher[cut:])
-    rec = ResourceRecord(
-        folder="f",
-        name="r",
-        version="1",
-        small=cipher[:cut],
-        key=key,
-        sha256=enc.digest.hexdigest(),
-        size=len(cipher),
-        plain_size=len(plain),
-        big_key="r.big",
-        format=FORMAT_SEGMENTED,
+        format=fmt,
     )
     out = SlowWriter(tmp_path / "out.bin")
     chunks = resources._iter_file(big, resources._read_ring())
