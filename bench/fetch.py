@@ -49,8 +49,8 @@ from pathlib import Path
 from azaion_loader.api_client import ApiClient
 from azaion_loader.crypto import Encryptor, new_key, split_point
 from azaion_loader.fingerprint import compute_fingerprint
-from azaion_loader.models import b64encode
-from azaion_loader.segmented import FORMAT_SEGMENTED, SegmentEncryptor
+from azaion_loader.models import FORMAT_SEGMENTED, b64encode
+from azaion_loader.segmented import SegmentEncryptor
 from azaion_loader.settings import Credentials
 from benchstack import (
     LOADER,

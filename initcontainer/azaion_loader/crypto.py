@@ -350,8 +350,8 @@ class EncryptingReader:
         if chunk_size <= 0 or chunk_size % BLOCK_SIZE:
             raise ValueError(f"chunk_size must be a positive multiple of {BLOCK_SIZE}")
         self._src = src
-        self._enc = Encryptor(key, iv)
         self._segments = SegmentEncryptor(key) if segmented else None
+        self._enc = Encryptor(key, iv) if self._segments is None else None
         self._small_size = small_size
         self._chunk_size = chunk_size
         self.small = bytearray()
@@ -400,6 +400,7 @@ class EncryptingReader:
         bytes shorter.  Then each piece is ``chunk_size`` bytes: whole blocks
         in, as many out.
         """
+        assert self._enc is not None  # format 1 only
         buf = bytearray(self._chunk_size)
         view = memoryview(buf)
         first = (self._small_size or self._chunk_size) - IV_SIZE

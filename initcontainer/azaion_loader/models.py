@@ -17,6 +17,8 @@ from typing import Any
 from azaion_loader.errors import ProtocolError
 
 __all__ = [
+    "FORMAT_CBC",
+    "FORMAT_SEGMENTED",
     "CdnConfig",
     "CdnKeys",
     "FetchResult",
@@ -30,9 +32,12 @@ __all__ = [
 ]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-# Resource formats this loader reads (docs/protocol.md §5): 1 = AES-256-CBC with a
-# digest of the ciphertext, 2 = segmented AES-256-GCM with a digest of the tags.
-_RESOURCE_FORMATS = (1, 2)
+FORMAT_CBC = 1
+"""Resource format 1: ``IV || AES-256-CBC(PKCS7(P))``, checked by SHA-256 of the ciphertext."""
+FORMAT_SEGMENTED = 2
+"""Resource format 2: 1 MiB segments sealed with AES-256-GCM (:mod:`azaion_loader.segmented`)."""
+# The resource formats this loader reads (docs/protocol.md §5).
+_RESOURCE_FORMATS = (FORMAT_CBC, FORMAT_SEGMENTED)
 
 
 def b64encode(data: bytes) -> str:
@@ -71,7 +76,7 @@ def _optional_digest(doc: Mapping[str, Any], key: str, what: str) -> str | None:
 def _resource_format(doc: Mapping[str, Any], what: str) -> int:
     # Absent or null is format 1: envelopes of servers that predate format 2.
     if doc.get("format") is None:
-        return 1
+        return FORMAT_CBC
     value = _get(doc, "format", int, what)
     if value not in _RESOURCE_FORMATS:
         # A newer format read as an older one would fail its digest; say why instead.
@@ -140,7 +145,7 @@ class ResourceRecord:
     plain_size: int
     big_key: str
     plain_sha256: str | None = None
-    format: int = 1
+    format: int = FORMAT_CBC
 
     @property
     def big_size(self) -> int:

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from azaion_loader.crypto import Decryptor
 from azaion_loader.errors import IntegrityError
-from azaion_loader.models import ResourceRecord
+from azaion_loader.models import FORMAT_SEGMENTED, ResourceRecord
 from azaion_loader.pipeline import BufferRing
-from azaion_loader.segmented import FORMAT_SEGMENTED, SegmentDecryptor
+from azaion_loader.segmented import SegmentDecryptor
 
 __all__ = ["Opener", "opener"]
 

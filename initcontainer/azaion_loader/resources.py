@@ -51,11 +51,18 @@ from azaion_loader.crypto import (
     split_point,
 )
 from azaion_loader.errors import IntegrityError, LoaderError
-from azaion_loader.models import FetchResult, ResourceRecord, UploadResult, b64encode
+from azaion_loader.models import (
+    FORMAT_CBC,
+    FORMAT_SEGMENTED,
+    FetchResult,
+    ResourceRecord,
+    UploadResult,
+    b64encode,
+)
 from azaion_loader.pipeline import BufferRing, Sink, prefetch
 from azaion_loader.progress import ProgressCallback
 from azaion_loader.resource_formats import opener
-from azaion_loader.segmented import FORMAT_CBC, FORMAT_SEGMENTED, segmented_size
+from azaion_loader.segmented import segmented_size
 
 if TYPE_CHECKING:
     # Annotations only: boto3 (~0.2 s to import) loads when the caller makes

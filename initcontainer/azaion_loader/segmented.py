@@ -23,8 +23,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from azaion_loader.errors import IntegrityError
 
 __all__ = [
-    "FORMAT_CBC",
-    "FORMAT_SEGMENTED",
     "SEGMENT_SIZE",
     "TAG_SIZE",
     "SegmentDecryptor",
@@ -32,11 +30,6 @@ __all__ = [
     "segment_count",
     "segmented_size",
 ]
-
-FORMAT_CBC = 1
-"""``IV || AES-256-CBC(PKCS7(P))``, checked by SHA-256 of the whole ciphertext."""
-FORMAT_SEGMENTED = 2
-"""This module's format."""
 
 SEGMENT_SIZE = 1 << 20
 """Plaintext bytes per segment (the last one may be shorter)."""

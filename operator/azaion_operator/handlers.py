@@ -233,7 +233,7 @@ def _apply(
             status = merged(status, written)
             if diffbase is not None and handled is not None:
                 diffbase.written(meta["uid"], handled)
-    if KINDS[kind].followup is not None:
+    if KINDS[kind].follows_jobs:
         _remember(memo, body, status)
     created = sum(1 for e in report.events if e.reason == "JobCreated")
     memo.metrics.record(
@@ -316,16 +316,17 @@ def _reconcile_held(
     settings: OperatorSettings = memo.settings
     memory: OperatorMemory = memo.memory
     metrics: Metrics = memo.metrics
-    followup = KINDS[kind].followup
+    of_kind = KINDS[kind]
     try:
-        if job is not None and followup is not None:
-            report = followup(
-                kube, settings, body, nodes, now=_now(), warned=memory.warned, job=job
-            )
-        else:
-            report = KINDS[kind].reconcile(
-                kube, settings, body, nodes, now=_now(), warned=memory.warned
-            )
+        report = of_kind.reconcile(
+            kube,
+            settings,
+            body,
+            nodes,
+            now=_now(),
+            warned=memory.warned,
+            job=job if of_kind.follows_jobs else None,
+        )
     except SpecError as error:
         metrics.reconciled(kind, "spec_error")
         _fail(memo, kind, body, error)
@@ -452,7 +453,7 @@ def _owner_body(
     """
     memory: OperatorMemory = memo.memory
     uid = str(owner.get("uid"))
-    if job is not None and KINDS[kind].followup is not None:
+    if job is not None and KINDS[kind].follows_jobs:
         known = memory.bodies.get(uid)
         labels = (job.get("metadata") or {}).get("labels") or {}
         if known is not None and str(known["metadata"].get("generation", 1)) == labels.get(

@@ -20,26 +20,15 @@ from azaion_operator.nodes import NodeInfo
 from azaion_operator.reconcile import Report
 from azaion_operator.settings import OperatorSettings
 
-__all__ = ["KINDS", "FollowUp", "Kind", "Reconcile"]
+__all__ = ["KINDS", "Kind", "Reconcile"]
 
 
 class Reconcile(Protocol):
-    """A kind's reconcile: one pass over one object, returning its status and Events."""
+    """A kind's reconcile: one pass over one object, returning its status and Events.
 
-    def __call__(
-        self,
-        kube: KubeApi,
-        settings: OperatorSettings,
-        body: Mapping[str, Any],
-        nodes: Sequence[NodeInfo],
-        *,
-        now: str,
-        warned: Once | None = None,
-    ) -> Report: ...
-
-
-class FollowUp(Protocol):
-    """A kind's reconcile that may start from the Job a watch event showed (``job``)."""
+    ``job``: the Job a watch event showed, for a kind that can start from it
+    (:attr:`Kind.follows_jobs`); the others are never given one.
+    """
 
     def __call__(
         self,
@@ -61,15 +50,15 @@ class Kind:
     name: str
     plural: str
     reconcile: Reconcile
-    followup: FollowUp | None = None
-    """For a kind with one Job per object: the reconcile a Job's move runs, from the
-    owner's last known body and that Job (no read of the owner, no Job listing);
-    ``None``: the owner is read and reconciled afresh."""
+    follows_jobs: bool = False
+    """For a kind with one Job per object: a Job's move reconciles from the owner's
+    last known body and that Job (no read of the owner, no Job listing);
+    ``False``: the owner is read and reconciled afresh."""
 
 
 KINDS: dict[str, Kind] = {
     crd.RESOURCE_KIND: Kind(
-        crd.RESOURCE_KIND, crd.RESOURCE_PLURAL, reconcile_resource, followup=reconcile_resource
+        crd.RESOURCE_KIND, crd.RESOURCE_PLURAL, reconcile_resource, follows_jobs=True
     ),
     crd.UNLOCK_KIND: Kind(crd.UNLOCK_KIND, crd.UNLOCK_PLURAL, reconcile_unlock),
 }

@@ -271,7 +271,8 @@ def reconcile_unlock(
     nodes: Sequence[NodeInfo],
     *,
     now: str,
-    warned: Once | None = None,  # every kind's reconcile takes the same arguments
+    warned: Once | None = None,
+    job: Mapping[str, Any] | None = None,  # every kind's reconcile takes the same arguments
 ) -> Report:
     """Ensure one Job per matching node (at most ``spec.parallelism`` running); status, Events.
 

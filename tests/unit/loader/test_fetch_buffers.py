@@ -20,8 +20,8 @@ import pytest
 from azaion_loader import resources
 from azaion_loader.atomic_write import AtomicWriter
 from azaion_loader.crypto import encrypt_bytes, split_point
-from azaion_loader.models import ResourceRecord
-from azaion_loader.segmented import FORMAT_SEGMENTED, SegmentEncryptor
+from azaion_loader.models import FORMAT_SEGMENTED, ResourceRecord
+from azaion_loader.segmented import SegmentEncryptor
 
 
 class SlowWriter(AtomicWriter):
