@@ -661,12 +661,49 @@ def cluster_exists() -> bool:
     return CLUSTER_NAME in proc.stdout.split()
 
 
+def _unfit_reason(image: str) -> str | None:
+    """Why the existing cluster cannot be reused, or None: it must run the node image
+    just built, and its API server must be ready (a cluster whose containers were
+    restarted, or whose Docker daemon was, often never answers again)."""
+    for node in subprocess.run(
+        [str(kind_bin()), "get", "nodes", "--name", CLUSTER_NAME],
+        env=kind_env(),
+        text=True,
+        capture_output=True,
+    ).stdout.split():
+        proc = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Running}} {{.Config.Image}}", node],
+            text=True,
+            capture_output=True,
+        )
+        if proc.stdout.split() != ["true", image]:
+            return f"node {node} is not a running container of {image} ({proc.stdout.strip()})"
+    kubectl = [str(k8s_bin() / "kubectl"), "--kubeconfig", str(KUBECONFIG)]
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(
+            [*kubectl, "get", "--raw", "/readyz", "--request-timeout=10s"],
+            text=True,
+            capture_output=True,
+        )
+        if proc.returncode == 0:
+            return None
+        if time.monotonic() > deadline:
+            return f"its API server is not ready after 60 s ({proc.stderr.strip()[-200:]})"
+        time.sleep(2)
+
+
 def create(image: str, logs_dir: Path) -> None:
-    """kind create cluster from hack/kind/cluster.yaml; an existing cluster is reused."""
+    """kind create cluster from hack/kind/cluster.yaml; an existing cluster is reused
+    when it is fit (see _unfit_reason), and otherwise deleted and created anew."""
     if cluster_exists():
-        log.info("cluster %s exists; reusing it (delete it first for a new one)", CLUSTER_NAME)
         kind("export", "kubeconfig", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
-        return
+        reason = _unfit_reason(image)
+        if reason is None:
+            log.info("cluster %s exists; reusing it (delete it first for a new one)", CLUSTER_NAME)
+            return
+        log.warning("cluster %s exists but %s: deleting it for a new one", CLUSTER_NAME, reason)
+        kind("delete", "cluster", "--name", CLUSTER_NAME, "--kubeconfig", str(KUBECONFIG))
     KUBECONFIG.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     rc = kind(
