@@ -53,12 +53,20 @@ from azaion_loader.server.app import register_user
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ENGINE_FIXTURES = frozenset({"docker_engine", "containerd_engine"})
+"""Fixtures that touch the host's Docker engine or a containerd of the session."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration carries the ``integration`` marker."""
+    """Everything under tests/integration carries the ``integration`` marker, and
+    ``engine`` when it uses a container engine: scripts/test runs those in one lane
+    and the rest beside them, so no two processes share the engine's images."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+            if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+                item.add_marker(pytest.mark.engine)
 
 
 # -- fault injection -------------------------------------------------------------
