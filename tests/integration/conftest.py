@@ -58,15 +58,20 @@ ENGINE_FIXTURES = frozenset({"docker_engine", "containerd_engine"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/integration carries the ``integration`` marker, and
-    ``engine`` when it uses a container engine: scripts/test runs those in one lane
-    and the rest beside them, so no two processes share the engine's images."""
+    """Everything under tests/integration carries the ``integration`` marker,
+    ``engine`` when it uses a container engine and ``server`` when it tests the
+    reference API server itself (``test_server_*``).  scripts/test runs the unit,
+    engine and server tests in one lane and the rest beside them (about equal
+    halves), so no two processes share the engine's images."""
     here = Path(__file__).parent
     for item in items:
-        if here in Path(str(item.fspath)).parents:
+        path = Path(str(item.fspath))
+        if here in path.parents:
             item.add_marker(pytest.mark.integration)
             if ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
                 item.add_marker(pytest.mark.engine)
+            if path.name.startswith("test_server_"):
+                item.add_marker(pytest.mark.server)
 
 
 # -- fault injection -------------------------------------------------------------
