@@ -109,13 +109,14 @@ def median_cpu(runs: list[Run]) -> float:
 
 
 def add_format_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
-    """``--format`` and ``--compare-format``: the resource format(s) the loader ``verb``s."""
+    """``--format`` and ``--compare-format``: the format(s) (of resources or archives)
+    the loader ``verb``s."""
     parser.add_argument(
         "--format",
         type=int,
         choices=(1, 2),
         default=2,
-        help=f"resource format to {verb} (default 2, which `loader upload` writes)",
+        help=f"format to {verb} (default 2, which `loader upload` and `upload-archive` write)",
     )
     parser.add_argument(
         "--compare-format",

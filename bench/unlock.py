@@ -3,6 +3,7 @@
     .venv/bin/python bench/unlock.py --mib 256 --repeat 3
     .venv/bin/python bench/unlock.py --compare-source /tmp/head/initcontainer
     .venv/bin/python bench/unlock.py --runtime containerd --mib 256 --repeat 5
+    .venv/bin/python bench/unlock.py --mib 256 --repeat 5 --compare-format 1
 
 Needs a Docker engine that answers (``scripts/dockerd start``).  Starts moto's
 S3 server and the reference API server on 127.0.0.1 (bench/benchstack.py),
@@ -18,13 +19,20 @@ removed from the engine and ``sync`` run before every run:
 - for reference, ``cat plain.tar | docker load``: what feeding ``docker load``
   through a pipe costs by itself (the loader must use a pipe: no plaintext on
   disk);
-- `loader unlock-load --workdir W`: SHA-256 of ``archive.enc`` checked again,
-  then AES-256-CBC decryption streamed into ``docker load`` on its standard
-  input (no plaintext on disk), then ``docker image inspect`` of the image.
+- `loader unlock-load --workdir W`: ``archive.enc`` checked again (format 1:
+  its SHA-256; format 2: every AES-GCM segment opened, the tags read in that
+  pass), then the decryption (format 2: each segment checked again) streamed
+  into ``docker load`` on its standard input (no plaintext on disk), then
+  ``docker image inspect`` of the image.
+
+The archive is published in ``--format`` (default 2, what `loader
+upload-archive` writes); ``--compare-format F`` also publishes and fetches it
+in format F, and its unlock-load runs in the same rounds (a row of its own).
 
 With ``--compare-source DIR``, ``loader unlock-load`` from another checkout's
 ``initcontainer`` (put first on ``PYTHONPATH``) runs in turn with the others,
-for an A/B in one run.
+for an A/B in one run (on the ``--format`` archive: a tree that predates
+archive format 2 needs ``--format 1``).
 
 With ``--runtime containerd`` the engine is a private containerd
 (hack/private_containerd.py: Debian's containerd, own root and socket, on the
@@ -55,6 +63,7 @@ from benchstack import (
     LOADER,
     Run,
     Stack,
+    add_format_arguments,
     command_line,
     markdown_table,
     median_cpu,
@@ -96,6 +105,7 @@ def main() -> int:
         default="docker",
         help="load into the host's Docker, or into a private containerd",
     )
+    add_format_arguments(parser, "publish and unlock")
     args = parser.parse_args()
     if args.runtime == "containerd":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hack"))
@@ -128,17 +138,22 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
         finally:
             docker.remove_image(ref, force=True)
         size_mib = plain.stat().st_size / (1 << 20)
-        work = stack.work / "work"
-        publish = ["upload-archive", "--folder", "bench", "--name", "img", str(plain)]
-        fetch = ["unlock-fetch", "--archive-folder", "bench", "--archive-name", "img"]
-        for cmd in (publish, [*fetch, "--workdir", str(work)]):
-            timed([*LOADER, *cmd, "--no-progress"], stack.env)
+        formats = [args.format]
+        if args.compare_format and args.compare_format != args.format:
+            formats.append(args.compare_format)
+        works = {fmt: stack.work / f"work-f{fmt}" for fmt in formats}
+        for fmt, work in works.items():
+            name = f"img-f{fmt}"
+            publish = ["upload-archive", "--folder", "bench", "--name", name, f"--format={fmt}"]
+            fetch = ["unlock-fetch", "--archive-folder", "bench", "--archive-name", name]
+            for cmd in ([*publish, str(plain)], [*fetch, "--workdir", str(work)]):
+                timed([*LOADER, *cmd, "--no-progress"], stack.env)
         bare = {k: v for k, v in stack.env.items() if not k.startswith("LOADER_")}
         base: list[Run] = []
         piped: list[Run] = []
-        load: list[Run] = []
+        loads: dict[int, list[Run]] = {fmt: [] for fmt in formats}
         other: list[Run] = []
-        unlock_load = [*LOADER, "unlock-load", "--workdir", str(work), "--no-progress", "--json"]
+        runtime_args: list[str] = []
         other_env = dict(bare, PYTHONPATH=args.compare_source) if args.compare_source else bare
         if ctd is None:
             baseline = ["docker", "load", "-i", str(plain)]
@@ -148,8 +163,13 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
             ctr = ["ctr", "--address", ctd.socket, "--namespace", "k8s.io"]
             baseline = [*ctr, "images", "import", str(plain)]
             reference = ["sh", "-c", 'cat "$0" | "$@" images import -', str(plain), *ctr]
-            unlock_load += ["--runtime", "containerd", "--socket", ctd.socket]
+            runtime_args = ["--runtime", "containerd", "--socket", ctd.socket]
             names = ("ctr images import plain.tar", "cat plain.tar \\| ctr images import -", "ctr")
+
+        def unlock_load(fmt: int) -> list[str]:
+            work = str(works[fmt])
+            flags = ["--no-progress", "--json", *runtime_args]
+            return [*LOADER, "unlock-load", "--workdir", work, *flags]
 
         def fresh() -> None:
             # Same start for every run: no image, and the engine's writes of
@@ -166,25 +186,26 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
                 base.append(timed(baseline, bare, stdin=None))
                 fresh()
                 piped.append(timed(reference, bare))
-                for runs, env in ((load, bare), (other, other_env)):
-                    if runs is other and not args.compare_source:
-                        continue
+                turns = [(loads[fmt], bare, fmt) for fmt in formats]
+                if args.compare_source:
+                    turns.append((other, other_env, args.format))
+                for runs, env, fmt in turns:
                     fresh()
-                    run = timed(unlock_load, env)
+                    run = timed(unlock_load(fmt), env)
                     if ref not in run.stdout:
                         raise SystemExit(f"unlock-load did not report {ref}: {run.stdout}")
                     runs.append(run)
                 compared = f" (from {args.compare_source} {other[-1].wall:.2f}s)" if other else ""
+                per_format = " ".join(f"format {f} {loads[f][-1].wall:.2f}s" for f in formats)
                 print(
                     f"  {size_mib:.0f} MiB: {args.runtime} load {base[-1].wall:.2f}s "
-                    f"(piped {piped[-1].wall:.2f}s) unlock-load {load[-1].wall:.2f}s{compared}",
+                    f"(piped {piped[-1].wall:.2f}s) unlock-load {per_format}{compared}",
                     flush=True,
                 )
         finally:
             fresh()
         b_wall, b_rss = summary(base)
         p_wall, _ = summary(piped)
-        l_wall, l_rss = summary(load)
     print(f"after: {uptime()}")
     if other:
         o_wall, o_rss = summary(other)
@@ -197,6 +218,7 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
         markdown_table(
             [
                 "archive",
+                "format",
                 f"`{names[0]}`",
                 f"`{names[1]}`",
                 "`loader unlock-load`",
@@ -208,14 +230,16 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
             [
                 [
                     f"{size_mib:.0f} MiB",
+                    str(fmt),
                     f"{b_wall:.2f} s",
                     f"{p_wall:.2f} s ({p_wall / b_wall:.2f}x)",
-                    f"{l_wall:.2f} s",
-                    f"**{l_wall / b_wall:.2f}x**",
+                    f"{summary(loads[fmt])[0]:.2f} s",
+                    f"**{summary(loads[fmt])[0] / b_wall:.2f}x**",
                     f"{b_rss:.0f} MiB",
-                    f"{l_rss:.0f} MiB",
-                    f"{median_cpu(base):.2f} s / {median_cpu(load):.2f} s",
+                    f"{summary(loads[fmt])[1]:.0f} MiB",
+                    f"{median_cpu(base):.2f} s / {median_cpu(loads[fmt]):.2f} s",
                 ]
+                for fmt in formats
             ],
         )
     )

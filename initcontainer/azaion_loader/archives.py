@@ -4,17 +4,21 @@ The ImageUnlock Job runs two halves in separate containers, so credentials and
 the Docker socket never share one:
 
 - :func:`unlock_fetch` (credentials, no Docker): key fragment from the API,
-  ``E`` from the CDN with its digest checked while downloading; leaves
-  ``archive.enc`` and ``fragment.json`` in the work directory (atomic, 0640).
+  ``E`` from the CDN with its digest checked while downloading (format 2: every
+  segment opened too); leaves ``archive.enc`` and ``fragment.json`` in the work
+  directory (atomic, 0640).
 - :func:`unlock_load` (the container runtime's socket, no credentials): checks
-  the digest again (while the engine's load starts, fed nothing yet), streams
+  the archive again (while the engine's load starts, fed nothing yet), streams
   the decryption into it on its standard input (no plaintext on disk), then
-  checks every expected image.  The engine is an :class:`~azaion_loader.engine.ImageEngine`:
-  Docker (``docker load``) or containerd (``ctr images import``).
+  checks every expected image.  Format 2's load pass checks each segment
+  again; one that fails (the file changed) kills the engine's load.  The
+  engine is an :class:`~azaion_loader.engine.ImageEngine`: Docker
+  (``docker load``) or containerd (``ctr images import``).
 
 :func:`unlock` runs both in one process; :func:`publish_archive` is the
-publisher's side.  Before a byte is loaded, the archive's ``manifest.json`` is
-read from the checked ciphertext (:func:`~azaion_loader.tar_manifest.sealed_repo_tags`):
+publisher's side (format 2 by default).  Before a byte is loaded, the archive's
+``manifest.json`` is read from the checked ciphertext (format 1:
+:func:`~azaion_loader.tar_manifest.sealed_repo_tags`; format 2: in the check's own pass):
 an archive without one, or with a tag outside the caller's list, the API's
 list or under a forbidden repository (the Jobs' own image), loads nothing.
 Expected images: the caller's list, else the manifest's ``RepoTags``, else
@@ -32,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from azaion_loader import archive_segments
 from azaion_loader.atomic_write import AtomicWriter, publish_bytes, scratch_dir
 from azaion_loader.crypto import CHUNK_SIZE, Decryptor, EncryptingReader
 from azaion_loader.engine import ImageEngine
@@ -46,6 +51,8 @@ from azaion_loader.errors import (
     UnexpectedImagesError,
 )
 from azaion_loader.models import (
+    FORMAT_CBC,
+    FORMAT_SEGMENTED,
     KeyFragment,
     UnlockFetchResult,
     UnlockLoadResult,
@@ -54,6 +61,7 @@ from azaion_loader.models import (
 )
 from azaion_loader.pipeline import READ_AHEAD, BufferRing, prefetch
 from azaion_loader.progress import ProgressCallback
+from azaion_loader.segmented import ARCHIVE_AAD, SegmentDecryptor
 from azaion_loader.tar_manifest import TarManifestScanner, disallowed_tags, sealed_repo_tags
 from azaion_loader.workdir import (
     ARCHIVE_FILE,
@@ -134,21 +142,18 @@ def unlock_fetch(
         source = f"the CDN ({folder}/{frag.object_key})"
         if size != frag.size:
             raise IntegrityError(f"the archive on {source} has {size} bytes, {frag.size} expected")
-        digest = hashlib.sha256()
+        check = _fetch_check(frag, source, folder, name)
         received = 0
         for chunk in chunks:
             received += len(chunk)
             if received > frag.size:
                 raise IntegrityError(f"the archive on {source} is longer than expected")
-            digest.update(chunk)
+            check.feed(chunk)
             writer.write(chunk)
             progress(len(chunk))
         if received != frag.size:
             raise IntegrityError(f"the archive from {source} is truncated")
-        if not hmac.compare_digest(digest.hexdigest(), frag.sha256):
-            raise IntegrityError(
-                f"the SHA-256 of the archive {folder}/{name} does not match the digest from the API"
-            )
+        check.finish()
         writer.commit()
     except BaseException:
         writer.abort()
@@ -158,6 +163,37 @@ def unlock_fetch(
     )
     log.info("fetched archive %s/%s version %s into %s", folder, name, frag.version, work)
     return UnlockFetchResult(str(work), frag.version, frag.size, frag.sha256)
+
+
+class _Sha256Check:
+    """Format 1's fetch check: the SHA-256 of ``E``."""
+
+    def __init__(self, sha256: str, what: str) -> None:
+        self._digest = hashlib.sha256()
+        self._sha256 = sha256
+        self._what = what
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        self._digest.update(chunk)
+
+    def finish(self) -> None:
+        if not hmac.compare_digest(self._digest.hexdigest(), self._sha256):
+            raise IntegrityError(
+                f"the SHA-256 of {self._what} does not match the digest from the API"
+            )
+
+
+def _fetch_check(
+    frag: KeyFragment, source: str, folder: str, name: str
+) -> _Sha256Check | archive_segments.FetchCheck:
+    """The check ``unlock_fetch`` feeds while downloading, for the archive's format."""
+    what = f"the archive {folder}/{name}"
+    if frag.format == FORMAT_SEGMENTED:
+        key = derive_archive_key(frag.fragment)
+        return archive_segments.FetchCheck(
+            key, frag.size, frag.sha256, source=f"the archive on {source}", what=what
+        )
+    return _Sha256Check(frag.sha256, what)
 
 
 # -- load step -------------------------------------------------------------------
@@ -186,14 +222,17 @@ def _decrypted(
 
 
 def _archive_tags(
-    archive: Path,
+    check: ArchiveCheck,
     key: bytes,
     images: Sequence[str] | None,
-    registered: Sequence[str],
     forbidden_repositories: Sequence[str],
 ) -> list[str]:
     """The archive's tags, once it is clear that every one of them may be loaded."""
-    tags = sealed_repo_tags(archive, key)
+    if check.fragment.format == FORMAT_SEGMENTED:
+        tags = check.tags  # read by the check's own pass
+    else:
+        tags = sealed_repo_tags(check.archive, key)
+    registered = check.fragment.images
     if tags is None:
         raise NotADockerArchiveError(
             "the decrypted archive has no manifest.json (it is not made by `docker save`); "
@@ -240,7 +279,7 @@ def unlock_load(
     try:
         check.wait()
         key = derive_archive_key(frag.fragment)
-        tags = _archive_tags(archive, key, images, frag.images, forbidden_repositories)
+        tags = _archive_tags(check, key, images, forbidden_repositories)
         pending.check_running()
     except BaseException:
         pending.cancel()
@@ -250,9 +289,17 @@ def unlock_load(
     # Decryption runs a few chunks ahead in its own thread while this one
     # writes into the engine's standard input.  The ring has room for the
     # queued chunks, the one being written and the one being decrypted.
-    ring = BufferRing(READ_AHEAD + 2, Decryptor.buffer_size(CHUNK_SIZE))
-    plain = prefetch(_decrypted(archive, key, progress, ring), READ_AHEAD)
-    loaded = pending.load(plain)
+    # A failure while decrypting (format 2: a segment changed since the
+    # check) reaches pending.load before the stream ends: the engine's load
+    # is killed, and what it got is discarded.
+    chunks: Iterator[bytes | memoryview]
+    if frag.format == FORMAT_SEGMENTED:
+        ring = BufferRing(READ_AHEAD + 2, SegmentDecryptor.buffer_size)
+        chunks = archive_segments.decrypted(archive, key, frag.size, frag.sha256, progress, ring)
+    else:
+        ring = BufferRing(READ_AHEAD + 2, Decryptor.buffer_size(CHUNK_SIZE))
+        chunks = _decrypted(archive, key, progress, ring)
+    loaded = pending.load(prefetch(chunks, READ_AHEAD))
     log.debug("%s reported loading %s", engine.name, loaded)
     expected, source = _expected_images(images, tags, frag.images)
     missing = engine.missing_images(expected)
@@ -330,8 +377,12 @@ def publish_archive(
     images: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     require_manifest: bool = True,
+    archive_format: int = FORMAT_SEGMENTED,
 ) -> UploadResult:
     """Encrypt a ``docker save`` tar under a fresh key fragment, upload it, register it.
+
+    ``archive_format``: 2 (segmented AES-256-GCM, the default) or 1
+    (AES-256-CBC, for loaders that predate format 2); docs/protocol.md §6.
 
     Without ``images``, the archive's ``manifest.json`` ``RepoTags`` are
     registered.  A file with no ``manifest.json`` is refused (and its upload
@@ -341,12 +392,21 @@ def publish_archive(
     :class:`AuthError`, before anything is uploaded.
     """
     src_path = Path(path)
+    if archive_format not in (FORMAT_CBC, FORMAT_SEGMENTED):
+        raise ValueError(f"archive_format must be 1 or 2, not {archive_format}")
     api.ensure_publishable("archives", folder, name, version)
     fragment = os.urandom(FRAGMENT_SIZE)
     scanner = TarManifestScanner()
     object_key = f"{name}.enc"
     reader = _encrypt_to_cdn(
-        cdn, src_path, derive_archive_key(fragment), folder, object_key, scanner, progress
+        cdn,
+        src_path,
+        derive_archive_key(fragment),
+        folder,
+        object_key,
+        scanner,
+        progress,
+        segmented=archive_format == FORMAT_SEGMENTED,
     )
     if require_manifest and (not scanner.valid or scanner.manifest is None):
         _delete_quietly(cdn, folder, object_key)
@@ -362,6 +422,8 @@ def publish_archive(
         "size": reader.cipher_size,
         "images": expected,
     }
+    if archive_format != FORMAT_CBC:  # a format-1 body is the same as before format 2
+        record["format"] = archive_format
     registered = api.put_archive(folder, name, record)
     log.info("published archive %s/%s version %s (%s)", folder, name, registered, expected)
     return UploadResult(
@@ -377,6 +439,8 @@ def _encrypt_to_cdn(
     object_key: str,
     scanner: TarManifestScanner,
     progress: ProgressCallback | None,
+    *,
+    segmented: bool,
 ) -> EncryptingReader:
     """Stream ``src_path`` encrypted to ``folder/object_key``; the plaintext also feeds
     ``scanner``.  Returns the spent reader (digest and sizes)."""
@@ -393,6 +457,8 @@ def _encrypt_to_cdn(
             on_plain=scanner.feed,
             progress=progress,
             chunk_size=cdn.part_size,  # one part per piece: boto3 gets each without a copy
+            segmented=segmented,
+            aad=ARCHIVE_AAD,
         )
         try:
             cdn.ensure_bucket(folder)

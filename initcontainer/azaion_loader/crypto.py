@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from azaion_loader.errors import IntegrityError
 from azaion_loader.pipeline import file_sha256, prefetch
-from azaion_loader.segmented import SegmentEncryptor
+from azaion_loader.segmented import RESOURCE_AAD, SegmentEncryptor
 
 __all__ = [
     "BLOCK_SIZE",
@@ -305,7 +305,8 @@ class EncryptingReader:
     plaintext byte counts.
 
     With ``segmented``, ``C`` is format 2 instead (:mod:`azaion_loader.segmented`:
-    1 MiB segments sealed with AES-256-GCM) and :attr:`digest` covers the
+    1 MiB segments sealed with AES-256-GCM under ``aad``, a resource's by
+    default) and :attr:`digest` covers the
     segments' tags (the record's digest of that format); its pieces are cut
     as below, each joined from the segments and tags it spans (one copy).
     What follows is about format 1.
@@ -346,11 +347,12 @@ class EncryptingReader:
         chunk_size: int = CHUNK_SIZE,
         read_ahead: int = 0,
         segmented: bool = False,
+        aad: bytes = RESOURCE_AAD,
     ) -> None:
         if chunk_size <= 0 or chunk_size % BLOCK_SIZE:
             raise ValueError(f"chunk_size must be a positive multiple of {BLOCK_SIZE}")
         self._src = src
-        self._segments = SegmentEncryptor(key) if segmented else None
+        self._segments = SegmentEncryptor(key, aad=aad) if segmented else None
         self._enc = Encryptor(key, iv) if self._segments is None else None
         self._small_size = small_size
         self._chunk_size = chunk_size

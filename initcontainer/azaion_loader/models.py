@@ -33,11 +33,12 @@ __all__ = [
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 FORMAT_CBC = 1
-"""Resource format 1: ``IV || AES-256-CBC(PKCS7(P))``, checked by SHA-256 of the ciphertext."""
+"""Format 1 (resources, archives): ``IV || AES-256-CBC(PKCS7(P))``, checked by SHA-256 of it."""
 FORMAT_SEGMENTED = 2
-"""Resource format 2: 1 MiB segments sealed with AES-256-GCM (:mod:`azaion_loader.segmented`)."""
-# The resource formats this loader reads (docs/protocol.md §5).
-_RESOURCE_FORMATS = (FORMAT_CBC, FORMAT_SEGMENTED)
+"""Format 2 (resources, archives): 1 MiB segments sealed with AES-256-GCM
+(:mod:`azaion_loader.segmented`), checked by the digest of the segments' tags."""
+# The formats this loader reads, of resources (docs/protocol.md §5) and archives (§6).
+_FORMATS = (FORMAT_CBC, FORMAT_SEGMENTED)
 
 
 def b64encode(data: bytes) -> str:
@@ -73,12 +74,12 @@ def _optional_digest(doc: Mapping[str, Any], key: str, what: str) -> str | None:
     return None if doc.get(key) is None else _digest(doc, key, what)
 
 
-def _resource_format(doc: Mapping[str, Any], what: str) -> int:
+def _format(doc: Mapping[str, Any], what: str) -> int:
     # Absent or null is format 1: envelopes of servers that predate format 2.
     if doc.get("format") is None:
         return FORMAT_CBC
     value = _get(doc, "format", int, what)
-    if value not in _RESOURCE_FORMATS:
+    if value not in _FORMATS:
         # A newer format read as an older one would fail its digest; say why instead.
         raise ProtocolError(f"{what}: format {value} is not known to this loader; upgrade it")
     return int(value)
@@ -159,7 +160,7 @@ class ResourceRecord:
         if not isinstance(doc, Mapping):
             raise ProtocolError(f"the {what} is not a JSON object")
         # First: a newer format may lay out the other fields differently.
-        fmt = _resource_format(doc, what)
+        fmt = _format(doc, what)
         rec = cls(
             folder=_get(doc, "folder", str, what),
             name=_get(doc, "name", str, what),
@@ -182,7 +183,12 @@ class ResourceRecord:
 
 @dataclass(frozen=True)
 class KeyFragment:
-    """The decrypted ``key-fragment`` envelope; also the ``fragment.json`` of unlock-fetch."""
+    """The decrypted ``key-fragment`` envelope; also the ``fragment.json`` of unlock-fetch.
+
+    ``format`` is the archive format: 1 (AES-256-CBC, ``sha256`` = SHA-256 of
+    the ciphertext) or 2 (segmented AES-256-GCM, ``sha256`` = the digest D of
+    the segment tags).
+    """
 
     folder: str
     name: str
@@ -192,6 +198,7 @@ class KeyFragment:
     size: int
     images: tuple[str, ...] = ()
     object_key: str = ""
+    format: int = FORMAT_CBC
 
     @classmethod
     def from_dict(cls, doc: Any) -> KeyFragment:
@@ -199,6 +206,8 @@ class KeyFragment:
         what = "key fragment"
         if not isinstance(doc, Mapping):
             raise ProtocolError(f"the {what} is not a JSON object")
+        # First: a newer format may lay out the other fields differently.
+        fmt = _format(doc, what)
         images = doc.get("images") or []
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
             raise ProtocolError(f"the {what} has no valid `images`")
@@ -211,14 +220,18 @@ class KeyFragment:
             size=_get(doc, "size", int, what),
             images=tuple(images),
             object_key=str(doc.get("object_key") or f"{doc.get('name')}.enc"),
+            format=fmt,
         )
         if not frag.fragment:
             raise ProtocolError("the key fragment is empty")
         return frag
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``fragment.json`` document (contains the secret fragment)."""
-        return {
+        """The ``fragment.json`` document (contains the secret fragment).
+
+        ``format`` only when it is not 1, so a format-1 file is as before format 2.
+        """
+        doc: dict[str, Any] = {
             "folder": self.folder,
             "name": self.name,
             "version": self.version,
@@ -228,6 +241,9 @@ class KeyFragment:
             "images": list(self.images),
             "object_key": self.object_key,
         }
+        if self.format != FORMAT_CBC:
+            doc["format"] = self.format
+        return doc
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from botocore.config import Config
 from loader_cli_support import docker, publish_archive, rootfs_tar, unlock_fetch
 from private_containerd import ContainerdStartError, PrivateContainerd, missing_tools
 
+from azaion_loader.segmented import SEGMENT_SIZE
 from azaion_loader.server import ServerConfig, ServerThread, create_app, server_state
 from azaion_loader.server.app import register_user
 
@@ -413,12 +414,35 @@ def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Pat
 
 
 @pytest.fixture
+def big_image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A `docker save` archive of several format-2 segments (a 3 MiB layer)."""
+    ref = f"azaion-test/unlock-big-{secrets.token_hex(4)}:1.0"
+    made = docker("import", "-", ref, input=rootfs_tar(3 * SEGMENT_SIZE))
+    assert made.returncode == 0, made.stderr
+    archive = tmp_path / "image.tar"
+    saved = docker("save", "-o", str(archive), ref)
+    assert saved.returncode == 0, saved.stderr
+    docker("rmi", "-f", ref)
+    try:
+        yield ref, archive
+    finally:
+        docker("rmi", "-f", ref)
+
+
+@pytest.fixture(params=[1, 2], ids=["format1", "format2"])
+def archive_format(request: pytest.FixtureRequest) -> int:
+    """The archive format to publish with (docs/protocol.md §6): each test runs with both."""
+    return int(request.param)
+
+
+@pytest.fixture
 def fetched_archive(
-    dev_env: DevEnv, image_archive: tuple[str, Path], tmp_path: Path
+    dev_env: DevEnv, image_archive: tuple[str, Path], tmp_path: Path, archive_format: int
 ) -> tuple[str, Path]:
-    """``image_archive`` published as images/app and fetched: (image ref, work directory)."""
+    """``image_archive`` published as images/app (in ``archive_format``) and fetched:
+    (image ref, work directory)."""
     ref, archive = image_archive
-    publish_archive(dev_env, archive)
+    publish_archive(dev_env, archive, "app", f"--format={archive_format}")
     work = tmp_path / "work"
     code, _, _, err = unlock_fetch(dev_env, work)
     assert code == 0, err

@@ -94,11 +94,11 @@ def upload_model(
     )
 
 
-def rootfs_tar() -> bytes:
-    """A root filesystem tar of one random 64 KiB file (a unique layer per call)."""
+def rootfs_tar(size: int = 64 * 1024) -> bytes:
+    """A root filesystem tar of one random file of ``size`` bytes (a unique layer per call)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = os.urandom(64 * 1024)
+        data = os.urandom(size)
         info = tarfile.TarInfo("payload.bin")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))

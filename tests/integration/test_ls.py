@@ -75,3 +75,18 @@ def test_ls_needs_credentials_and_refuses_a_bad_folder(published: dict[str, str]
     code, result, _, _ = run_loader(published, "ls", "--folder", "../x")
     # As for fetch: the API's 400 is a ProtocolError (15) carrying its one-line reason.
     assert code == 15 and result is not None and "valid S3 bucket name" in result["message"]
+
+
+def test_ls_shows_the_format_of_format_2_archive_versions_only(
+    dev_env: Any, published: dict[str, str], tmp_path: Path
+) -> None:
+    archive = tmp_path / "app1.tar"
+    docker_save_like(archive, "demo/app:1")
+    args = ("upload-archive", "--folder", "images", "--name", "app", "--version", "a2")
+    assert run_loader(dev_env.merged(), *args, "--format", "1", str(archive)).code == 0
+    code, result, _, err = run_loader(published, "ls", "--kind", "archives")
+    assert code == 0, err
+    versions = result["archives"][0]["versions"]
+    # a1 was published in the default format 2; a2 in format 1, listed as before format 2.
+    assert [(v["version"], v.get("format")) for v in versions] == [("a1", 2), ("a2", None)]
+    assert "format" not in versions[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import tarfile
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 from loader_cli_support import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
 
-from azaion_loader.archives import TarManifestScanner
+from azaion_loader.archives import TarManifestScanner, unlock_load
 from azaion_loader.docker_cli import DockerCli
-from azaion_loader.errors import ImageLoadError
+from azaion_loader.errors import ImageLoadError, IntegrityError
+from azaion_loader.segmented import SEGMENT_SIZE, TAG_SIZE
+from azaion_loader.workdir import ArchiveCheck
 
 
 def _exists(ref: str) -> bool:
@@ -22,10 +25,10 @@ def _exists(ref: str) -> bool:
 
 
 def test_split_unlock_loads_the_manifest_images(
-    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path, archive_format: int
 ) -> None:
     ref, archive = image_archive
-    published = publish_archive(dev_env, archive)
+    published = publish_archive(dev_env, archive, "app", f"--format={archive_format}")
     assert published["images"] == [ref]
     work = tmp_path / "work"
     code, result, _, err = unlock_fetch(dev_env, work)
@@ -33,6 +36,9 @@ def test_split_unlock_loads_the_manifest_images(
     assert sorted(p.name for p in work.iterdir()) == ["archive.enc", "fragment.json"]
     assert oct((work / "fragment.json").stat().st_mode & 0o777) == "0o640"
     assert result["sha256"] == published["sha256"]
+    # "format" is written only for format 2: a format-1 fragment.json is as before.
+    fragment = json.loads((work / "fragment.json").read_text())
+    assert fragment.get("format") == (2 if archive_format == 2 else None)
     assert not _exists(ref)
     # the load step runs with no credentials at all
     bare = {k: v for k, v in os.environ.items() if not k.startswith("LOADER_")}
@@ -43,10 +49,10 @@ def test_split_unlock_loads_the_manifest_images(
 
 
 def test_unlock_in_one_process(
-    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path, archive_format: int
 ) -> None:
     ref, archive = image_archive
-    publish_archive(dev_env, archive)
+    publish_archive(dev_env, archive, "app", f"--format={archive_format}")
     code, result, _, err = run_loader(
         dev_env.merged(),
         "unlock",
@@ -196,19 +202,77 @@ def test_tampered_workdir_archive_is_not_loaded(
     assert not _exists(ref)
 
 
+@pytest.mark.parametrize("where", [5, -5])
 def test_flipped_byte_on_cdn_leaves_empty_workdir(
-    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path, archive_format: int, where: int
 ) -> None:
     _ref, archive = image_archive
-    publish_archive(dev_env, archive)
+    publish_archive(dev_env, archive, "app", f"--format={archive_format}")
     s3 = dev_env.s3.client()
     data = bytearray(s3.get_object(Bucket="images", Key="app.enc")["Body"].read())
-    data[-5] ^= 0x01
+    data[where] ^= 0x01
     s3.put_object(Bucket="images", Key="app.enc", Body=bytes(data))
     work = tmp_path / "work"
-    code, _result, _, err = unlock_fetch(dev_env, work)
+    code, result, _, err = unlock_fetch(dev_env, work)
     assert code == 30, err
+    assert result["error"] == "IntegrityError"
     assert list(work.iterdir()) == []
+
+
+def test_truncated_workdir_archive_is_not_loaded(
+    dev_env: Any, fetched_archive: tuple[str, Path]
+) -> None:
+    ref, work = fetched_archive
+    enc = work / "archive.enc"
+    enc.write_bytes(enc.read_bytes()[:-100])
+    code, result, _, err = run_loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
+    assert code == 30, err
+    assert result["error"] == "IntegrityError"
+    assert not _exists(ref)
+
+
+def test_a_format_2_fragment_read_as_format_1_fails_its_sha256(
+    dev_env: Any, image_archive: tuple[str, Path], tmp_path: Path
+) -> None:
+    """What a loader that predates format 2 does with such an archive: it fails, loads nothing."""
+    ref, archive = image_archive
+    publish_archive(dev_env, archive, "app", "--format=2")
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    fragment = json.loads((work / "fragment.json").read_text())
+    del fragment["format"]  # an old loader's fragment.json has no format
+    (work / "fragment.json").write_text(json.dumps(fragment))
+    code, result, _, err = run_loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
+    assert code == 30, err
+    assert result["error"] == "IntegrityError"
+    assert not _exists(ref)
+
+
+@pytest.mark.parametrize("segment", [0, 1, -1])
+def test_a_segment_changed_after_the_check_kills_the_load(
+    dev_env: Any, big_image_archive: tuple[str, Path], tmp_path: Path, segment: int
+) -> None:
+    """Format 2: the file changes between the check and the load pass (which checks each
+    segment again): IntegrityError, the engine's load is killed, nothing is loaded."""
+    ref, archive = big_image_archive
+    publish_archive(dev_env, archive, "app", "--format=2")
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    check = ArchiveCheck.start(work)
+    check.wait()  # verified, tags read
+    assert check.tags == [ref]
+    enc = work / "archive.enc"
+    data = bytearray(enc.read_bytes())
+    count = -(-len(data) // (SEGMENT_SIZE + TAG_SIZE))
+    assert count >= 3
+    index = segment % count
+    data[index * (SEGMENT_SIZE + TAG_SIZE) + 100] ^= 0x01
+    enc.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"segment {index} of .* failed authentication"):
+        unlock_load(DockerCli(), workdir=work, check=check)
+    assert not _exists(ref)
 
 
 def test_unlock_load_without_fetch(tmp_path: Path) -> None:

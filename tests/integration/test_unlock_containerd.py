@@ -8,11 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loader_cli_support import run_loader
+import pytest
+from loader_cli_support import publish_archive, run_loader, unlock_fetch
 from private_containerd import PrivateContainerd
 
+from azaion_loader.archives import unlock_load
 from azaion_loader.containerd_cli import PIN_LABEL, ContainerdCli
 from azaion_loader.engine import normalize_reference
+from azaion_loader.errors import IntegrityError
+from azaion_loader.segmented import SEGMENT_SIZE, TAG_SIZE
+from azaion_loader.workdir import ArchiveCheck
 
 
 def _bare() -> dict[str, str]:
@@ -137,3 +142,30 @@ def test_engine_remove_and_ping(
     assert cli.remove_image(ref) is True
     assert cli.remove_image(ref) is False
     assert normalize_reference(ref) not in containerd_engine.images()
+
+
+def test_a_segment_changed_after_the_check_kills_the_import(
+    containerd_engine: PrivateContainerd,
+    dev_env: Any,
+    big_image_archive: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    """Format 2: the last segment changes after the check; ctr, fed all but it, is killed."""
+    ref, archive = big_image_archive
+    publish_archive(dev_env, archive, "app", "--format=2")
+    work = tmp_path / "work"
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    check = ArchiveCheck.start(work)
+    check.wait()
+    enc = work / "archive.enc"
+    data = bytearray(enc.read_bytes())
+    last = (len(data) - 1) // (SEGMENT_SIZE + TAG_SIZE)
+    assert last >= 2
+    data[-TAG_SIZE - 10] ^= 0x01
+    enc.write_bytes(bytes(data))
+    before = containerd_engine.images()
+    with pytest.raises(IntegrityError, match=f"segment {last} of "):
+        unlock_load(ContainerdCli(socket=containerd_engine.socket), workdir=work, check=check)
+    assert containerd_engine.images() == before
+    assert normalize_reference(ref) not in before

@@ -126,6 +126,14 @@ def upload_archive(parser: Parser) -> None:
     parser.add_argument(
         "--images", nargs="+", metavar="IMAGE", help="images to record (default: RepoTags)"
     )
+    parser.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="archive format (docs/protocol.md §6): 2, AES-256-GCM segments (default), or "
+        "1, AES-256-CBC, for loaders that predate format 2",
+    )
     parser.add_argument("archive", metavar="ARCHIVE.tar", help="a `docker save` archive")
     _progress(parser)
 

@@ -174,6 +174,7 @@ def cmd_upload_archive(args: argparse.Namespace, settings: LoaderSettings) -> Ou
         version=args.version,
         images=args.images or None,
         progress=bar.advance,
+        archive_format=args.format,
     )
     bar.finish()
     return _upload_doc(result, images=list(result.images)), (

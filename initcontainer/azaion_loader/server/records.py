@@ -76,7 +76,11 @@ class ResourceVersion:
 
 @dataclass(frozen=True)
 class ArchiveVersion:
-    """One version of an encrypted image archive (protocol §6)."""
+    """One version of an encrypted image archive (protocol §6).
+
+    ``format`` is the archive format, 1 (AES-256-CBC) or 2 (segmented
+    AES-256-GCM); versions stored before format 2 existed have none and read as 1.
+    """
 
     version: str
     fragment: str
@@ -84,20 +88,24 @@ class ArchiveVersion:
     size: int
     images: tuple[str, ...]
     created: float = 0.0
+    format: int = 1
 
     def same_content(self, other: ArchiveVersion) -> bool:
         """Whether ``other`` carries the same content (``created`` aside)."""
-        return (self.fragment, self.sha256, self.size, self.images) == (
+        return (self.fragment, self.sha256, self.size, self.images, self.format) == (
             other.fragment,
             other.sha256,
             other.size,
             other.images,
+            other.format,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form stored on disk."""
+        """The JSON form stored on disk (``format`` only when it is not 1)."""
         data = asdict(self)
         data["images"] = list(self.images)
+        if self.format == 1:  # as before format 2, for servers that predate it
+            del data["format"]
         return data
 
     @classmethod

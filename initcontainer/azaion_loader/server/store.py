@@ -264,7 +264,7 @@ class Store:
 
         Each item: ``folder``, ``name``, ``owner`` (an email, or None for entries
         registered before owners were recorded), ``latest`` and ``versions``
-        (version, sha256, size, created, and ``format`` for resource versions of
+        (version, sha256, size, created, and ``format`` for versions of
         format 2); no keys, small parts or fragments.
         """
         filename = {"resources": _RESOURCES, "archives": _ARCHIVES}[kind]

@@ -29,6 +29,7 @@ __all__ = [
     "parse_resource_put",
     "parse_user_put",
     "resource_size",
+    "segmented_size_possible",
     "small_part_size",
 ]
 
@@ -57,6 +58,13 @@ def resource_size(plain_size: int, fmt: int) -> int:
     if fmt == 2:
         return plain_size + 16 * max(1, -(-plain_size // SEGMENT_SIZE))
     return 16 + 16 * (plain_size // 16 + 1)
+
+
+def segmented_size_possible(size: int) -> bool:
+    """Whether some plaintext has a format-2 ciphertext of ``size`` bytes."""
+    count = max(1, -(-size // (SEGMENT_SIZE + 16)))
+    plain_size = size - 16 * count
+    return plain_size >= 0 and resource_size(plain_size, 2) == size
 
 
 def check_folder(folder: str) -> str:
@@ -143,13 +151,27 @@ def _version_or_default(body: dict[str, Any], digest: str) -> str:
     return check_version(body["version"])
 
 
-def _resource_format(body: dict[str, Any]) -> int:
+def _format(body: dict[str, Any]) -> int:
+    """``format`` of a resource or archive body (the same two formats, the same rule)."""
     value = body.get("format")
     if value is None:  # bodies of clients that predate format 2
         return 1
     if not isinstance(value, int) or isinstance(value, bool) or value not in RESOURCE_FORMATS:
         raise BadRequest("format must be 1 or 2 (absent or null: 1)")
     return value
+
+
+def _archive_size(body: dict[str, Any], fmt: int) -> int:
+    """``size`` of an archive, checked against format ``fmt`` (no plaintext size is sent)."""
+    if fmt == 1:
+        return _cbc_size(body)
+    size = _int(body, "size", 16)
+    if not segmented_size_possible(size):
+        raise BadRequest(
+            "size is not a possible format-2 length"
+            " (plain_size + 16 * max(1, ceil(plain_size / 1048576)) for some plain_size)"
+        )
+    return size
 
 
 def _resource_sizes(body: dict[str, Any], fmt: int) -> tuple[int, int]:
@@ -176,7 +198,7 @@ def parse_resource_put(body: object, *, created: float) -> ResourceVersion:
     """The body of ``PUT /resources/{folder}/{name}`` as a record."""
     data = _object(body)
     # First: the size rule depends on it.
-    fmt = _resource_format(data)
+    fmt = _format(data)
     digest = _hex64(data, "sha256")
     size, plain_size = _resource_sizes(data, fmt)
     small = _b64(data, "small")
@@ -200,8 +222,10 @@ def parse_resource_put(body: object, *, created: float) -> ResourceVersion:
 def parse_archive_put(body: object, *, created: float) -> ArchiveVersion:
     """The body of ``PUT /archives/{folder}/{name}`` as a record."""
     data = _object(body)
+    # First: the size rule depends on it.
+    fmt = _format(data)
     digest = _hex64(data, "sha256")
-    size = _cbc_size(data)
+    size = _archive_size(data, fmt)
     if len(_b64(data, "fragment")) != 32:
         raise BadRequest("fragment must be 32 bytes")
     images = data.get("images", [])
@@ -216,6 +240,7 @@ def parse_archive_put(body: object, *, created: float) -> ArchiveVersion:
         size=size,
         images=tuple(images),
         created=created,
+        format=fmt,
     )
 
 

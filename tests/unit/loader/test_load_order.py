@@ -21,11 +21,17 @@ from pathlib import Path
 import pytest
 
 from azaion_loader.archives import unlock_load
-from azaion_loader.crypto import encrypt_bytes
+from azaion_loader.crypto import EncryptingReader, encrypt_bytes
 from azaion_loader.docker_cli import DockerCli
 from azaion_loader.envelope import derive_archive_key
-from azaion_loader.errors import ConfigError, DockerUnavailableError, IntegrityError
+from azaion_loader.errors import (
+    ConfigError,
+    DockerUnavailableError,
+    IntegrityError,
+    NotADockerArchiveError,
+)
 from azaion_loader.models import KeyFragment
+from azaion_loader.segmented import ARCHIVE_AAD, SEGMENT_SIZE, TAG_SIZE
 from azaion_loader.workdir import ARCHIVE_FILE, FRAGMENT_FILE, ArchiveCheck
 
 REF = "azaion-test/order:1.0"
@@ -58,29 +64,42 @@ def _script(path: Path, text: str) -> str:
     return str(path)
 
 
-def _docker_save_tar() -> bytes:
+def _docker_save_tar(filler: int = 0) -> bytes:
+    """A tar with a ``manifest.json`` first, then ``filler`` random bytes in a member."""
     manifest = json.dumps([{"Config": "c.json", "RepoTags": [REF], "Layers": []}]).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
+        for name, data in (("manifest.json", manifest), ("layer.tar", os.urandom(filler))):
+            if name == "layer.tar" and not filler:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-def _workdir(tmp_path: Path) -> Path:
+def _workdir(tmp_path: Path, fmt: int = 1, tar: bytes | None = None) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     fragment = os.urandom(32)
-    encrypted = encrypt_bytes(derive_archive_key(fragment), _docker_save_tar())
+    plain = _docker_save_tar() if tar is None else tar
+    key = derive_archive_key(fragment)
+    if fmt == 2:
+        reader = EncryptingReader(io.BytesIO(plain), key, segmented=True, aad=ARCHIVE_AAD)
+        encrypted = reader.read()
+        sha256 = reader.digest.hexdigest()
+    else:
+        encrypted = encrypt_bytes(key, plain)
+        sha256 = hashlib.sha256(encrypted).hexdigest()
     (work / ARCHIVE_FILE).write_bytes(encrypted)
     frag = KeyFragment(
         folder="images",
         name="order",
         version="1",
         fragment=fragment,
-        sha256=hashlib.sha256(encrypted).hexdigest(),
+        sha256=sha256,
         size=len(encrypted),
+        format=fmt,
     )
     (work / FRAGMENT_FILE).write_text(json.dumps(frag.to_dict()))
     return work
@@ -94,27 +113,71 @@ def recording(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[DockerCl
     return DockerCli(_script(tmp_path / "docker", text)), record
 
 
-def test_matching_archive_is_fed_whole(tmp_path: Path, recording: tuple[DockerCli, Path]) -> None:
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_matching_archive_is_fed_whole(
+    tmp_path: Path, recording: tuple[DockerCli, Path], fmt: int
+) -> None:
     docker, record = recording
-    work = _workdir(tmp_path)
+    work = _workdir(tmp_path, fmt)
     result = unlock_load(docker, workdir=work)
     assert result.images == (REF,)
     assert result.images_source == "manifest"
     assert int(record.read_text()) == len(_docker_save_tar())
 
 
+@pytest.mark.parametrize(("fmt", "where"), [(1, 20), (2, 20), (2, -1)])
 def test_tampered_archive_kills_docker_load_before_a_byte(
-    tmp_path: Path, recording: tuple[DockerCli, Path]
+    tmp_path: Path, recording: tuple[DockerCli, Path], fmt: int, where: int
 ) -> None:
     docker, record = recording
-    work = _workdir(tmp_path)
+    work = _workdir(tmp_path, fmt, _docker_save_tar(filler=3 * SEGMENT_SIZE))
     data = bytearray((work / ARCHIVE_FILE).read_bytes())
-    data[20] ^= 0x01
+    data[where] ^= 0x01
     (work / ARCHIVE_FILE).write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="does not match the digest from the API"):
         unlock_load(docker, workdir=work)
     # Killed: the script never reached the end of its input (no "Loaded"), and
     # if it started at all it recorded nothing received.
+    time.sleep(0.2)
+    assert not record.exists() or record.read_text() == "0"
+
+
+@pytest.mark.parametrize("segment", [1, 3])
+def test_a_format_2_segment_changed_after_the_check_kills_the_load(
+    tmp_path: Path, recording: tuple[DockerCli, Path], segment: int
+) -> None:
+    """The load pass checks each segment again: one that changed since the check
+    raises before the stream ends, and the engine's load is killed (never sees its end)."""
+    docker, record = recording
+    tar = _docker_save_tar(filler=3 * SEGMENT_SIZE)
+    work = _workdir(tmp_path, 2, tar)
+    check = ArchiveCheck.start(work)
+    check.wait()
+    assert check.tags == [REF]  # read by the check's own pass
+    enc = work / ARCHIVE_FILE
+    data = bytearray(enc.read_bytes())
+    data[segment * (SEGMENT_SIZE + TAG_SIZE) + 5] ^= 0x01
+    enc.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"segment {segment} of .* failed authentication"):
+        unlock_load(docker, workdir=work, check=check)
+    # Killed (unlock_load waits for it): at most the segments before the changed one
+    # reached it, never the end of the stream ("Loaded image" is printed only there).
+    received = int(record.read_text()) if record.exists() else 0
+    assert received <= segment * SEGMENT_SIZE < len(tar)
+
+
+def test_a_format_2_archive_without_a_manifest_loads_nothing(
+    tmp_path: Path, recording: tuple[DockerCli, Path]
+) -> None:
+    docker, record = recording
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    work = _workdir(tmp_path, 2, buf.getvalue())
+    with pytest.raises(NotADockerArchiveError, match=r"no manifest\.json"):
+        unlock_load(docker, workdir=work)
     time.sleep(0.2)
     assert not record.exists() or record.read_text() == "0"
 

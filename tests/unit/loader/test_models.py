@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from azaion_loader.errors import ProtocolError
-from azaion_loader.models import ResourceRecord
+from azaion_loader.models import KeyFragment, ResourceRecord
 
 
 def _doc(**extra: Any) -> dict[str, Any]:
@@ -72,3 +72,47 @@ def test_an_unknown_format_is_reported_before_fields_it_may_lay_out_otherwise() 
 def test_a_format_that_is_not_an_integer_is_a_protocol_error(value: object) -> None:
     with pytest.raises(ProtocolError, match="no valid `format`"):
         ResourceRecord.from_dict(_doc(format=value))
+
+
+def _fragment_doc(**extra: Any) -> dict[str, Any]:
+    return {
+        "folder": "images",
+        "name": "app",
+        "version": "v1",
+        "fragment": base64.b64encode(b"f" * 32).decode(),
+        "sha256": "b" * 64,
+        "size": 48,
+        "images": ["demo/app:1.0"],
+        "object_key": "app.enc",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("value", [None, 1])
+def test_a_key_fragment_without_a_format_is_format_1_and_its_file_unchanged(
+    value: object,
+) -> None:
+    doc = _fragment_doc() if value is None else _fragment_doc(format=value)
+    frag = KeyFragment.from_dict(doc)
+    assert frag.format == 1
+    # fragment.json of a format-1 archive is the same as before format 2.
+    assert frag.to_dict() == _fragment_doc()
+
+
+def test_a_format_2_key_fragment_round_trips_with_its_format() -> None:
+    frag = KeyFragment.from_dict(_fragment_doc(format=2, size=17))
+    assert (frag.format, frag.size) == (2, 17)
+    assert frag.to_dict() == _fragment_doc(format=2, size=17)
+    assert KeyFragment.from_dict(frag.to_dict()) == frag
+
+
+@pytest.mark.parametrize("value", [0, 3])
+def test_a_key_fragment_of_an_unknown_format_asks_for_an_upgrade(value: int) -> None:
+    with pytest.raises(ProtocolError, match=f"format {value} is not known to this loader"):
+        KeyFragment.from_dict(_fragment_doc(format=value))
+
+
+@pytest.mark.parametrize("value", ["2", True, 2.0])
+def test_a_key_fragment_format_that_is_not_an_integer_is_a_protocol_error(value: object) -> None:
+    with pytest.raises(ProtocolError, match="no valid `format`"):
+        KeyFragment.from_dict(_fragment_doc(format=value))

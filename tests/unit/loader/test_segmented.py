@@ -12,6 +12,8 @@ from azaion_loader.crypto import EncryptingReader, encrypt_bytes
 from azaion_loader.errors import IntegrityError
 from azaion_loader.pipeline import BufferRing
 from azaion_loader.segmented import (
+    ARCHIVE_AAD,
+    RESOURCE_AAD,
     SEGMENT_SIZE,
     TAG_SIZE,
     SegmentDecryptor,
@@ -209,3 +211,39 @@ def test_encrypting_reader_hands_whole_pieces_to_a_reader_of_pieces() -> None:
     total = segmented_size(len(plain)) - 3072
     assert sizes == [chunk, total - chunk]
     assert reader.cipher_size == segmented_size(len(plain))
+
+
+def _sealed_with(aad: bytes | None, plain: bytes) -> bytes:
+    """``plain`` through EncryptingReader, with ``aad`` (None: the default, a resource's)."""
+    extra = {} if aad is None else {"aad": aad}
+    reader = EncryptingReader(io.BytesIO(plain), KEY, segmented=True, **extra)
+    return reader.read()
+
+
+def _opened(aad: bytes | None, sealed: bytes) -> bytes:
+    extra = {} if aad is None else {"aad": aad}
+    dec = SegmentDecryptor(KEY, len(sealed), **extra)
+    ring = BufferRing(2, SegmentDecryptor.buffer_size)
+    plain = b"".join(bytes(p) for p in dec.feed(sealed, ring))
+    dec.finish()
+    return plain
+
+
+@pytest.mark.parametrize("size", [0, 100, SEGMENT_SIZE + 3])
+def test_resources_and_archives_open_only_as_what_they_are(size: int) -> None:
+    plain = os.urandom(size)
+    resource = _sealed_with(None, plain)
+    archive = _sealed_with(ARCHIVE_AAD, plain)
+    assert resource == _sealed_with(RESOURCE_AAD, plain)  # the default is a resource's
+    assert resource != archive
+    assert _opened(None, resource) == plain
+    assert _opened(ARCHIVE_AAD, archive) == plain
+    with pytest.raises(IntegrityError, match=r"segment 0 .* failed authentication"):
+        _opened(ARCHIVE_AAD, resource)
+    with pytest.raises(IntegrityError, match=r"segment 0 .* failed authentication"):
+        _opened(RESOURCE_AAD, archive)
+
+
+def test_the_two_aads_differ_and_name_what_they_seal() -> None:
+    assert RESOURCE_AAD == b"azaion-loader/v2/resource"
+    assert ARCHIVE_AAD == b"azaion-loader/v2/archive"

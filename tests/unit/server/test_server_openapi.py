@@ -145,3 +145,15 @@ def test_the_format_is_documented_and_optional(doc: dict[str, Any]) -> None:
         assert "format" not in node["required"]
     # Format 2's smallest ciphertext: an empty plaintext and one tag.
     assert schemas["ResourcePut"]["properties"]["size"]["minimum"] == 16
+
+
+def test_the_archive_format_is_documented_and_optional(doc: dict[str, Any]) -> None:
+    schemas = doc["components"]["schemas"]
+    put = schemas["ArchivePut"]["properties"]["format"]
+    assert [s.get("enum", s.get("type")) for s in put["oneOf"]] == [[1, 2], "null"]
+    assert schemas["KeyFragmentPlain"]["properties"]["format"]["enum"] == [2]
+    for node in (schemas["ArchivePut"], schemas["KeyFragmentPlain"]):
+        assert "format" not in node["required"]
+    # Format 2's sizes are not multiples of 16; its smallest is 16 (one tag).
+    size = schemas["ArchivePut"]["properties"]["size"]
+    assert size["minimum"] == 16 and "multipleOf" not in size

@@ -254,3 +254,25 @@ def test_concurrent_first_publishers_leave_exactly_one_owner(tmp_path: Path) -> 
     [owner] = accepted
     [entry] = Store(tmp_path).list_entries("resources", None)
     assert entry["owner"] == owner and len(entry["versions"]) == 1
+
+
+def _archive(version: str, fmt: int = 1) -> ArchiveVersion:
+    return ArchiveVersion(
+        version=version, fragment="ZnJhZw==", sha256="e" * 64, size=48, images=("a:1",), format=fmt
+    )
+
+
+def test_an_archive_format_is_stored_listed_and_part_of_the_content(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.put_archive("images", "app", _archive("1"), PUBLISHER)
+    assert store.put_archive("images", "app", _archive("2", fmt=2), PUBLISHER)
+    with pytest.raises(VersionConflict):
+        store.put_archive("images", "app", _archive("2"), PUBLISHER)
+    stored = json.loads((tmp_path / "archives.json").read_text())["archives"]["images/app"]
+    # Format 1 is stored as before format 2, so an older server still reads the file.
+    assert "format" not in stored["versions"][0]
+    assert stored["versions"][1]["format"] == 2
+    assert Store(tmp_path).get_archive("images", "app", "2").format == 2
+    assert Store(tmp_path).get_archive("images", "app", "1").format == 1
+    versions = store.list_entries("archives", "images")[0]["versions"]
+    assert [v.get("format") for v in versions] == [None, 2]

@@ -227,3 +227,46 @@ def test_format_2_keeps_the_other_checks(override: dict[str, object], field: str
     with pytest.raises(BadRequest) as caught:
         parse_resource_put(_resource_body(100, {"format": 2, **override}), created=0)
     assert field in caught.value.message
+
+
+def _archive_body(size: int, **extra: object) -> dict[str, object]:
+    return {
+        "fragment": _b64(os.urandom(32)),
+        "sha256": "cd" * 32,
+        "size": size,
+        "images": ["demo/app:1.0"],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("fmt", [None, 1])
+def test_an_archive_without_a_format_or_with_1_is_format_1(fmt: object) -> None:
+    assert parse_archive_put(_archive_body(48), created=0).format == 1
+    assert parse_archive_put(_archive_body(48, format=fmt), created=0).format == 1
+
+
+@pytest.mark.parametrize("size", [16, 17, MIB + 16, MIB + 17 + 16, 3 * MIB + 5 + 64])
+def test_a_format_2_archive_takes_any_possible_format_2_length(size: int) -> None:
+    record = parse_archive_put(_archive_body(size, format=2), created=0)
+    assert (record.format, record.size) == (2, size)
+
+
+@pytest.mark.parametrize("size", [0, 15, MIB + 16 + 1, MIB + 16 + 16, 2 * (MIB + 16) + 16])
+def test_a_format_2_archive_of_an_impossible_length_is_400_naming_size(size: int) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_archive_put(_archive_body(size, format=2), created=0)
+    assert (caught.value.status, caught.value.error_code) == (400, 40)
+    assert "size" in caught.value.message
+
+
+def test_a_format_2_length_is_not_accepted_as_format_1() -> None:
+    with pytest.raises(BadRequest, match="size"):
+        parse_archive_put(_archive_body(17), created=0)
+
+
+@pytest.mark.parametrize("fmt", [0, 3, -1, "2", 2.0, True, [2], {}])
+def test_an_unknown_archive_format_is_400_naming_format(fmt: object) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_archive_put(_archive_body(48, format=fmt), created=0)
+    assert (caught.value.status, caught.value.error_code) == (400, 40)
+    assert caught.value.message == "format must be 1 or 2 (absent or null: 1)"

@@ -46,4 +46,6 @@ def get_key_fragment(folder: str, name: str) -> Response:
         "images": list(record.images),
         "object_key": f"{name}.enc",
     }
+    if record.format != 1:  # so a format-1 envelope is the same as before format 2
+        payload["format"] = record.format
     return sealed(user, "key-fragment", payload)
