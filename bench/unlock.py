@@ -3,7 +3,7 @@
     .venv/bin/python bench/unlock.py --mib 256 --repeat 3
     .venv/bin/python bench/unlock.py --compare-source /tmp/head/initcontainer
     .venv/bin/python bench/unlock.py --runtime containerd --mib 256 --repeat 5
-    .venv/bin/python bench/unlock.py --mib 256 --repeat 5 --compare-format 1
+    .venv/bin/python bench/unlock.py --mib 256 --repeat 5 --compare-format 1 [--fetch]
 
 Needs a Docker engine that answers (``scripts/dockerd start``).  Starts moto's
 S3 server and the reference API server on 127.0.0.1 (bench/benchstack.py),
@@ -34,6 +34,11 @@ With ``--compare-source DIR``, ``loader unlock-load`` from another checkout's
 for an A/B in one run (on the ``--format`` archive: a tree that predates
 archive format 2 needs ``--format 1``).
 
+With ``--fetch``, each round also times ``loader unlock-fetch`` of each
+format into a fresh work directory (the key fragment from the API, ``E`` from
+moto, checked while it downloads: format 1 by SHA-256, format 2 by opening
+every segment), for a table of its own.
+
 With ``--runtime containerd`` the engine is a private containerd
 (hack/private_containerd.py: Debian's containerd, own root and socket, on the
 same disk): the baseline is ``ctr -n k8s.io images import plain.tar``, the
@@ -50,6 +55,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -106,6 +112,9 @@ def main() -> int:
         help="load into the host's Docker, or into a private containerd",
     )
     add_format_arguments(parser, "publish and unlock")
+    parser.add_argument(
+        "--fetch", action="store_true", help="also time unlock-fetch of each format, each round"
+    )
     args = parser.parse_args()
     if args.runtime == "containerd":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hack"))
@@ -142,16 +151,28 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
         if args.compare_format and args.compare_format != args.format:
             formats.append(args.compare_format)
         works = {fmt: stack.work / f"work-f{fmt}" for fmt in formats}
+
+        def fetch_cmd(fmt: int) -> list[str]:
+            name = f"img-f{fmt}"
+            return [
+                "unlock-fetch",
+                "--archive-folder",
+                "bench",
+                "--archive-name",
+                name,
+                "--no-progress",
+            ]
+
         for fmt, work in works.items():
             name = f"img-f{fmt}"
             publish = ["upload-archive", "--folder", "bench", "--name", name, f"--format={fmt}"]
-            fetch = ["unlock-fetch", "--archive-folder", "bench", "--archive-name", name]
-            for cmd in ([*publish, str(plain)], [*fetch, "--workdir", str(work)]):
-                timed([*LOADER, *cmd, "--no-progress"], stack.env)
+            timed([*LOADER, *publish, str(plain), "--no-progress"], stack.env)
+            timed([*LOADER, *fetch_cmd(fmt), "--workdir", str(work)], stack.env)
         bare = {k: v for k, v in stack.env.items() if not k.startswith("LOADER_")}
         base: list[Run] = []
         piped: list[Run] = []
         loads: dict[int, list[Run]] = {fmt: [] for fmt in formats}
+        fetches: dict[int, list[Run]] = {fmt: [] for fmt in formats}
         other: list[Run] = []
         runtime_args: list[str] = []
         other_env = dict(bare, PYTHONPATH=args.compare_source) if args.compare_source else bare
@@ -195,6 +216,13 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
                     if ref not in run.stdout:
                         raise SystemExit(f"unlock-load did not report {ref}: {run.stdout}")
                     runs.append(run)
+                if args.fetch:
+                    for fmt in formats:
+                        work = stack.work / "fetch-round"
+                        fetches[fmt].append(
+                            timed([*LOADER, *fetch_cmd(fmt), "--workdir", str(work)], stack.env)
+                        )
+                        shutil.rmtree(work)
                 compared = f" (from {args.compare_source} {other[-1].wall:.2f}s)" if other else ""
                 per_format = " ".join(f"format {f} {loads[f][-1].wall:.2f}s" for f in formats)
                 print(
@@ -244,6 +272,24 @@ def measure(args: argparse.Namespace, ctd: Any) -> int:
         )
     )
     print(f"\nmedians of {args.repeat} runs; ratio = unlock-load / {names[0]}")
+    if args.fetch:
+        print()
+        print(
+            markdown_table(
+                ["archive", "format", "`loader unlock-fetch`", "CPU (user+sys)", "peak RSS"],
+                [
+                    [
+                        f"{size_mib:.0f} MiB",
+                        str(fmt),
+                        f"{summary(fetches[fmt])[0]:.2f} s",
+                        f"{median_cpu(fetches[fmt]):.2f} s",
+                        f"{summary(fetches[fmt])[1]:.0f} MiB",
+                    ]
+                    for fmt in formats
+                ],
+            )
+        )
+        print(f"\nmedians of {args.repeat} runs of unlock-fetch (API + moto on loopback)")
     return 0
 
 
