@@ -44,7 +44,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from loader_cli_support import docker, publish_archive, rootfs_tar, unlock_fetch
+from loader_cli_support import docker, published_and_fetched, rootfs_tar
 from private_containerd import ContainerdStartError, PrivateContainerd, missing_tools
 
 from azaion_loader.segmented import SEGMENT_SIZE
@@ -397,11 +397,11 @@ def docker_engine() -> str:
     return docker
 
 
-@pytest.fixture
-def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A `docker save` archive of a tiny imported image, removed from the engine afterwards."""
-    ref = f"azaion-test/unlock-{secrets.token_hex(4)}:1.0"
-    made = docker("import", "-", ref, input=rootfs_tar())
+def _saved_image(tmp_path: Path, prefix: str, rootfs: bytes) -> Iterator[tuple[str, Path]]:
+    """A `docker save` archive of ``rootfs`` imported as a fresh image, which is removed
+    from the engine before the test (and again afterwards): (image ref, archive)."""
+    ref = f"azaion-test/{prefix}-{secrets.token_hex(4)}:1.0"
+    made = docker("import", "-", ref, input=rootfs)
     assert made.returncode == 0, made.stderr
     archive = tmp_path / "image.tar"
     saved = docker("save", "-o", str(archive), ref)
@@ -411,22 +411,18 @@ def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Pat
         yield ref, archive
     finally:
         docker("rmi", "-f", ref)
+
+
+@pytest.fixture
+def image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A `docker save` archive of a tiny imported image, removed from the engine afterwards."""
+    yield from _saved_image(tmp_path, "unlock", rootfs_tar())
 
 
 @pytest.fixture
 def big_image_archive(docker_engine: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A `docker save` archive of several format-2 segments (a 3 MiB layer)."""
-    ref = f"azaion-test/unlock-big-{secrets.token_hex(4)}:1.0"
-    made = docker("import", "-", ref, input=rootfs_tar(3 * SEGMENT_SIZE))
-    assert made.returncode == 0, made.stderr
-    archive = tmp_path / "image.tar"
-    saved = docker("save", "-o", str(archive), ref)
-    assert saved.returncode == 0, saved.stderr
-    docker("rmi", "-f", ref)
-    try:
-        yield ref, archive
-    finally:
-        docker("rmi", "-f", ref)
+    yield from _saved_image(tmp_path, "unlock-big", rootfs_tar(3 * SEGMENT_SIZE))
 
 
 @pytest.fixture(params=[1, 2], ids=["format1", "format2"])
@@ -442,10 +438,7 @@ def fetched_archive(
     """``image_archive`` published as images/app (in ``archive_format``) and fetched:
     (image ref, work directory)."""
     ref, archive = image_archive
-    publish_archive(dev_env, archive, "app", f"--format={archive_format}")
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    work = published_and_fetched(dev_env, archive, tmp_path / "work", f"--format={archive_format}")
     return ref, work
 
 

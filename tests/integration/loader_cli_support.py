@@ -149,3 +149,12 @@ def unlock_fetch(dev_env: Any, work: Path) -> LoaderRun:
         "--workdir",
         str(work),
     )
+
+
+def published_and_fetched(dev_env: Any, archive: Path, work: Path, *publish: str) -> Path:
+    """``archive`` published as images/app (``publish``: extra upload-archive
+    arguments) and fetched into ``work`` with ``loader unlock-fetch``; ``work``."""
+    publish_archive(dev_env, archive, "app", *publish)
+    code, _, _, err = unlock_fetch(dev_env, work)
+    assert code == 0, err
+    return work

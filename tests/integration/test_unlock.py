@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli_support import docker, publish_archive, rootfs_tar, run_loader, unlock_fetch
+from loader_cli_support import (
+    docker,
+    publish_archive,
+    published_and_fetched,
+    rootfs_tar,
+    run_loader,
+    unlock_fetch,
+)
 
 from azaion_loader.archives import TarManifestScanner, unlock_load
 from azaion_loader.docker_cli import DockerCli
@@ -178,10 +185,9 @@ def test_archive_with_a_tag_the_api_did_not_register_loads_nothing(
 ) -> None:
     ref, archive = image_archive
     # The publisher registers another image than the archive holds.
-    publish_archive(dev_env, archive, "app", "--images=azaion-test/registered:1")
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    work = published_and_fetched(
+        dev_env, archive, tmp_path / "work", "--images=azaion-test/registered:1"
+    )
     code, result, _, err = run_loader(dev_env.merged(), "unlock-load", "--workdir", str(work))
     assert code == 45, err
     assert f"{ref} (not registered with the API)" in result["message"]
@@ -236,10 +242,7 @@ def test_a_format_2_fragment_read_as_format_1_fails_its_sha256(
 ) -> None:
     """What a loader that predates format 2 does with such an archive: it fails, loads nothing."""
     ref, archive = image_archive
-    publish_archive(dev_env, archive, "app", "--format=2")
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    work = published_and_fetched(dev_env, archive, tmp_path / "work", "--format=2")
     fragment = json.loads((work / "fragment.json").read_text())
     del fragment["format"]  # an old loader's fragment.json has no format
     (work / "fragment.json").write_text(json.dumps(fragment))
@@ -256,10 +259,7 @@ def test_a_segment_changed_after_the_check_kills_the_load(
     """Format 2: the file changes between the check and the load pass (which checks each
     segment again): IntegrityError, the engine's load is killed, nothing is loaded."""
     ref, archive = big_image_archive
-    publish_archive(dev_env, archive, "app", "--format=2")
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    work = published_and_fetched(dev_env, archive, tmp_path / "work", "--format=2")
     check = ArchiveCheck.start(work)
     check.wait()  # verified, tags read
     assert check.tags == [ref]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loader_cli_support import publish_archive, run_loader, unlock_fetch
+from loader_cli_support import published_and_fetched, run_loader
 from private_containerd import PrivateContainerd
 
 from azaion_loader.archives import unlock_load
@@ -152,10 +152,7 @@ def test_a_segment_changed_after_the_check_kills_the_import(
 ) -> None:
     """Format 2: the last segment changes after the check; ctr, fed all but it, is killed."""
     ref, archive = big_image_archive
-    publish_archive(dev_env, archive, "app", "--format=2")
-    work = tmp_path / "work"
-    code, _, _, err = unlock_fetch(dev_env, work)
-    assert code == 0, err
+    work = published_and_fetched(dev_env, archive, tmp_path / "work", "--format=2")
     check = ArchiveCheck.start(work)
     check.wait()
     enc = work / "archive.enc"

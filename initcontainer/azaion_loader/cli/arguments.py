@@ -102,19 +102,23 @@ def verify(parser: Parser) -> None:
     parser.add_argument("--sha256", required=True, metavar="HEX", help="the expected digest")
 
 
-def upload(parser: Parser) -> None:
-    parser.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
-    parser.add_argument("--name", required=True, help="resource name")
-    parser.add_argument("--version", help="version to register (default: digest prefix)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
+def _format(parser: Parser, what: str, section: str) -> None:
     parser.add_argument(
         "--format",
         type=int,
         choices=(1, 2),
         default=2,
-        help="resource format (docs/protocol.md §5): 2, AES-256-GCM segments (default), or "
-        "1, AES-256-CBC, for readers that predate format 2",
+        help=f"{what} format (docs/protocol.md {section}): 2, AES-256-GCM segments (default), "
+        "or 1, AES-256-CBC, for loaders that predate format 2",
     )
+
+
+def upload(parser: Parser) -> None:
+    parser.add_argument("--folder", required=True, help="resource folder (CDN bucket)")
+    parser.add_argument("--name", required=True, help="resource name")
+    parser.add_argument("--version", help="version to register (default: digest prefix)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="also keep the big part here")
+    _format(parser, "resource", "§5")
     parser.add_argument("file", metavar="FILE", help="the file to publish")
     _progress(parser)
 
@@ -126,14 +130,7 @@ def upload_archive(parser: Parser) -> None:
     parser.add_argument(
         "--images", nargs="+", metavar="IMAGE", help="images to record (default: RepoTags)"
     )
-    parser.add_argument(
-        "--format",
-        type=int,
-        choices=(1, 2),
-        default=2,
-        help="archive format (docs/protocol.md §6): 2, AES-256-GCM segments (default), or "
-        "1, AES-256-CBC, for loaders that predate format 2",
-    )
+    _format(parser, "archive", "§6")
     parser.add_argument("archive", metavar="ARCHIVE.tar", help="a `docker save` archive")
     _progress(parser)
 
