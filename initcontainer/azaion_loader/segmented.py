@@ -33,7 +33,6 @@ __all__ = [
     "SegmentEncryptor",
     "segment_count",
     "segmented_size",
-    "segmented_size_possible",
 ]
 
 SEGMENT_SIZE = 1 << 20
@@ -66,11 +65,6 @@ def _plain_size(cipher_size: int) -> int | None:
     if plain < 0 or segmented_size(plain) != cipher_size:
         return None
     return plain
-
-
-def segmented_size_possible(cipher_size: int) -> bool:
-    """Whether some plaintext has a format-2 ciphertext of ``cipher_size`` bytes."""
-    return _plain_size(cipher_size) is not None
 
 
 def _nonce(index: int, last: bool) -> bytes:
