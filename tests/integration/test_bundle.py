@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
+from helm_binary import HELM_CACHE, find_helm
 from private_containerd import PrivateContainerd
 
 # The first test builds the bundle: a cold build takes minutes (docs/benchmarks.md).
@@ -48,15 +48,11 @@ def _run(
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    """helm from $AZAION_HELM or $HELM, PATH, or the cache scripts/cluster build fills."""
-    for found in (os.environ.get("AZAION_HELM"), os.environ.get("HELM"), shutil.which("helm")):
-        if found and os.access(found, os.X_OK):
-            return found
-    cache = Path(os.environ.get("AZAION_LOADER_CACHE", "/var/cache/azaion-loader")) / "bin"
-    cached = sorted(cache.glob("helm-v3.*/helm"))
-    if not cached:
-        pytest.skip(f"helm not found ($AZAION_HELM, $HELM, PATH, {cache}/helm-v3.*/helm)")
-    return str(cached[-1])
+    """helm as hack/helm_binary.py finds it (scripts/kind-node-image tools builds it)."""
+    found = find_helm()
+    if found is None:
+        pytest.skip(f"helm not found ($AZAION_HELM, $HELM, PATH, {HELM_CACHE}/helm-v3.*/helm)")
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,13 @@
 """Helpers for the Helm chart's tests: find helm, run it, pick documents.
 
-The tests need the ``helm`` binary (v3). It is looked up in ``$HELM``, then on
-``PATH``, then in the project's build cache
-(``$AZAION_CLUSTER_CACHE/bin/helm-<version>/helm``, default
-``/var/cache/azaion-loader``, built by ``scripts/kind-node-image tools``); without
-it every chart test is skipped with that reason.
+The tests need the ``helm`` binary (v3), found by hack/helm_binary.py (``$AZAION_HELM``,
+``$HELM``, ``PATH``, then ``$AZAION_CLUSTER_CACHE/bin/helm-<version>/helm``, built by
+``scripts/kind-node-image tools``); without it every chart test is skipped with that reason.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -21,24 +17,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "azaion-loader"
 CRDS = ROOT / "crds"
-# Where scripts/kind-node-image tools builds helm (hack/localcluster/cluster_common.py).
-HELM_CACHE = (
-    pathlib.Path(os.environ.get("AZAION_CLUSTER_CACHE", "/var/cache/azaion-loader")) / "bin"
-)
 # The API server version the chart is rendered for (helm template has no cluster).
 KUBE_VERSION = "1.32.4"
-
-
-def find_helm() -> str | None:
-    """Return the path of a helm binary, or None."""
-    explicit = os.environ.get("HELM")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    on_path = shutil.which("helm")
-    if on_path:
-        return on_path
-    cached = sorted(HELM_CACHE.glob("helm-v3.*/helm"))
-    return str(cached[-1]) if cached else None
 
 
 class HelmFailed(Exception):

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, HELM_CACHE, KUBE_VERSION, HelmFailed, find_helm, run_helm
+from chart_support import CHART, KUBE_VERSION, HelmFailed, run_helm
+from helm_binary import HELM_CACHE, find_helm
 
 
 @pytest.fixture(scope="session")
